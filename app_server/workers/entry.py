@@ -1,0 +1,131 @@
+"""A worker's life: boot the app, serve, drain, stop.
+
+Owns: ``run_worker(app, settings, sockets) -> exit code``, which the CLI (and
+later the master, after the fork) calls. It chooses the event loop (uvloop,
+asyncio as the fallback), freezes the app, runs the start hooks, serves the
+given listeners, and on SIGTERM/SIGINT drains gracefully (a second signal
+stops at once). A failing start hook ends the worker with ``EXIT_BOOT_FAILED``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from app_server.framework.proxy import ForwardedPolicy
+from app_server.logs import AccessLog
+from app_server.settings.model import Settings
+from app_server.workers.server import WorkerServer, make_ssl_context
+from app_server.workers.state import ServerState
+
+EXIT_OK = 0
+EXIT_BOOT_FAILED = 3
+log = logging.getLogger("app_server.error")
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a runtime dependency
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
+
+
+def run_worker(app: Any, settings: Settings, sockets: list[socket.socket]) -> int:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(serve(app, settings, sockets))
+
+
+def build_state(app: Any, settings: Settings, now: float) -> ServerState:
+    access = AccessLog(settings.log.access_log, settings.log.format)
+    forwarded = ForwardedPolicy(settings.forwarded_allow_ips)
+    return ServerState(app, settings.http, access, forwarded, now)
+
+
+async def serve(
+    app: Any,
+    settings: Settings,
+    sockets: list[socket.socket],
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[WorkerServer], None] | None = None,
+) -> int:
+    """Serve until a stop signal (or ``stop`` is set), then drain and return.
+
+    ``on_ready`` is called once the app's start hooks have run and the
+    listeners accept: the definition of a ready worker.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        app.freeze()
+        await app.run_hooks("before_server_start")
+    except Exception:
+        log.exception("the application failed to start")
+        return EXIT_BOOT_FAILED
+    tls = settings.tls
+    ssl_context = make_ssl_context(tls.certfile, tls.keyfile) if tls else None
+    server = WorkerServer(build_state(app, settings, loop.time()), ssl_context)
+    await server.start(sockets)
+    try:
+        await app.run_hooks("after_server_start")
+    except Exception:
+        log.exception("the application failed to start")
+        await server.close()
+        return EXIT_BOOT_FAILED
+    for address in server.bound_addresses:
+        log.info("listening on %s", _describe(address, ssl_context is not None))
+    if on_ready is not None:
+        on_ready(server)
+    use_signals = stop is None
+    if stop is None:
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: finishing in-flight requests")
+    await _stop(app, server, settings.http.graceful_timeout_s, loop, use_signals)
+    return EXIT_OK
+
+
+async def _stop(
+    app: Any,
+    server: WorkerServer,
+    graceful_s: float,
+    loop: asyncio.AbstractEventLoop,
+    use_signals: bool,
+) -> None:
+    drain = asyncio.ensure_future(_drain(app, server, graceful_s))
+    if use_signals:
+        # A second TERM/INT while draining stops at once.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, drain.cancel)
+    try:
+        await drain
+    except asyncio.CancelledError:
+        log.warning("second stop signal: closing connections now")
+    await server.close()
+    try:
+        await app.run_hooks("after_server_stop")
+    except Exception:
+        log.exception("after_server_stop hook failed")
+
+
+async def _drain(app: Any, server: WorkerServer, graceful_s: float) -> None:
+    try:
+        await app.run_hooks("before_server_stop")
+    except Exception:
+        log.exception("before_server_stop hook failed")
+    if not await server.drain(graceful_s):
+        log.warning("graceful timeout (%ss) reached: closing remaining connections", graceful_s)
+
+
+def _describe(address: Any, tls: bool) -> str:
+    scheme = "https" if tls else "http"
+    if isinstance(address, tuple):
+        host = address[0]
+        host = f"[{host}]" if ":" in host else host
+        return f"{scheme}://{host}:{address[1]}"
+    return f"unix:{address}"

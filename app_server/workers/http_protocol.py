@@ -1,0 +1,481 @@
+"""The HTTP/1.1 connection: bytes from the socket to the app and back.
+
+Owns: feeding the parser, the order of pipelined requests, starting one
+handler at a time per connection, writing each response in one
+``transport.write``, keep-alive and the deadline that applies now
+(``Phase``): idle keep-alive, request head+body (fixed from the first byte,
+so a slow sender cannot extend it), handler run time, and the lingering
+close. Deadlines are checked by the worker's ticker (``ServerState.tick``),
+so the hot path arms no timer per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from enum import Enum
+from typing import Any
+
+from app_server.framework.request import ConnectionInfo, Request
+from app_server.framework.responses import BaseResponse, HTTPResponse, StreamingResponse
+from app_server.protocols.http.events import ProtocolError, RequestHead
+from app_server.protocols.http.framing import (
+    CONNECTION_CLOSE,
+    CONNECTION_KEEP_ALIVE,
+    CONTINUE_RESPONSE,
+    LAST_CHUNK,
+    encode_chunk,
+    encode_error,
+    encode_response,
+    encode_streaming_head,
+)
+from app_server.protocols.http.parser import REQUEST_END, RequestParser
+from app_server.workers.state import ServerState
+
+error_log = logging.getLogger("app_server.error")
+
+# Reading pauses when this many complete requests wait behind the active one,
+# or when a streamed body has this many unread bytes buffered.
+MAX_PIPELINED = 16
+STREAM_HIGH_WATER = 256 * 1024
+LINGER_S = 2.0
+INF = float("inf")
+
+
+class Phase(Enum):
+    IDLE = "idle"  # keep-alive: waiting for a request's first byte
+    READING = "reading"  # a request's head or body is arriving
+    HANDLING = "handling"  # a handler is running
+    CLOSING = "closing"  # response sent, draining input before close
+    CLOSED = "closed"
+
+
+class _Cycle:
+    """One request on its way through the connection."""
+
+    __slots__ = ("request", "routing", "parts", "complete", "reader", "started")
+
+    def __init__(self, request: Request, routing: Any, reader: _StreamedBody | None) -> None:
+        self.request = request
+        self.routing = routing
+        self.parts: list[bytes] = []
+        self.complete = False
+        self.reader = reader
+        self.started = 0.0
+
+
+class _StreamedBody:
+    """The unbuffered body of a ``stream=True`` route, with read backpressure."""
+
+    __slots__ = ("_protocol", "_chunks", "_size", "_done", "_waiter")
+
+    def __init__(self, protocol: HttpProtocol) -> None:
+        self._protocol = protocol
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._done = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        if self._size > STREAM_HIGH_WATER:
+            self._protocol.pause_input()
+        self._wake()
+
+    def end(self) -> None:
+        self._done = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def read(self) -> bytes | None:
+        while not self._chunks:
+            if self._done:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        chunk = self._chunks.popleft()
+        self._size -= len(chunk)
+        if self._size <= STREAM_HIGH_WATER:
+            self._protocol.resume_input()
+        return chunk
+
+
+class HttpProtocol(asyncio.Protocol):
+    __slots__ = (
+        "state",
+        "app",
+        "loop",
+        "transport",
+        "parser",
+        "conn",
+        "phase",
+        "deadline",
+        "queue",
+        "incoming",
+        "task",
+        "keep_alive",
+        "reading_paused",
+        "input_paused_by_us",
+        "write_paused",
+        "drain_waiter",
+        "upgraded",
+    )
+
+    def __init__(self, state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
+        self.state = state
+        self.app = state.app
+        self.loop = loop
+        limits = state.limits
+        self.parser = RequestParser(limits.request_max_header_size, limits.request_max_size)
+        self.transport: Any = None
+        self.conn: ConnectionInfo | None = None
+        self.phase = Phase.IDLE
+        self.deadline = INF
+        self.queue: deque[_Cycle] = deque()
+        self.incoming: _Cycle | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.keep_alive = True
+        self.input_paused_by_us = False
+        self.write_paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.upgraded = False
+
+    # -- asyncio.Protocol --------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.conn = _connection_info(transport, self.state)
+        self.state.connections.add(self)
+        self.deadline = self.state.now + self.state.limits.keep_alive_timeout_s
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.phase = Phase.CLOSED
+        self.state.connections.discard(self)
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionResetError("client disconnected"))
+        if self.incoming is not None and self.incoming.reader is not None:
+            self.incoming.reader.end()
+
+    def eof_received(self) -> bool | None:
+        incoming = self.incoming
+        if incoming is not None and incoming.reader is not None:
+            incoming.reader.end()
+        if self.phase is Phase.CLOSING or (self.task is None and not self.queue):
+            self.phase = Phase.CLOSED
+            self.transport.close()
+            return None
+        # Half-closed by the peer with requests in flight: answer them, then close.
+        self.keep_alive = False
+        return True
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        phase = self.phase
+        if phase is Phase.CLOSING or self.upgraded:
+            return  # lingering close: read and discard
+        if phase is Phase.IDLE:
+            self.phase = Phase.READING
+            self.deadline = self.state.now + self.state.limits.request_timeout_s
+        parser = self.parser
+        try:
+            parser.feed(data)
+        except ProtocolError as exc:
+            self._refuse(exc.status_hint, exc.detail)
+            return
+        if parser.events:
+            self._on_events(parser.events)
+        if parser.upgraded_at >= 0:
+            # Protocol upgrades are not served here: answer, then close.
+            self.upgraded = True
+            self.keep_alive = False
+
+    # -- request events ----------------------------------------------------
+
+    def _on_events(self, events: list[Any]) -> None:
+        for event in events:
+            cycle = self.incoming
+            if event.__class__ is bytes:
+                if cycle is not None:
+                    if cycle.reader is not None:
+                        cycle.reader.feed(event)
+                    else:
+                        cycle.parts.append(event)
+            elif event is REQUEST_END:
+                if cycle is not None:
+                    cycle.complete = True
+                    if cycle.reader is not None:
+                        cycle.reader.end()
+                    elif cycle.parts:
+                        parts = cycle.parts
+                        cycle.request.body = parts[0] if len(parts) == 1 else b"".join(parts)
+                    self.incoming = None
+            else:
+                self._on_head(event)
+        events.clear()
+        self._maybe_start()
+
+    def _on_head(self, head: RequestHead) -> None:
+        request = Request(head, self.conn, self.app)  # type: ignore[arg-type]
+        routing = self.app.prepare(request)
+        reader = None
+        options = getattr(routing, "options", None)  # an HTTPError has none
+        if options is not None and options.get("stream"):
+            reader = _StreamedBody(self)
+            request.set_stream(reader)
+        cycle = _Cycle(request, routing, reader)
+        self.incoming = cycle
+        self.queue.append(cycle)
+        if len(self.queue) > MAX_PIPELINED:
+            self.pause_input()
+        if head.expect_continue:
+            self.transport.write(CONTINUE_RESPONSE)
+
+    def _maybe_start(self) -> None:
+        if self.task is not None or not self.queue:
+            if self.phase is Phase.READING and not self.parser.in_message and not self.queue:
+                self._go_idle()
+            return
+        cycle = self.queue[0]
+        if not (cycle.complete or cycle.reader is not None):
+            return
+        self.queue.popleft()
+        self.phase = Phase.HANDLING
+        now = self.state.now
+        self.deadline = now + self.state.limits.response_timeout_s
+        if self.state.access_log is not None:
+            cycle.started = time.perf_counter()
+        self.task = self.loop.create_task(self._run(cycle))
+
+    def _go_idle(self) -> None:
+        self.phase = Phase.IDLE
+        self.deadline = self.state.now + self.state.limits.keep_alive_timeout_s
+
+    # -- running a handler -------------------------------------------------
+
+    async def _run(self, cycle: _Cycle) -> None:
+        request = cycle.request
+        try:
+            response = await self.app.handle_http(request, cycle.routing)
+            await self._send(request, response, cycle)
+        except asyncio.CancelledError:
+            if self.phase is Phase.CLOSED:
+                return
+            raise
+        except (ConnectionError, RuntimeError) as exc:
+            if self.phase is not Phase.CLOSED:
+                error_log.warning("response to %s %s failed: %s", request.method, request.path, exc)
+                self._abort()
+            return
+        finally:
+            self.task = None
+        self._after_response()
+
+    async def _send(self, request: Request, response: BaseResponse, cycle: _Cycle) -> None:
+        head = request.head
+        keep_alive = self.keep_alive and head.keep_alive and not self.state.draining
+        if keep_alive and cycle.reader is not None and not cycle.complete:
+            keep_alive = False  # the handler left part of a streamed body unread
+        self.keep_alive = keep_alive
+        connection = (
+            (b"" if head.http_version == "1.1" else CONNECTION_KEEP_ALIVE)
+            if keep_alive
+            else CONNECTION_CLOSE
+        )
+        head_only = head.method == "HEAD"
+        if response.__class__ is HTTPResponse or not isinstance(response, StreamingResponse):
+            body = response.body  # type: ignore[attr-defined]
+            self.transport.write(
+                encode_response(
+                    response.status, response.header_block(), body, self.state.date, connection,
+                    head_only,
+                )
+            )
+            size = len(body)
+        else:
+            size = await self._send_streaming(response, connection, head_only)
+        log = self.state.access_log
+        if log is not None:
+            log.record(
+                self.conn.peer_ip,  # type: ignore[union-attr]
+                head.method,
+                head.raw_path.decode("latin-1"),
+                response.status,
+                size,
+                time.perf_counter() - cycle.started,
+                head.http_version,
+            )
+
+    async def _send_streaming(
+        self, response: StreamingResponse, connection: bytes, head_only: bool
+    ) -> int:
+        length = response.content_length
+        transport = self.transport
+        transport.write(
+            encode_streaming_head(
+                response.status, response.header_block(), length, self.state.date, connection
+            )
+        )
+        if head_only:
+            return 0
+        chunked = length is None
+        sent = 0
+
+        async def write(data: bytes) -> None:
+            nonlocal sent
+            if not data:
+                return
+            sent += len(data)
+            transport.write(encode_chunk(data) if chunked else data)
+            if self.write_paused:
+                await self._drain()
+
+        await response.send_body(write)
+        if chunked:
+            transport.write(LAST_CHUNK)
+        return sent
+
+    async def _drain(self) -> None:
+        if self.phase is Phase.CLOSED:
+            raise ConnectionResetError("client disconnected")
+        waiter = self.loop.create_future()
+        self.drain_waiter = waiter
+        try:
+            await waiter
+        finally:
+            self.drain_waiter = None
+
+    def _after_response(self) -> None:
+        self.state.requests_served += 1
+        if self.phase is Phase.CLOSED:
+            return
+        if not self.keep_alive:
+            self._close_lingering()
+            return
+        self.resume_input()
+        if self.queue:
+            self.phase = Phase.READING
+            self._maybe_start()
+        elif self.parser.in_message:
+            self.phase = Phase.READING
+            self.deadline = self.state.now + self.state.limits.request_timeout_s
+        else:
+            self._go_idle()
+
+    # -- errors, deadlines, closing ---------------------------------------
+
+    def _refuse(self, status: int, detail: str) -> None:
+        """Answer a request we will not serve, then close (after in-flight work)."""
+        self.keep_alive = False
+        if self.task is not None:
+            # Earlier pipelined requests are still being answered; they keep
+            # their order and the connection closes after them.
+            self.queue.clear()
+            self.incoming = None
+            return
+        self.transport.write(encode_error(status, detail, self.state.date))
+        self._close_lingering()
+
+    def check_deadline(self, now: float) -> None:
+        if now < self.deadline:
+            return
+        phase = self.phase
+        if phase is Phase.IDLE:
+            self.transport.close()
+            self.phase = Phase.CLOSED
+        elif phase is Phase.READING:
+            self._refuse(408, "Request Timeout")
+        elif phase is Phase.HANDLING:
+            self._response_timeout()
+        elif phase is Phase.CLOSING:
+            self.transport.close()
+            self.phase = Phase.CLOSED
+
+    def _response_timeout(self) -> None:
+        task = self.task
+        self.keep_alive = False
+        self.queue.clear()
+        if task is not None:
+            task.cancel()
+            self.task = None
+        self.transport.write(encode_error(503, "Service Unavailable", self.state.date))
+        self._close_lingering()
+
+    def _close_lingering(self) -> None:
+        """Close without destroying the response we just wrote.
+
+        Closing a socket whose receive buffer holds unread bytes makes the
+        kernel send RST, which can discard our response before the client
+        reads it. So: shut down our sending side, read and discard until the
+        client closes (or a short deadline passes), then close.
+        """
+        if self.phase in (Phase.CLOSING, Phase.CLOSED):
+            return
+        self.phase = Phase.CLOSING
+        self.deadline = self.state.now + LINGER_S
+        self.resume_input()
+        transport = self.transport
+        if transport.can_write_eof():
+            try:
+                transport.write_eof()
+                return
+            except (OSError, RuntimeError):
+                pass
+        transport.close()
+
+    def _abort(self) -> None:
+        self.phase = Phase.CLOSED
+        self.transport.abort()
+
+    def close_if_idle(self) -> None:
+        """Draining: close a connection that has no request in progress."""
+        if self.phase is Phase.IDLE and not self.queue:
+            self.phase = Phase.CLOSED
+            self.transport.close()
+
+    # -- read flow control -------------------------------------------------
+
+    def pause_input(self) -> None:
+        if not self.input_paused_by_us and self.phase is not Phase.CLOSED:
+            self.input_paused_by_us = True
+            self.transport.pause_reading()
+
+    def resume_input(self) -> None:
+        if self.input_paused_by_us and self.phase is not Phase.CLOSED:
+            self.input_paused_by_us = False
+            self.transport.resume_reading()
+
+
+def _connection_info(transport: Any, state: ServerState) -> ConnectionInfo:
+    peer = transport.get_extra_info("peername")
+    sock = transport.get_extra_info("sockname")
+    scheme = "https" if transport.get_extra_info("sslcontext") is not None else "http"
+    if isinstance(peer, tuple):
+        peer_ip, peer_port = str(peer[0]), int(peer[1])
+    else:
+        peer_ip, peer_port = "", 0
+    if isinstance(sock, tuple):
+        server_host, server_port = str(sock[0]), int(sock[1])
+    else:
+        server_host, server_port = str(sock or ""), 0
+    return ConnectionInfo(peer_ip, peer_port, server_host, server_port, scheme, state.forwarded)

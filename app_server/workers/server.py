@@ -1,0 +1,106 @@
+"""One worker's listening servers and its connections.
+
+Owns: ``WorkerServer``: one ``create_server(sock=...)`` per inherited
+listener, the ticker that refreshes the clock and enforces deadlines, and
+``drain()``: stop accepting, tell the app (``before_server_stop``,
+``app.draining``), close idle keep-alive connections, let in-flight requests
+finish with ``Connection: close``, and give up at the graceful deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from typing import Any
+
+from app_server.workers.http_protocol import HttpProtocol
+from app_server.workers.state import ServerState
+
+_TICK_MAX_S = 1.0
+_TICK_MIN_S = 0.05
+
+
+class WorkerServer:
+    def __init__(self, state: ServerState, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.state = state
+        self.ssl_context = ssl_context
+        self._servers: list[asyncio.base_events.Server] = []
+        self._ticker: asyncio.TimerHandle | None = None
+        self._tick_s = _tick_interval(state)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self, sockets: list[socket.socket]) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        state = self.state
+        state.now = loop.time()
+
+        def factory() -> HttpProtocol:
+            return HttpProtocol(state, loop)
+
+        for sock in sockets:
+            server = await loop.create_server(
+                factory, sock=sock, ssl=self.ssl_context, backlog=2048, start_serving=True
+            )
+            self._servers.append(server)
+        self._schedule_tick()
+
+    def _schedule_tick(self) -> None:
+        loop = self._loop
+        if loop is not None:
+            self._ticker = loop.call_later(self._tick_s, self._tick)
+
+    def _tick(self) -> None:
+        self.state.tick(self._loop.time())  # type: ignore[union-attr]
+        self._schedule_tick()
+
+    @property
+    def bound_addresses(self) -> list[Any]:
+        return [s.getsockname() for server in self._servers for s in server.sockets]
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Stop accepting and let in-flight work finish; True if all finished in time."""
+        state = self.state
+        state.draining = True
+        for server in self._servers:
+            server.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            for conn in list(state.connections):
+                conn.close_if_idle()
+            if not state.connections:
+                return True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            await asyncio.sleep(min(0.05, remaining))
+
+    async def close(self) -> None:
+        """Cut whatever is left and release the listeners' server objects."""
+        for conn in list(self.state.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        for server in self._servers:
+            server.close()
+            await server.wait_closed()
+
+
+def _tick_interval(state: ServerState) -> float:
+    limits = state.limits
+    shortest = min(
+        limits.keep_alive_timeout_s or _TICK_MAX_S,
+        limits.request_timeout_s or _TICK_MAX_S,
+        limits.response_timeout_s or _TICK_MAX_S,
+    )
+    return max(_TICK_MIN_S, min(_TICK_MAX_S, shortest / 4))
+
+
+def make_ssl_context(certfile: str, keyfile: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certfile, keyfile)
+    return context

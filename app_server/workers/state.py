@@ -1,0 +1,57 @@
+"""State shared by every connection of one worker.
+
+Owns: ``ServerState``: the open connections, the cached ``Date`` line and
+clock reading (refreshed by one ticker instead of per request), the draining
+flag, and the frozen configuration each connection needs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from app_server.protocols.http.framing import date_line
+
+if TYPE_CHECKING:
+    from app_server.framework.proxy import ForwardedPolicy
+    from app_server.logs import AccessLog
+    from app_server.settings.model import HttpLimits
+
+
+class ServerState:
+    __slots__ = (
+        "app",
+        "limits",
+        "access_log",
+        "forwarded",
+        "connections",
+        "date",
+        "now",
+        "draining",
+        "requests_served",
+    )
+
+    def __init__(
+        self,
+        app: Any,
+        limits: HttpLimits,
+        access_log: AccessLog | None,
+        forwarded: ForwardedPolicy | None,
+        now: float,
+    ) -> None:
+        self.app = app
+        self.limits = limits
+        self.access_log = access_log if access_log is not None and access_log.enabled else None
+        self.forwarded = forwarded
+        self.connections: set[Any] = set()
+        self.date = date_line(time.time())
+        self.now = now
+        self.draining = False
+        self.requests_served = 0
+
+    def tick(self, now: float) -> None:
+        """Refresh the clock and Date line, and enforce every connection's deadline."""
+        self.now = now
+        self.date = date_line(time.time())
+        for conn in list(self.connections):
+            conn.check_deadline(now)
