@@ -180,7 +180,7 @@ class Request:
     def cookies(self) -> dict[str, str]:
         c = self._cookies
         if c is None:
-            c = self._cookies = parse_cookies(", ".join(self.headers.getall("cookie")))
+            c = self._cookies = parse_cookies("; ".join(self.headers.getall("cookie")))
         return c
 
     @property

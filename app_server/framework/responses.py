@@ -23,6 +23,10 @@ _CONTENT_TYPE_LINES: dict[str, bytes] = {}
 _FORBIDDEN_IN_HEADERS: Final = ("\r", "\n", "\x00")
 _MAX_CACHED_CONTENT_TYPES: Final = 256
 
+# One encoder for the common call: json.dumps with non-default options would
+# build a new JSONEncoder on every call.
+_encode_json = _json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
 TEXT: Final = "text/plain; charset=utf-8"
 HTML: Final = "text/html; charset=utf-8"
 JSON: Final = "application/json"
@@ -210,7 +214,11 @@ def json(
     **kwargs: Any,
 ) -> HTTPResponse:
     if dumps is None:
-        data = _json.dumps(body, separators=(",", ":"), ensure_ascii=False, **kwargs)
+        data = (
+            _json.dumps(body, separators=(",", ":"), ensure_ascii=False, **kwargs)
+            if kwargs
+            else _encode_json(body)
+        )
     else:
         data = dumps(body, **kwargs)
     return HTTPResponse(data, status, headers, content_type)

@@ -177,7 +177,9 @@ class Router:
         )
         if name in self.names:
             raise ValueError(f"a route named {name!r} already exists ({self.names[name]!r})")
-        hosts = [h.lower() for h in ([host] if isinstance(host, str) else host or [None])]
+        hosts: list[str | None] = (
+            [host.lower()] if isinstance(host, str) else [h.lower() for h in host] if host else [None]
+        )
         tables = self._ws if websocket else self._http
         for h in hosts:
             if h is not None:
