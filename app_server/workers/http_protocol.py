@@ -6,7 +6,8 @@ handler at a time per connection, writing each response in one
 (``Phase``): idle keep-alive, request head+body (fixed from the first byte,
 so a slow sender cannot extend it), handler run time, and the lingering
 close. Deadlines are checked by the worker's ticker (``ServerState.tick``),
-so the hot path arms no timer per request.
+so the hot path arms no timer per request (deadlines are read from the
+loop clock when armed; the ticker only compares).
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ class HttpProtocol(asyncio.Protocol):
         self.transport = transport
         self.conn = _connection_info(transport, self.state)
         self.state.connections.add(self)
-        self.deadline = self.state.now + self.state.limits.keep_alive_timeout_s
+        self.deadline = self.loop.time() + self.state.limits.keep_alive_timeout_s
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.phase = Phase.CLOSED
@@ -196,7 +197,7 @@ class HttpProtocol(asyncio.Protocol):
             return  # lingering close: read and discard
         if phase is Phase.IDLE:
             self.phase = Phase.READING
-            self.deadline = self.state.now + self.state.limits.request_timeout_s
+            self.deadline = self.loop.time() + self.state.limits.request_timeout_s
         parser = self.parser
         try:
             parser.feed(data)
@@ -261,7 +262,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         self.queue.popleft()
         self.phase = Phase.HANDLING
-        now = self.state.now
+        now = self.loop.time()
         self.deadline = now + self.state.limits.response_timeout_s
         if self.state.access_log is not None:
             cycle.started = time.perf_counter()
@@ -269,7 +270,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _go_idle(self) -> None:
         self.phase = Phase.IDLE
-        self.deadline = self.state.now + self.state.limits.keep_alive_timeout_s
+        self.deadline = self.loop.time() + self.state.limits.keep_alive_timeout_s
 
     # -- running a handler -------------------------------------------------
 
@@ -378,7 +379,7 @@ class HttpProtocol(asyncio.Protocol):
             self._maybe_start()
         elif self.parser.in_message:
             self.phase = Phase.READING
-            self.deadline = self.state.now + self.state.limits.request_timeout_s
+            self.deadline = self.loop.time() + self.state.limits.request_timeout_s
         else:
             self._go_idle()
 
@@ -432,7 +433,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.phase in (Phase.CLOSING, Phase.CLOSED):
             return
         self.phase = Phase.CLOSING
-        self.deadline = self.state.now + LINGER_S
+        self.deadline = self.loop.time() + LINGER_S
         self.resume_input()
         transport = self.transport
         if transport.can_write_eof():
