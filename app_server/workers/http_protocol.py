@@ -129,7 +129,8 @@ class HttpProtocol(asyncio.Protocol):
         "input_paused_by_us",
         "write_paused",
         "drain_waiter",
-        "upgraded",
+        "input_closed",
+        "pending_error",
     )
 
     def __init__(self, state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
@@ -149,7 +150,10 @@ class HttpProtocol(asyncio.Protocol):
         self.input_paused_by_us = False
         self.write_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
-        self.upgraded = False
+        # No more requests are read from this connection (after a protocol
+        # error or an upgrade we do not serve); queued ones are still answered.
+        self.input_closed = False
+        self.pending_error: tuple[int, str] | None = None
 
     # -- asyncio.Protocol --------------------------------------------------
 
@@ -193,8 +197,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         phase = self.phase
-        if phase is Phase.CLOSING or self.upgraded:
-            return  # lingering close: read and discard
+        if phase is Phase.CLOSING or self.input_closed:
+            return  # lingering close or no more requests: read and discard
         if phase is Phase.IDLE:
             self.phase = Phase.READING
             self.deadline = self.loop.time() + self.state.limits.request_timeout_s
@@ -202,13 +206,16 @@ class HttpProtocol(asyncio.Protocol):
         try:
             parser.feed(data)
         except ProtocolError as exc:
+            # Requests completed before the bad one are answered first, in order.
+            if parser.events:
+                self._on_events(parser.events)
             self._refuse(exc.status_hint, exc.detail)
             return
         if parser.events:
             self._on_events(parser.events)
         if parser.upgraded_at >= 0:
             # Protocol upgrades are not served here: answer, then close.
-            self.upgraded = True
+            self.input_closed = True
             self.keep_alive = False
 
     # -- request events ----------------------------------------------------
@@ -317,8 +324,9 @@ class HttpProtocol(asyncio.Protocol):
             size = await self._send_streaming(response, connection, head_only)
         log = self.state.access_log
         if log is not None:
+            conn = self.conn
             log.record(
-                self.conn.peer_ip,  # type: ignore[union-attr]
+                f"{conn.peer_ip}:{conn.peer_port}",  # type: ignore[union-attr]
                 head.method,
                 head.raw_path.decode("latin-1"),
                 response.status,
@@ -370,14 +378,22 @@ class HttpProtocol(asyncio.Protocol):
         self.state.requests_served += 1
         if self.phase is Phase.CLOSED:
             return
+        if self.queue and (self.keep_alive or self.pending_error is not None):
+            self.phase = Phase.READING
+            self.resume_input()
+            self._maybe_start()
+            return
+        if self.pending_error is not None:
+            status, detail = self.pending_error
+            self.pending_error = None
+            self.transport.write(encode_error(status, detail, self.state.date))
+            self._close_lingering()
+            return
         if not self.keep_alive:
             self._close_lingering()
             return
         self.resume_input()
-        if self.queue:
-            self.phase = Phase.READING
-            self._maybe_start()
-        elif self.parser.in_message:
+        if self.parser.in_message:
             self.phase = Phase.READING
             self.deadline = self.loop.time() + self.state.limits.request_timeout_s
         else:
@@ -385,15 +401,29 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- errors, deadlines, closing ---------------------------------------
 
-    def _refuse(self, status: int, detail: str) -> None:
-        """Answer a request we will not serve, then close (after in-flight work)."""
-        self.keep_alive = False
-        if self.task is not None:
-            # Earlier pipelined requests are still being answered; they keep
-            # their order and the connection closes after them.
-            self.queue.clear()
+    def _drop_incomplete(self) -> None:
+        """Forget the request being read: it will never complete."""
+        incoming = self.incoming
+        if incoming is not None:
             self.incoming = None
+            if incoming.reader is not None:
+                incoming.reader.end()
+            elif incoming in self.queue:
+                self.queue.remove(incoming)
+
+    def _refuse(self, status: int, detail: str) -> None:
+        """Answer a request we will not serve, then close.
+
+        Requests already complete are answered first; the error response is
+        the last one on the connection.
+        """
+        self.input_closed = True
+        self._drop_incomplete()
+        if self.task is not None or self.queue:
+            self.pending_error = (status, detail)
+            self._maybe_start()
             return
+        self.keep_alive = False
         self.transport.write(encode_error(status, detail, self.state.date))
         self._close_lingering()
 
