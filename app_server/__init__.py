@@ -31,7 +31,26 @@ _EXPORTS: dict[str, str] = {
     "Identity": "app_server.framework.auth",
 }
 
-__all__ = sorted([*_EXPORTS, "status", "__version__"])
+__all__ = [
+    "App",
+    "Blueprint",
+    "FromJSON",
+    "HTTPResponse",
+    "Identity",
+    "Request",
+    "StreamingResponse",
+    "__version__",
+    "auth",
+    "empty",
+    "file",
+    "html",
+    "json",
+    "raw",
+    "redirect",
+    "status",
+    "stream",
+    "text",
+]
 
 if TYPE_CHECKING:
     from app_server import status

@@ -93,7 +93,8 @@ class App:
     ) -> Callable[[F], F]:
         """Register an HTTP handler; ``stream=True`` hands it the body unbuffered."""
         self._check_not_frozen("add a route")
-        method_list = [_check_method(m) for m in ([methods] if isinstance(methods, str) else methods)]
+        given = [methods] if isinstance(methods, str) else methods
+        method_list = [_check_method(m) for m in given]
 
         def register(handler: F) -> F:
             target: Callable[..., Any] = handler
@@ -200,8 +201,8 @@ class App:
             self.blueprints[item.name] = item
             item.register(self)
 
-    def url_for(self, name: str, **params: Any) -> str:
-        return self.router.url_for(name, **params)
+    def url_for(self, view_name: str, /, **params: Any) -> str:
+        return self.router.url_for(view_name, **params)
 
     # -- middleware, hooks, errors, authentication -------------------------
 
@@ -369,8 +370,18 @@ class App:
 
     # -- running -----------------------------------------------------------
 
-    def run(self, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, **options: Any) -> int:
-        """Serve this app with the same server as the ``app-server`` command."""
+    def run(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        workers: int | str | None = None,
+        **options: Any,
+    ) -> int:
+        """Serve this app with the same server as the ``app-server`` command.
+
+        Arguments left out fall back to the environment, the config file and
+        the defaults (127.0.0.1:8000, one worker), as on the command line.
+        """
         from app_server.cli import run_app
 
         return run_app(self, host=host, port=port, workers=workers, **options)
@@ -393,7 +404,9 @@ def _check_method(method: str) -> str:
     return method.upper()
 
 
-def _with_auth(route: Route, call: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
+def _with_auth(
+    route: Route, call: Callable[[Any], Awaitable[Any]]
+) -> Callable[[Any], Awaitable[Any]]:
     requirement = requirement_of(route.handler)
     if requirement is None:
         return call

@@ -53,11 +53,29 @@ def _to_bool(value: str) -> bool:
 _CONVERTERS: dict[Any, Callable[[str], Any]] = {int: int, float: float, bool: _to_bool, str: str}
 
 
+class _Unresolved(str):
+    """An annotation string that names something only type checkers can see."""
+
+
 def _signature(handler: Callable[..., Any]) -> inspect.Signature:
     try:
         return inspect.signature(handler, eval_str=True)
-    except (NameError, TypeError):
-        return inspect.signature(handler)
+    except (NameError, TypeError, SyntaxError):
+        pass
+    # One annotation cannot be evaluated (typically an import under
+    # TYPE_CHECKING): evaluate the others one by one and mark the rest.
+    sig = inspect.signature(handler)
+    namespace = dict(getattr(inspect.unwrap(handler), "__globals__", {}))
+    params = []
+    for p in sig.parameters.values():
+        ann = p.annotation
+        if isinstance(ann, str):
+            try:
+                ann = eval(ann, namespace)  # noqa: S307 - the handler's own annotation
+            except Exception:
+                ann = _Unresolved(ann)
+        params.append(p.replace(annotation=ann))
+    return sig.replace(parameters=params)
 
 
 def _is_request_type(annotation: Any) -> bool:
@@ -152,7 +170,8 @@ def _getter_for(
     ann = p.annotation
     if p.name in path_params:
         return _path_getter(p.name, ann)
-    if _is_request_type(ann) or (p.name in _REQUEST_NAMES and ann is _MISSING):
+    unresolved = isinstance(ann, _Unresolved)
+    if _is_request_type(ann) or (p.name in _REQUEST_NAMES and (ann is _MISSING or unresolved)):
         return _request_getter
     if ws_getter is not None and (_is_websocket_type(ann) or p.name in _WS_NAMES):
         return ws_getter
@@ -160,7 +179,7 @@ def _getter_for(
         return _json_getter
     if _is_identity_type(ann) or p.name == "identity":
         return _identity_getter
-    if index == 0 and ann is _MISSING and p.default is _MISSING:
+    if index == 0 and (ann is _MISSING or unresolved) and p.default is _MISSING:
         # Sanic passes the request as the first positional argument, whatever its name.
         return _request_getter
     if get_origin(ann) is not None and get_args(ann):

@@ -237,7 +237,8 @@ class Request:
     @property
     def url(self) -> str:
         qs = self._head.query_string
-        base = f"{self.scheme}://{self.host}{self._head.raw_path.split(b'?', 1)[0].decode('latin-1')}"
+        path = self._head.raw_path.split(b"?", 1)[0].decode("latin-1")
+        base = f"{self.scheme}://{self.host}{path}"
         return base + ("?" + qs.decode("latin-1") if qs else "")
 
     # -- body --------------------------------------------------------------

@@ -178,7 +178,8 @@ class Router:
         if name in self.names:
             raise ValueError(f"a route named {name!r} already exists ({self.names[name]!r})")
         hosts: list[str | None] = (
-            [host.lower()] if isinstance(host, str) else [h.lower() for h in host] if host else [None]
+            [host.lower()] if isinstance(host, str)
+            else [h.lower() for h in host] if host else [None]
         )
         tables = self._ws if websocket else self._http
         for h in hosts:
@@ -225,8 +226,9 @@ class Router:
                 return by_method["GET"], params
         raise NotFound(f"No WebSocket route for {path}")
 
-    def url_for(self, name: str, **params: Any) -> str:
+    def url_for(self, view_name: str, /, **params: Any) -> str:
         """The path of the named route; leftover parameters become the query."""
+        name = view_name
         route = self.names.get(name)
         if route is None:
             known = ", ".join(sorted(self.names)) or "none"
