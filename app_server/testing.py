@@ -28,6 +28,7 @@ from app_server.framework.datastructures import Headers
 from app_server.settings.model import HttpLimits, LogSettings, Settings
 from app_server.workers.entry import build_state, loop_factory
 from app_server.workers.http_protocol import HttpProtocol
+from app_server.workers.server import tick_interval
 from app_server.workers.state import ServerState
 
 
@@ -108,17 +109,29 @@ class MemoryTransport(asyncio.Transport):
 
 
 class _ResponseReader:
-    def __init__(self) -> None:
+    def __init__(self, head_only: bool) -> None:
         self.parser = httptools.HttpResponseParser(self)
         self.headers: list[tuple[bytes, bytes]] = []
         self.body = bytearray()
         self.complete = False
+        self.status = 0
+        self.head_only = head_only
 
+    def on_headers_complete(self) -> None:
+        if not self.complete:
+            self.status = self.parser.get_status_code()
+        # A response to HEAD carries the GET's Content-Length but no body.
+        if self.head_only:
+            self.complete = True
+
+    # Only the first response counts; later pipelined ones are ignored.
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
+        if not self.complete:
+            self.headers.append((name.lower(), value))
 
     def on_body(self, body: bytes) -> None:
-        self.body += body
+        if not self.complete:
+            self.body += body
 
     def on_message_complete(self) -> None:
         self.complete = True
@@ -203,8 +216,9 @@ class TestClient:
         protocol = HttpProtocol(state, loop)
         protocol.connection_made(transport)
         protocol.data_received(raw)
-        reader = _ResponseReader()
+        reader = _ResponseReader(head_only=raw[:5] == b"HEAD ")
         fed = 0
+        tick_s = tick_interval(state)
         try:
             while True:
                 if len(transport.buffer) > fed:
@@ -213,12 +227,16 @@ class TestClient:
                 if reader.complete or transport.closed:
                     break
                 transport.changed.clear()
-                await transport.changed.wait()
+                try:
+                    await asyncio.wait_for(transport.changed.wait(), tick_s)
+                except TimeoutError:
+                    # Stand in for the server's ticker so deadlines fire.
+                    state.tick(loop.time())
         finally:
             protocol.connection_lost(None)
         if not reader.complete:
             raise ConnectionError("the server closed the connection without a complete response")
-        return TestResponse(reader.parser.get_status_code(), reader.headers, bytes(reader.body))
+        return TestResponse(reader.status, reader.headers, bytes(reader.body))
 
     def get(self, path: str, **kwargs: Any) -> TestResponse:
         return self.request("GET", path, **kwargs)

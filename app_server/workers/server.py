@@ -27,7 +27,7 @@ class WorkerServer:
         self.ssl_context = ssl_context
         self._servers: list[asyncio.base_events.Server] = []
         self._ticker: asyncio.TimerHandle | None = None
-        self._tick_s = _tick_interval(state)
+        self._tick_s = tick_interval(state)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self, sockets: list[socket.socket]) -> None:
@@ -90,7 +90,7 @@ class WorkerServer:
             await server.wait_closed()
 
 
-def _tick_interval(state: ServerState) -> float:
+def tick_interval(state: ServerState) -> float:
     limits = state.limits
     shortest = min(
         limits.keep_alive_timeout_s or _TICK_MAX_S,
