@@ -59,6 +59,8 @@ async def serve(
     listeners accept: the definition of a ready worker.
     """
     loop = asyncio.get_running_loop()
+    if settings.debug:
+        app.config.DEBUG = True
     try:
         app.freeze()
         await app.run_hooks("before_server_start")

@@ -1,0 +1,158 @@
+"""Logging: the server's loggers, their two formats, and the access log.
+
+Owns: ``configure_logging(level, fmt)``, the ``AccessLog`` writer the workers
+call once per request, and ``reopen_log_files()`` for SIGUSR1. Everything goes
+to stderr; workers keep the master's stderr, so one and many workers log to the
+same place.
+
+Loggers:
+
+* ``app_server.error``: the server's own messages and the application's
+  unhandled errors (with their traceback);
+* ``app_server.access``: one line per request, at INFO.
+
+Text format (``--log-format text``)::
+
+    [2024-05-01 12:00:00 +0000] [4242] [INFO] listening on http://127.0.0.1:8000
+    [2024-05-01 12:00:01 +0000] [4242] [INFO] 127.0.0.1:5555 - "GET /x HTTP/1.1" 200 13 1.234ms
+
+JSON format (``--log-format json``), one object per line. Field sets are stable:
+
+* server and application messages: ``time`` (ISO 8601 with milliseconds and
+  UTC offset), ``level`` (``INFO``...), ``logger``, ``pid``, ``message``, and
+  ``exc_info`` (the formatted traceback) only when there is one;
+* access lines: ``time``, ``type`` (always ``"access"``), ``client``
+  (the peer's ``ip:port``; empty for a Unix-socket peer), ``method``,
+  ``path`` (as received, with its query string), ``protocol``
+  (``HTTP/1.1``), ``status`` (integer), ``bytes`` (body bytes sent, integer),
+  ``duration_ms`` (float, from the handler's start to the last byte written),
+  ``pid``.
+
+Rule: imports nothing from the package.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import datetime
+from typing import TextIO
+
+ERROR_LOGGER = "app_server.error"
+ACCESS_LOGGER = "app_server.access"
+ROOT_LOGGER = "app_server"
+TEXT_TIME_FORMAT = "%Y-%m-%d %H:%M:%S %z"
+ACCESS_FIELDS = "access_fields"  # the LogRecord attribute carrying an access line's data
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    """Send the ``app_server.*`` loggers to stderr at ``level`` in ``fmt``.
+
+    Idempotent: calling it again replaces the handler it installed before.
+    The root logger, and so the application's own loggers, are left alone.
+    """
+    formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
+    logger = logging.getLogger(ROOT_LOGGER)
+    for handler in [h for h in logger.handlers if isinstance(h, _ServerHandler)]:
+        logger.removeHandler(handler)
+    handler = _ServerHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False
+
+
+class _ServerHandler(logging.StreamHandler[TextIO]):
+    """The handler ``configure_logging`` owns (and replaces when called again)."""
+
+
+class TextFormatter(logging.Formatter):
+    """``[time] [pid] [LEVEL] message``, the traceback on the following lines."""
+
+    def __init__(self) -> None:
+        super().__init__("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
+                         TEXT_TIME_FORMAT)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; the field sets are listed in the module docstring."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        access = getattr(record, ACCESS_FIELDS, None)
+        if isinstance(access, dict):
+            return json.dumps({"time": _iso_time(record), "type": "access", **access,
+                               "pid": record.process})
+        fields: dict[str, object] = {
+            "time": _iso_time(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "pid": record.process,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            fields["exc_info"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            fields["exc_info"] = record.exc_text
+        return json.dumps(fields)
+
+
+def _iso_time(record: logging.LogRecord) -> str:
+    return datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds")
+
+
+class AccessLog:
+    """Writes one access line per request to ``app_server.access``.
+
+    Cheap when off: ``record`` returns at once if disabled, and formats
+    nothing unless the logger is enabled for INFO.
+    """
+
+    __slots__ = ("enabled", "_json", "_logger")
+
+    def __init__(self, enabled: bool, fmt: str) -> None:
+        self.enabled = enabled
+        self._json = fmt == "json"
+        self._logger = logging.getLogger(ACCESS_LOGGER)
+
+    def record(
+        self,
+        client: str,
+        method: str,
+        path: str,
+        status: int,
+        size: int,
+        duration_s: float,
+        protocol: str,
+    ) -> None:
+        if not self.enabled or not self._logger.isEnabledFor(logging.INFO):
+            return
+        if not protocol.startswith("HTTP/"):
+            protocol = "HTTP/" + protocol  # the parser reports the bare version, "1.1"
+        duration_ms = round(duration_s * 1000.0, 3)
+        line = f'{client} - "{method} {path} {protocol}" {status} {size} {duration_ms:.3f}ms'
+        if not self._json:
+            self._logger.info(line)
+            return
+        fields = {"client": client, "method": method, "path": path, "protocol": protocol,
+                  "status": status, "bytes": size, "duration_ms": duration_ms}
+        self._logger.info(line, extra={ACCESS_FIELDS: fields})
+
+
+def reopen_log_files() -> None:
+    """Reopen every file handler (for SIGUSR1, after logrotate moved the files)."""
+    loggers = [logging.getLogger()]
+    loggers += [obj for obj in logging.Logger.manager.loggerDict.values()
+                if isinstance(obj, logging.Logger)]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.FileHandler):
+                _reopen(handler)
+
+
+def _reopen(handler: logging.FileHandler) -> None:
+    # Always append: a handler opened with "w" must not truncate on reopen.
+    stream = open(handler.baseFilename, "a", encoding=handler.encoding)
+    old = handler.setStream(stream)
+    if old is not None:
+        old.close()
