@@ -333,3 +333,36 @@ def test_app_run_serves(project: Path) -> None:
     _, stderr = process.communicate()
     assert process.returncode == 0, stderr
     assert "HTTP/1.1" not in stderr  # access_log=False reached the worker
+
+
+def test_without_uvloop_the_asyncio_loop_serves(project: Path) -> None:
+    # Where uvloop cannot be imported, the worker falls back on asyncio's loop.
+    script = project / "no_uvloop.py"
+    port = free_port()
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.modules["uvloop"] = None  # makes "import uvloop" raise ImportError
+        import asyncio
+        from app_server import text
+        from app_server.cli import main
+        from realapp import app
+
+        @app.get("/loop")
+        async def loop_kind(request):
+            return text(type(asyncio.get_running_loop()).__module__)
+
+        raise SystemExit(main(["realapp:app", "--port", "{port}"]))
+    """))
+    process = subprocess.Popen([sys.executable, str(script)], cwd=project, env=clean_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert wait_for_answer(base + "/", process, deadline_s=30).text == "hello"
+        with httpx.Client() as client:  # keep-alive and a body on the fallback loop
+            assert client.post(base + "/echo", content=b"1234").text == "1234"
+            assert client.post(base + "/echo", content=b"12345").status_code == 413
+            assert client.get(base + "/loop").text.startswith("asyncio")
+    finally:
+        stop(process)
+    _, stderr = process.communicate()
+    assert process.returncode == 0, stderr
