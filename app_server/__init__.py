@@ -29,6 +29,10 @@ _EXPORTS: dict[str, str] = {
     "FromJSON": "app_server.framework.handlers",
     "auth": "app_server.framework.auth",
     "Identity": "app_server.framework.auth",
+    "WebSocket": "app_server.framework.websocket",
+    "WebSocketState": "app_server.framework.websocket",
+    "MessageMode": "app_server.framework.websocket",
+    "broadcast": "app_server.framework.websocket",
 }
 
 __all__ = [
@@ -37,10 +41,14 @@ __all__ = [
     "FromJSON",
     "HTTPResponse",
     "Identity",
+    "MessageMode",
     "Request",
     "StreamingResponse",
+    "WebSocket",
+    "WebSocketState",
     "__version__",
     "auth",
+    "broadcast",
     "empty",
     "file",
     "html",
@@ -71,6 +79,7 @@ if TYPE_CHECKING:
         stream,
         text,
     )
+    from app_server.framework.websocket import MessageMode, WebSocket, WebSocketState, broadcast
 
 
 def __getattr__(name: str) -> Any:

@@ -13,7 +13,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from app_server.settings.model import HttpLimits, LogSettings, Settings, TlsSettings
+from app_server.settings.model import (
+    HttpLimits,
+    LogSettings,
+    Settings,
+    TlsSettings,
+    WebSocketLimits,
+)
 from app_server.workers.entry import loop_factory, serve
 
 
@@ -37,6 +43,10 @@ class RunningServer:
     @property
     def url(self) -> str:
         return f"{self.scheme}://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"{'wss' if self.scheme == 'https' else 'ws'}://{self.host}:{self.port}"
 
     def connect(self, timeout: float = 5.0) -> socket.socket:
         sock = socket.create_connection((self.host, self.port), timeout=timeout)
@@ -74,6 +84,7 @@ def serve_app(
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",),
     access_log: bool = False,
     log_format: str = "text",
+    websocket: WebSocketLimits | None = None,
     **limits: Any,
 ) -> Iterator[RunningServer]:
     """Run ``app`` on a real listener in a background thread; stop it on exit."""
@@ -82,6 +93,7 @@ def serve_app(
         log=LogSettings(access_log=access_log, format=log_format),
         tls=tls,
         forwarded_allow_ips=forwarded_allow_ips,
+        websocket=websocket or WebSocketLimits(),
     )
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

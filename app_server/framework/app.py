@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from app_server.exceptions import HTTPError, ServerError
+from app_server.exceptions import HTTPError, ServerError, WebSocketClosed
 from app_server.framework.auth import requirement_of
 from app_server.framework.blueprints import Blueprint
 from app_server.framework.config import AppConfig
@@ -26,6 +26,7 @@ from app_server.framework.handlers import ensure_async as _ensure_async
 from app_server.framework.request import Request
 from app_server.framework.responses import BaseResponse, HTTPResponse, text, to_response
 from app_server.framework.routing.router import Route, Router
+from app_server.framework.websocket import WebSocket, broadcast
 
 F = TypeVar("F", bound=Callable[..., Any])
 Hook = Callable[..., Awaitable[None]]
@@ -187,8 +188,9 @@ class App:
 
     def websocket_route(self, uri: str, **options: Any) -> Callable[[F], F]:
         """``websocket`` with Bocadillo's defaults (text in, text out)."""
-        options.setdefault("receive_type", "text")
-        options.setdefault("send_type", "text")
+        if options.get("value_type") is None:
+            options.setdefault("receive_type", "text")
+            options.setdefault("send_type", "text")
         return self.websocket(uri, **options)
 
     def add_websocket_route(self, handler: Callable[..., Any], uri: str, **options: Any) -> None:
@@ -276,8 +278,11 @@ class App:
         if self._frozen:
             return
         for route in self.router.routes:
-            if not route.websocket:
-                route.call = _with_auth(route, bind(route.handler, route.pattern.param_names))
+            if route.websocket:
+                caller = bind(route.handler, route.pattern.param_names, _websocket_of)
+            else:
+                caller = bind(route.handler, route.pattern.param_names)
+            route.call = _with_auth(route, caller)
         self._frozen = True
 
     async def run_hooks(self, event: str) -> None:
@@ -298,6 +303,92 @@ class App:
         request.route = route
         request.match_info = params
         return route
+
+    def prepare_websocket(self, request: Request) -> Route | HTTPError:
+        """Route a WebSocket upgrade request: its route, or the error to answer."""
+        try:
+            route, params = self.router.match_websocket(request.path, request.host)
+        except HTTPError as exc:
+            return exc
+        request.route = route
+        request.match_info = params
+        return route
+
+    async def handle_websocket(
+        self, request: Request, routing: Route | HTTPError, channel: Any
+    ) -> None:
+        """Run authentication, request middleware and the handler of a WebSocket.
+
+        Never raises for app errors: before the handshake is answered they
+        become an HTTP response (or, on an auto-accepting route, a 1011 close
+        after accepting); after it, a 1011 close. The connection is closed
+        normally (1000) when the handler returns without closing it.
+        """
+        options = routing.options if routing.__class__ is Route else {}  # type: ignore[union-attr]
+        ws = WebSocket(request, channel, options)
+        request.websocket = ws
+        try:
+            if self._authenticator is not None:
+                request.identity = await self._authenticator(request)
+            if self._request_middleware:
+                response = await self._run_request_middleware(request)
+                if response is not None:
+                    channel.reject(response)
+                    return
+            if routing.__class__ is not Route:
+                raise routing  # type: ignore[misc]  # an HTTPError from prepare_websocket()
+            await routing.call(request)  # type: ignore[union-attr]
+        except WebSocketClosed as exc:
+            if not channel.rejected and not ws.catches(exc.code):
+                error_log.warning(
+                    "WebSocket %s closed with code %s (%s)", request.path, exc.code, exc.reason
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001  every app error ends the connection cleanly
+            await self._websocket_failed(request, ws, channel, exc, options)
+            return
+        await self._websocket_done(ws, channel, options)
+
+    async def _websocket_failed(
+        self, request: Request, ws: WebSocket, channel: Any, exc: Exception,
+        options: Mapping[str, Any],
+    ) -> None:
+        if channel.rejected:
+            return
+        if not channel.accepted:
+            if isinstance(exc, HTTPError) or not options.get("auto_accept", True):
+                channel.reject(await self.render_error(request, exc))
+                return
+        error_log.error("unhandled exception in WebSocket %s", request.path, exc_info=exc)
+        try:
+            await ws.ensure_closed(1011, "internal error")
+        except Exception:  # noqa: BLE001  the connection cannot even be closed cleanly
+            error_log.exception("closing WebSocket %s failed", request.path)
+            channel.abort()
+
+    async def _websocket_done(
+        self, ws: WebSocket, channel: Any, options: Mapping[str, Any]
+    ) -> None:
+        if channel.rejected:
+            return
+        if not channel.accepted and not options.get("auto_accept", True):
+            # The handler neither accepted nor rejected: refuse the upgrade.
+            channel.reject(text("WebSocket connection not accepted", 403))
+            return
+        try:
+            await ws.ensure_closed(1000)
+        except WebSocketClosed:
+            pass
+
+    async def broadcast(self, websockets: Iterable[WebSocket], message: Any) -> int:
+        """Send ``message`` to every open WebSocket in ``websockets``, framed once.
+
+        ``message``: str (text frame), bytes (binary frame), dict or list
+        (JSON text). Closed connections are skipped. Returns the number of
+        connections written to.
+        """
+        return await broadcast(websockets, message)
 
     async def handle_http(self, request: Request, routing: Route | HTTPError) -> BaseResponse:
         """Run authentication, middleware and the handler; never raises for app errors."""
@@ -385,6 +476,10 @@ class App:
         from app_server.cli import run_app
 
         return run_app(self, host=host, port=port, workers=workers, **options)
+
+
+def _websocket_of(request: Request) -> WebSocket:
+    return request.websocket  # type: ignore[no-any-return]
 
 
 def _versioned(uri: str, version: int | str | None, prefix: str) -> str:

@@ -111,6 +111,7 @@ class Request:
         "_ctx",
         "_id",
         "_ip_scheme",
+        "websocket",
     )
 
     def __init__(self, head: RequestHead, conn: ConnectionInfo, app: Any) -> None:

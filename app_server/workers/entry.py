@@ -43,7 +43,7 @@ def run_worker(app: Any, settings: Settings, sockets: list[socket.socket]) -> in
 def build_state(app: Any, settings: Settings, now: float) -> ServerState:
     access = AccessLog(settings.log.access_log, settings.log.format)
     forwarded = ForwardedPolicy(settings.forwarded_allow_ips)
-    return ServerState(app, settings.http, access, forwarded, now)
+    return ServerState(app, settings.http, access, forwarded, now, settings.websocket)
 
 
 async def serve(

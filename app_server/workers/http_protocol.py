@@ -20,7 +20,7 @@ from enum import Enum
 from typing import Any
 
 from app_server.framework.request import ConnectionInfo, Request
-from app_server.framework.responses import BaseResponse, HTTPResponse, StreamingResponse
+from app_server.framework.responses import BaseResponse, HTTPResponse, StreamingResponse, text
 from app_server.protocols.http.events import ProtocolError, RequestHead
 from app_server.protocols.http.framing import (
     CONNECTION_CLOSE,
@@ -33,7 +33,9 @@ from app_server.protocols.http.framing import (
     encode_streaming_head,
 )
 from app_server.protocols.http.parser import REQUEST_END, RequestParser
+from app_server.protocols.websocket.handshake import UpgradeRefused, read_offer
 from app_server.workers.state import ServerState
+from app_server.workers.ws_protocol import WebSocketConnection
 
 error_log = logging.getLogger("app_server.error")
 
@@ -50,13 +52,14 @@ class Phase(Enum):
     READING = "reading"  # a request's head or body is arriving
     HANDLING = "handling"  # a handler is running
     CLOSING = "closing"  # response sent, draining input before close
+    UPGRADED = "upgraded"  # the socket now speaks WebSocket
     CLOSED = "closed"
 
 
 class _Cycle:
     """One request on its way through the connection."""
 
-    __slots__ = ("request", "routing", "parts", "complete", "reader", "started")
+    __slots__ = ("request", "routing", "parts", "complete", "reader", "started", "websocket")
 
     def __init__(self, request: Request, routing: Any, reader: _StreamedBody | None) -> None:
         self.request = request
@@ -65,6 +68,7 @@ class _Cycle:
         self.complete = False
         self.reader = reader
         self.started = 0.0
+        self.websocket = False
 
 
 class _StreamedBody:
@@ -131,6 +135,8 @@ class HttpProtocol(asyncio.Protocol):
         "drain_waiter",
         "input_closed",
         "pending_error",
+        "upgrade_tail",
+        "_ws_cycle",
     )
 
     def __init__(self, state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
@@ -154,6 +160,9 @@ class HttpProtocol(asyncio.Protocol):
         # error or an upgrade we do not serve); queued ones are still answered.
         self.input_closed = False
         self.pending_error: tuple[int, str] | None = None
+        # Bytes that followed a WebSocket upgrade request (already frames).
+        self.upgrade_tail: bytes | None = None
+        self._ws_cycle: _Cycle | None = None
 
     # -- asyncio.Protocol --------------------------------------------------
 
@@ -214,9 +223,14 @@ class HttpProtocol(asyncio.Protocol):
         if parser.events:
             self._on_events(parser.events)
         if parser.upgraded_at >= 0:
-            # Protocol upgrades are not served here: answer, then close.
             self.input_closed = True
-            self.keep_alive = False
+            if self.upgrade_tail is not None:
+                # A WebSocket handshake is pending: what follows is for it.
+                self.upgrade_tail = data[parser.upgraded_at:]
+                self.pause_input()
+            else:
+                # Other protocol upgrades are not served: answer, then close.
+                self.keep_alive = False
 
     # -- request events ----------------------------------------------------
 
@@ -245,6 +259,13 @@ class HttpProtocol(asyncio.Protocol):
 
     def _on_head(self, head: RequestHead) -> None:
         request = Request(head, self.conn, self.app)  # type: ignore[arg-type]
+        if head.upgrade == b"websocket":
+            cycle = _Cycle(request, self.app.prepare_websocket(request), None)
+            cycle.websocket = True
+            self.upgrade_tail = b""
+            self.incoming = cycle
+            self.queue.append(cycle)
+            return
         routing = self.app.prepare(request)
         reader = None
         options = getattr(routing, "options", None)  # an HTTPError has none
@@ -270,9 +291,13 @@ class HttpProtocol(asyncio.Protocol):
         self.queue.popleft()
         self.phase = Phase.HANDLING
         now = self.loop.time()
-        self.deadline = now + self.state.limits.response_timeout_s
         if self.state.access_log is not None:
             cycle.started = time.perf_counter()
+        if cycle.websocket:
+            self.deadline = now + self.state.ws_limits.timeout_s
+            self.task = self.loop.create_task(self._run_websocket(cycle))
+            return
+        self.deadline = now + self.state.limits.response_timeout_s
         self.task = self.loop.create_task(self._run(cycle))
 
     def _go_idle(self) -> None:
@@ -299,6 +324,66 @@ class HttpProtocol(asyncio.Protocol):
             self.task = None
         self._after_response()
 
+    async def _run_websocket(self, cycle: _Cycle) -> None:
+        """Hand the upgrade request to the app; it accepts or rejects the handshake."""
+        request = cycle.request
+        self.keep_alive = False  # whatever happens, no more HTTP on this socket
+        try:
+            offer = None
+            if not isinstance(cycle.routing, Exception):
+                try:
+                    offer = read_offer(request.head)
+                except UpgradeRefused as exc:
+                    self._write_rejection(
+                        text(exc.detail, exc.status_hint, dict(exc.headers)), cycle
+                    )
+                    return
+            channel = WebSocketConnection(self, self.state, offer, request)
+            self._ws_cycle = cycle
+            await self.app.handle_websocket(request, cycle.routing, channel)
+        except asyncio.CancelledError:
+            if self.phase is Phase.CLOSED or self.phase is Phase.CLOSING:
+                return
+            raise
+        finally:
+            self.task = None
+
+    def upgrade_done(self, websocket: Any) -> bytes:
+        """The handshake was accepted: the socket is the WebSocket's from now on."""
+        self.phase = Phase.UPGRADED
+        self.deadline = INF
+        self.state.connections.discard(self)
+        self.state.requests_served += 1
+        cycle = self._ws_cycle
+        if cycle is not None:
+            self._log_access(cycle.request, 101, 0, cycle)
+        tail = self.upgrade_tail or b""
+        self.upgrade_tail = None
+        self.input_paused_by_us = False  # the WebSocket manages reading now
+        return tail
+
+    def reject_upgrade(self, response: BaseResponse) -> None:
+        """The handshake was refused: answer over HTTP and close."""
+        self._write_rejection(response, self._ws_cycle)
+
+    def _write_rejection(self, response: BaseResponse, cycle: _Cycle | None) -> None:
+        if self.phase in (Phase.CLOSING, Phase.CLOSED, Phase.UPGRADED):
+            return
+        self.keep_alive = False
+        if not isinstance(response, HTTPResponse):
+            response = text("WebSocket handshake refused", 500)
+        body = response.body
+        self.transport.write(
+            encode_response(
+                response.status, response.header_block(), body, self.state.date,
+                CONNECTION_CLOSE, False,
+            )
+        )
+        self.state.requests_served += 1
+        if cycle is not None:
+            self._log_access(cycle.request, response.status, len(body), cycle)
+        self._close_lingering()
+
     async def _send(self, request: Request, response: BaseResponse, cycle: _Cycle) -> None:
         head = request.head
         keep_alive = self.keep_alive and head.keep_alive and not self.state.draining
@@ -322,18 +407,24 @@ class HttpProtocol(asyncio.Protocol):
             size = len(body)
         else:
             size = await self._send_streaming(response, connection, head_only)
+        if self.state.access_log is not None:
+            self._log_access(request, response.status, size, cycle)
+
+    def _log_access(self, request: Request, status: int, size: int, cycle: _Cycle) -> None:
         log = self.state.access_log
-        if log is not None:
-            conn = self.conn
-            log.record(
-                f"{conn.peer_ip}:{conn.peer_port}",  # type: ignore[union-attr]
-                head.method,
-                head.raw_path.decode("latin-1"),
-                response.status,
-                size,
-                time.perf_counter() - cycle.started,
-                head.http_version,
-            )
+        if log is None:
+            return
+        conn = self.conn
+        head = request.head
+        log.record(
+            f"{conn.peer_ip}:{conn.peer_port}",  # type: ignore[union-attr]
+            head.method,
+            head.raw_path.decode("latin-1"),
+            status,
+            size,
+            time.perf_counter() - cycle.started,
+            head.http_version,
+        )
 
     async def _send_streaming(
         self, response: StreamingResponse, connection: bytes, head_only: bool
@@ -449,6 +540,8 @@ class HttpProtocol(asyncio.Protocol):
         if task is not None:
             task.cancel()
             self.task = None
+        if self.upgrade_tail is not None:
+            error_log.warning("WebSocket handshake not answered within the timeout")
         self.transport.write(encode_error(503, "Service Unavailable", self.state.date))
         self._close_lingering()
 

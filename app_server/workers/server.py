@@ -92,10 +92,14 @@ class WorkerServer:
 
 def tick_interval(state: ServerState) -> float:
     limits = state.limits
+    ws = state.ws_limits
     shortest = min(
         limits.keep_alive_timeout_s or _TICK_MAX_S,
         limits.request_timeout_s or _TICK_MAX_S,
         limits.response_timeout_s or _TICK_MAX_S,
+        ws.timeout_s or _TICK_MAX_S,
+        ws.ping_interval_s or _TICK_MAX_S,
+        ws.ping_timeout_s or _TICK_MAX_S,
     )
     return max(_TICK_MIN_S, min(_TICK_MAX_S, shortest / 4))
 

@@ -15,7 +15,7 @@ from app_server.protocols.http.framing import date_line
 if TYPE_CHECKING:
     from app_server.framework.proxy import ForwardedPolicy
     from app_server.logs import AccessLog
-    from app_server.settings.model import HttpLimits
+    from app_server.settings.model import HttpLimits, WebSocketLimits
 
 
 class ServerState:
@@ -29,6 +29,7 @@ class ServerState:
         "now",
         "draining",
         "requests_served",
+        "ws_limits",
     )
 
     def __init__(
@@ -38,6 +39,7 @@ class ServerState:
         access_log: AccessLog | None,
         forwarded: ForwardedPolicy | None,
         now: float,
+        ws_limits: WebSocketLimits | None = None,
     ) -> None:
         self.app = app
         self.limits = limits
@@ -48,6 +50,11 @@ class ServerState:
         self.now = now
         self.draining = False
         self.requests_served = 0
+        if ws_limits is None:
+            from app_server.settings.model import WebSocketLimits
+
+            ws_limits = WebSocketLimits()
+        self.ws_limits = ws_limits
 
     def tick(self, now: float) -> None:
         """Refresh the clock and Date line, and enforce every connection's deadline."""

@@ -1,0 +1,527 @@
+"""The WebSocket object handed to handlers.
+
+Owns: ``WebSocket``, one class that speaks the three seed styles (Sanic's
+``send``/``recv``, BlackSheep's and Starlette's ``accept``/``receive_*``/
+``send_*`` and event dicts, Bocadillo's typed ``receive``/``send``,
+iteration and ``async with``), the lazy auto-accept, ``WebSocketState`` and
+``MessageMode``, and ``broadcast``, which frames a message once and writes
+the same bytes to every open connection. The bytes on the wire are the
+channel's business (the worker's ``WebSocketConnection``); this module only
+decides what to send and when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json as _json
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from enum import Enum, StrEnum
+from typing import Any, Protocol
+
+from app_server.exceptions import InvalidWebSocketStateError, WebSocketClosed
+from app_server.protocols.websocket.frames import OP_BINARY, OP_TEXT, encode_frame
+
+_REJECTED = 1006
+_MESSAGE_TYPES = ("text", "bytes", "json", None)
+
+
+class WebSocketState(Enum):
+    CONNECTING = 0
+    CONNECTED = 1
+    DISCONNECTED = 2
+
+
+class MessageMode(StrEnum):
+    """The kind of a message (BlackSheep's name)."""
+
+    TEXT = "text"
+    BYTES = "bytes"
+
+
+class Channel(Protocol):
+    """What a WebSocket needs from the connection that carries it."""
+
+    accepted: bool
+    rejected: bool
+    closed: bool
+    close_code: int | None
+    close_reason: str
+    sent_close: tuple[int, str] | None
+    subprotocol: str | None
+    write_paused: bool
+
+    def accept(self, subprotocol: str | None, headers: Any) -> None: ...
+
+    def reject(self, response: Any) -> None: ...
+
+    async def receive(self) -> str | bytes: ...
+
+    async def send(self, data: str | bytes) -> None: ...
+
+    def encode(self, data: str | bytes) -> bytes: ...
+
+    def write_frame(self, frame: bytes) -> bool: ...
+
+    async def drained(self) -> None: ...
+
+    def ping(self, payload: bytes) -> asyncio.Future[float]: ...
+
+    def pong(self, payload: bytes) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+
+def _dumps(obj: Any) -> str:
+    return _json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+class WebSocket:
+    __slots__ = (
+        "request",
+        "_channel",
+        "_options",
+        "_receive_type",
+        "_send_type",
+        "_in_context",
+        "_closes",
+        "_disconnect_seen",
+        "__weakref__",
+    )
+
+    def __init__(self, request: Any, channel: Channel, options: Mapping[str, Any]) -> None:
+        self.request = request
+        self._channel = channel
+        self._options = options
+        value_type = options.get("value_type")
+        self._receive_type = options.get("receive_type") or value_type
+        self._send_type = options.get("send_type") or value_type
+        for kind in (self._receive_type, self._send_type):
+            if kind not in _MESSAGE_TYPES:
+                raise ValueError(f"message type must be 'text', 'bytes' or 'json', got {kind!r}")
+        self._in_context = False
+        self._closes = 0
+        self._disconnect_seen = False
+
+    def __repr__(self) -> str:
+        return f"<WebSocket {self.request.path} {self.state.name}>"
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def state(self) -> WebSocketState:
+        channel = self._channel
+        if channel.rejected or channel.closed or channel.close_code is not None:
+            return WebSocketState.DISCONNECTED
+        if channel.sent_close is not None:
+            return WebSocketState.DISCONNECTED
+        if channel.accepted:
+            return WebSocketState.CONNECTED
+        return WebSocketState.CONNECTING
+
+    @property
+    def client_state(self) -> WebSocketState:
+        channel = self._channel
+        if channel.rejected or channel.closed or channel.close_code is not None:
+            return WebSocketState.DISCONNECTED
+        return WebSocketState.CONNECTED if channel.accepted else WebSocketState.CONNECTING
+
+    @property
+    def server_state(self) -> WebSocketState:
+        channel = self._channel
+        if channel.rejected or channel.closed or channel.sent_close is not None:
+            return WebSocketState.DISCONNECTED
+        return WebSocketState.CONNECTED if channel.accepted else WebSocketState.CONNECTING
+
+    # Sanic's names
+    application_state = server_state
+
+    @property
+    def open(self) -> bool:
+        return self.state is WebSocketState.CONNECTED
+
+    @property
+    def closed(self) -> bool:
+        return self.state is WebSocketState.DISCONNECTED
+
+    @property
+    def close_code(self) -> int | None:
+        channel = self._channel
+        if channel.close_code is not None:
+            return channel.close_code
+        return channel.sent_close[0] if channel.sent_close else None
+
+    @property
+    def close_reason(self) -> str:
+        channel = self._channel
+        if channel.close_code is not None:
+            return channel.close_reason
+        return channel.sent_close[1] if channel.sent_close else ""
+
+    @property
+    def subprotocol(self) -> str | None:
+        channel = self._channel
+        if channel.accepted or channel.rejected:
+            return channel.subprotocol
+        return self._choose_subprotocol()  # what the (lazy) accept will select
+
+    @property
+    def accepted(self) -> bool:
+        return self._channel.accepted
+
+    @property
+    def rejected(self) -> bool:
+        return self._channel.rejected
+
+    # -- handshake data -----------------------------------------------------------
+
+    @property
+    def headers(self) -> Any:
+        return self.request.headers
+
+    @property
+    def url(self) -> str:
+        url: str = self.request.url
+        return "ws" + url[4:] if url.startswith("http") else url
+
+    @property
+    def path(self) -> str:
+        return self.request.path  # type: ignore[no-any-return]
+
+    @property
+    def query_parameters(self) -> Any:
+        return self.request.args
+
+    args = query_parameters
+
+    @property
+    def route_values(self) -> dict[str, Any]:
+        return self.request.match_info  # type: ignore[no-any-return]
+
+    path_params = route_values
+
+    @property
+    def ctx(self) -> Any:
+        return self.request.ctx
+
+    @property
+    def app(self) -> Any:
+        return self.request.app
+
+    @property
+    def client(self) -> tuple[str, int]:
+        return (self.request.ip, self.request.port)
+
+    @property
+    def scope(self) -> dict[str, Any]:
+        request = self.request
+        head = request.head
+        conn = request._conn
+        scheme = "wss" if request.scheme == "https" else "ws"
+        return {
+            "type": "websocket",
+            "asgi": {"version": "3.0"},
+            "http_version": head.http_version,
+            "scheme": scheme,
+            "path": request.path,
+            "raw_path": head.raw_path.split(b"?", 1)[0],
+            "query_string": head.query_string,
+            "headers": list(head.headers),
+            "client": (request.ip, request.port),
+            "server": (conn.server_host, conn.server_port),
+            "subprotocols": self.requested_subprotocols,
+            "route_values": dict(request.match_info),
+        }
+
+    @property
+    def requested_subprotocols(self) -> list[str]:
+        offered: list[str] = []
+        for value in self.request.headers.getall("sec-websocket-protocol"):
+            offered.extend(p.strip() for p in value.split(",") if p.strip())
+        return offered
+
+    # -- handshake ---------------------------------------------------------
+
+    async def accept(
+        self, subprotocol: str | None = None, headers: Any = None
+    ) -> None:
+        """Complete the handshake (101). Raises ``WebSocketClosed`` after ``reject()``."""
+        channel = self._channel
+        if channel.rejected:
+            raise WebSocketClosed(_REJECTED, "the handshake was rejected")
+        if channel.accepted:
+            return
+        if subprotocol is None:
+            subprotocol = self._choose_subprotocol()
+        channel.accept(subprotocol, headers or ())
+
+    def _choose_subprotocol(self) -> str | None:
+        supported = self._options.get("subprotocols")
+        if not supported:
+            return None
+        offered = self.requested_subprotocols
+        for name in supported:
+            if name in offered:
+                return str(name)
+        return None
+
+    async def reject(self, status: int = 403) -> None:
+        """Answer the handshake with an HTTP response instead of upgrading."""
+        from app_server.framework.responses import text  # local: responses import is heavy
+
+        channel = self._channel
+        if channel.accepted:
+            raise InvalidWebSocketStateError(
+                "server", self.state, WebSocketState.CONNECTING
+            )
+        if channel.rejected:
+            return
+        phrase = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+                  404: "Not Found"}.get(status, "WebSocket connection rejected")
+        channel.reject(text(phrase, status))
+
+    def _auto_accept(self) -> None:
+        """Accept on first use when the route auto-accepts."""
+        channel = self._channel
+        if channel.accepted:
+            return
+        if channel.rejected:
+            raise WebSocketClosed(_REJECTED, "the handshake was rejected")
+        if self._options.get("auto_accept", True):
+            channel.accept(self._choose_subprotocol(), ())
+            return
+        raise InvalidWebSocketStateError("server", self.state, WebSocketState.CONNECTED)
+
+    async def __aenter__(self) -> WebSocket:
+        await self.accept()
+        self._in_context = True
+        self._closes = 0
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        self._in_context = False
+        if exc is not None and isinstance(exc, WebSocketClosed) and self.catches(exc.code):
+            await self.ensure_closed()
+            return True
+        if exc is None:
+            await self.ensure_closed()
+        return False
+
+    def catches(self, code: int) -> bool:
+        codes = self._options.get("caught_close_codes", (1000, 1001))
+        return codes is all or code in codes
+
+    # -- receiving ---------------------------------------------------------
+
+    async def recv(self, timeout: float | None = None) -> str | bytes:
+        """The next message (str or bytes); ``WebSocketClosed`` once closed."""
+        if not self._channel.accepted:
+            self._auto_accept()
+        if timeout is None:
+            return await self._channel.receive()
+        return await asyncio.wait_for(self._channel.receive(), timeout)
+
+    async def receive_text(self) -> str:
+        message = await self.recv()
+        if message.__class__ is str:
+            return message  # type: ignore[return-value]
+        try:
+            return message.decode()  # type: ignore[union-attr]
+        except UnicodeDecodeError:
+            raise WebSocketClosed(1007, "binary message is not UTF-8 text") from None
+
+    async def receive_bytes(self) -> bytes:
+        message = await self.recv()
+        return message.encode() if message.__class__ is str else message  # type: ignore[return-value,union-attr]
+
+    async def receive_json(self, loads: Callable[[Any], Any] | None = None) -> Any:
+        message = await self.recv()
+        return (loads or _json.loads)(message)
+
+    async def receive(self) -> Any:
+        """Typed by the route's ``receive_type``/``value_type``; else the event dict."""
+        kind = self._receive_type
+        if kind is None:
+            message = await self.recv()
+            if message.__class__ is str:
+                return {"type": "websocket.receive", "text": message}
+            return {"type": "websocket.receive", "bytes": message}
+        if kind == "text":
+            return await self.receive_text()
+        if kind == "json":
+            return await self.receive_json()
+        return await self.receive_bytes()
+
+    message = receive
+
+    async def receive_event(self) -> dict[str, Any]:
+        """The ASGI-style event: a receive, or (once) the disconnect."""
+        try:
+            message = await self.recv()
+        except WebSocketClosed as exc:
+            if self._disconnect_seen:
+                raise
+            self._disconnect_seen = True
+            return {"type": "websocket.disconnect", "code": exc.code, "reason": exc.reason}
+        if message.__class__ is str:
+            return {"type": "websocket.receive", "text": message}
+        return {"type": "websocket.receive", "bytes": message}
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        receive = self.recv if self._receive_type is None else self.receive
+        while True:
+            try:
+                message = await receive()
+            except WebSocketClosed:
+                return
+            yield message
+
+    # -- sending -----------------------------------------------------------
+
+    async def send(self, data: Any, encoding: str | None = None) -> None:
+        """str → text frame, bytes → binary frame, dict/list → JSON text.
+
+        ``encoding`` ("text", "bytes" or "json"), else the route's
+        ``send_type``, forces the kind.
+        """
+        kind = encoding or self._send_type
+        if kind is None:
+            cls = data.__class__
+            if cls is str or cls is bytes:
+                payload = data
+            elif isinstance(data, bytearray | memoryview):
+                payload = bytes(data)
+            elif isinstance(data, str):
+                payload = str(data)
+            elif isinstance(data, dict | list | tuple):
+                payload = _dumps(data)
+            else:
+                raise TypeError(
+                    f"cannot send {cls.__name__}: expected str, bytes, dict or list"
+                )
+        elif kind == "text":
+            payload = data.decode() if isinstance(data, bytes | bytearray) else str(data)
+        elif kind == "json":
+            payload = _dumps(data)
+        elif kind == "bytes":
+            payload = data.encode() if isinstance(data, str) else bytes(data)
+        else:
+            raise ValueError(f"encoding must be 'text', 'bytes' or 'json', got {kind!r}")
+        channel = self._channel
+        if not channel.accepted:
+            self._auto_accept()
+        await channel.send(payload)
+
+    async def send_text(self, data: str) -> None:
+        await self.send(str(data), "text")
+
+    async def send_bytes(self, data: bytes | bytearray | memoryview) -> None:
+        await self.send(data, "bytes")
+
+    async def send_json(self, data: Any, dumps: Callable[[Any], str] | None = None) -> None:
+        await self.send((dumps or _dumps)(data), "text")
+
+    async def send_event(self, event: Mapping[str, Any]) -> None:
+        """Send an ASGI-style event: ``websocket.send``, ``.accept`` or ``.close``."""
+        kind = event.get("type")
+        if kind == "websocket.send":
+            text = event.get("text")
+            if text is not None:
+                await self.send(text, "text")
+            else:
+                await self.send(event.get("bytes") or b"", "bytes")
+        elif kind == "websocket.accept":
+            await self.accept(event.get("subprotocol"), event.get("headers"))
+        elif kind == "websocket.close":
+            await self.close(event.get("code", 1000), event.get("reason") or "")
+        else:
+            raise ValueError(f"unknown WebSocket event type {kind!r}")
+
+    # -- control -----------------------------------------------------------
+
+    async def ping(self, data: bytes | str = b"") -> asyncio.Future[float]:
+        """Send a ping; ``await`` the returned waiter for the round-trip time (s)."""
+        if not self._channel.accepted:
+            self._auto_accept()
+        payload = data.encode() if isinstance(data, str) else bytes(data)
+        return self._channel.ping(payload)
+
+    async def pong(self, data: bytes | str = b"") -> None:
+        if not self._channel.accepted:
+            self._auto_accept()
+        self._channel.pong(data.encode() if isinstance(data, str) else bytes(data))
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close with ``code``; before accept, completes the handshake first."""
+        channel = self._channel
+        if self._in_context:
+            self._closes += 1
+            if self._closes > 1:
+                raise RuntimeError("the WebSocket was already closed in this 'async with' block")
+        if channel.rejected:
+            return
+        if not channel.accepted:
+            channel.accept(self._choose_subprotocol(), ())
+        await channel.close(code, reason)
+
+    async def ensure_closed(self, code: int = 1000, reason: str = "") -> None:
+        """Close unless already closed; never raises for a closed connection."""
+        channel = self._channel
+        if channel.rejected or channel.closed or channel.sent_close is not None:
+            if channel.accepted and not channel.closed:
+                await channel.wait_closed()
+            return
+        if not channel.accepted:
+            channel.accept(self._choose_subprotocol(), ())
+        await channel.close(code, reason)
+
+    async def wait_closed(self) -> None:
+        await self._channel.wait_closed()
+
+
+async def broadcast(websockets: Iterable[WebSocket], message: Any) -> int:
+    """Send ``message`` to every open connection; return how many got it.
+
+    The frame is encoded once and the same bytes are written to every
+    connection (connections that negotiated compression encode their own).
+    Closed or not yet accepted connections are skipped without raising.
+    Returns after every connection's write buffer is back below its
+    high-water mark, so a slow reader paces the broadcaster instead of
+    growing memory.
+    """
+    if message.__class__ is str:
+        opcode, payload = OP_TEXT, message.encode()
+    elif isinstance(message, bytes | bytearray | memoryview):
+        opcode, payload = OP_BINARY, bytes(message)
+    elif isinstance(message, dict | list | tuple):
+        message = _dumps(message)
+        opcode, payload = OP_TEXT, message.encode()
+    else:
+        raise TypeError(f"cannot broadcast {type(message).__name__}")
+    frame: bytes | None = None
+    delivered = 0
+    slow: list[Channel] = []
+    for ws in list(websockets):
+        channel = ws._channel
+        session = getattr(channel, "session", None)
+        if session is None:
+            continue
+        if session.deflate is not None:
+            if channel.close_code is not None or channel.sent_close is not None:
+                continue
+            written = channel.write_frame(channel.encode(message))
+        else:
+            if frame is None:
+                frame = encode_frame(opcode, payload)
+            written = channel.write_frame(frame)
+        if written:
+            delivered += 1
+            if channel.write_paused:
+                slow.append(channel)
+    if slow:
+        await asyncio.gather(*(c.drained() for c in slow), return_exceptions=True)
+    return delivered

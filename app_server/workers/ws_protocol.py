@@ -1,0 +1,480 @@
+"""A WebSocket connection in the worker: the socket after the handshake.
+
+Owns: ``WebSocketConnection``, the channel the framework's ``WebSocket``
+drives. Before the handshake completes it rides on the HTTP connection that
+received the upgrade (``accept`` writes the 101 and takes the transport
+over; ``reject`` hands an HTTP response back). After it, it is the
+transport's protocol: it feeds bytes to the sans-IO ``Session``, queues
+whole messages (at most ``max_queue``; reading pauses beyond that), answers
+pings, sends keepalive pings and enforces the pong, handshake and closing
+deadlines through the worker's ticker (``check_deadline``), and makes
+``send`` wait while the transport's write buffer is above its high-water
+mark, so neither a fast sender nor a slow reader can grow memory without
+bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from app_server.exceptions import WebSocketClosed
+from app_server.protocols.websocket.frames import OP_BINARY, OP_TEXT, encode_frame
+from app_server.protocols.websocket.handshake import (
+    Offer,
+    accept_response,
+    negotiate_deflate,
+)
+from app_server.protocols.websocket.session import (
+    BYTES,
+    CLOSE,
+    FAIL,
+    PING,
+    PONG,
+    TEXT,
+    Session,
+)
+
+if TYPE_CHECKING:
+    from app_server.settings.model import WebSocketLimits
+    from app_server.workers.state import ServerState
+
+error_log = logging.getLogger("app_server.error")
+INF = float("inf")
+ABNORMAL = 1006
+LINGER_S = 2.0
+_PING_PAYLOAD = struct.Struct("!Q")
+
+
+class WebSocketConnection(asyncio.Protocol):
+    __slots__ = (
+        "http",
+        "state",
+        "limits",
+        "loop",
+        "transport",
+        "offer",
+        "request",
+        "session",
+        "accepted",
+        "rejected",
+        "subprotocol",
+        "queue",
+        "max_queue",
+        "reading_paused",
+        "recv_waiter",
+        "write_paused",
+        "drain_waiters",
+        "pings",
+        "ping_count",
+        "next_ping_at",
+        "pong_deadline",
+        "close_deadline",
+        "deadline",
+        "close_code",
+        "close_reason",
+        "closed",
+        "closed_waiter",
+        "lost",
+        "sent_close",
+        "__weakref__",
+    )
+
+    def __init__(
+        self, http: Any, state: ServerState, offer: Offer | None, request: Any
+    ) -> None:
+        self.http = http
+        self.state = state
+        self.limits: WebSocketLimits = state.ws_limits
+        self.loop = asyncio.get_running_loop()
+        self.transport: Any = http.transport
+        self.offer = offer
+        self.request = request
+        self.session: Session | None = None
+        self.accepted = False
+        self.rejected = False
+        self.subprotocol: str | None = None
+        self.queue: deque[Any] = deque()
+        self.max_queue = max(1, self.limits.max_queue)
+        self.reading_paused = False
+        self.recv_waiter: asyncio.Future[None] | None = None
+        self.write_paused = False
+        self.drain_waiters: list[asyncio.Future[None]] = []
+        # ping payload -> (waiter, time sent); insertion order is sending order
+        self.pings: dict[bytes, tuple[asyncio.Future[float] | None, float]] = {}
+        self.ping_count = 0
+        self.next_ping_at = INF
+        self.pong_deadline = INF
+        self.close_deadline = INF
+        self.deadline = INF
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.closed = False
+        self.closed_waiter: asyncio.Future[None] = self.loop.create_future()
+        self.lost = False
+        self.sent_close: tuple[int, str] | None = None
+
+    # -- handshake ---------------------------------------------------------
+
+    def accept(self, subprotocol: str | None, headers: Any = ()) -> None:
+        if self.accepted or self.rejected:
+            raise RuntimeError("the WebSocket handshake has already been answered")
+        if self.offer is None:
+            raise RuntimeError("this request cannot be accepted as a WebSocket")
+        limits = self.limits
+        deflate = None
+        extension_header = None
+        if limits.compression == "permessage-deflate" and self.offer.extensions:
+            negotiated = negotiate_deflate(self.offer.extensions, limits.max_size)
+            if negotiated is not None:
+                deflate, extension_header = negotiated
+        self.subprotocol = subprotocol
+        self.session = Session(limits.max_size, deflate)
+        self.accepted = True
+        transport = self.transport
+        transport.write(
+            accept_response(self.offer.key, subprotocol, extension_header, _pairs(headers))
+        )
+        trailing = self.http.upgrade_done(self)
+        self.state.connections.add(self)
+        transport.set_protocol(self)
+        now = self.loop.time()
+        if limits.ping_interval_s:
+            self.next_ping_at = now + limits.ping_interval_s
+        self._rearm()
+        if trailing:
+            self.data_received(trailing)
+        if not self.reading_paused and not self.closed:
+            transport.resume_reading()
+
+    def reject(self, response: Any) -> None:
+        if self.accepted or self.rejected:
+            raise RuntimeError("the WebSocket handshake has already been answered")
+        self.rejected = True
+        self.closed = True
+        self.close_code = 1006
+        self.http.reject_upgrade(response)
+        if not self.closed_waiter.done():
+            self.closed_waiter.set_result(None)
+
+    # -- asyncio.Protocol --------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        session = self.session
+        if session is None or self.closed:
+            return
+        events = session.receive(data, self.max_queue - len(self.queue))
+        if events:
+            self._handle(events)
+        # Stop reading while the app's queue is full, or while our answers
+        # (pongs) are not being read: a flooding peer gets TCP backpressure.
+        if (session.pending or self.write_paused) and not self.reading_paused:
+            if not self.closed:
+                self.reading_paused = True
+                self.transport.pause_reading()
+        if self.queue:
+            self._wake_receiver()
+
+    def _handle(self, events: list[Any]) -> None:
+        session: Session = self.session  # type: ignore[assignment]
+        for kind, value in events:
+            if kind is TEXT or kind is BYTES:
+                if self.close_code is None:
+                    self.queue.append(value)
+            elif kind is PING:
+                if not session.close_sent:
+                    self.transport.write(session.encode_pong(value))
+            elif kind is PONG:
+                self._on_pong(value)
+            elif kind is CLOSE:
+                self._on_peer_close(*value)
+            elif kind is FAIL:
+                self._fail(*value)
+
+    def eof_received(self) -> bool | None:
+        self._finish(ABNORMAL, "")
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.state.connections.discard(self)
+        self._finish(ABNORMAL, "")
+        for waiter in self.drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.drain_waiters.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._maybe_resume_reading()
+        waiters, self.drain_waiters = self.drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- receiving ---------------------------------------------------------
+
+    async def receive(self) -> str | bytes:
+        """The next message; raises ``WebSocketClosed`` once the connection is closing."""
+        queue = self.queue
+        while not queue:
+            if self.close_code is not None:
+                raise WebSocketClosed(self.close_code, self.close_reason)
+            waiter = self.loop.create_future()
+            self.recv_waiter = waiter
+            try:
+                await waiter
+            finally:
+                self.recv_waiter = None
+        message = queue.popleft()
+        if self.reading_paused:
+            self._maybe_resume_reading()
+        return message
+
+    def _maybe_resume_reading(self) -> None:
+        """Room in the queue and the write buffer drained: parse what waits, then read."""
+        session = self.session
+        if not self.reading_paused or self.closed or self.write_paused or session is None:
+            return
+        if session.pending:
+            events = session.receive(b"", self.max_queue - len(self.queue))
+            if events:
+                self._handle(events)
+            if session.pending or self.closed:
+                return
+        self.reading_paused = False
+        self.transport.resume_reading()
+
+    def _wake_receiver(self) -> None:
+        waiter = self.recv_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- sending -----------------------------------------------------------
+
+    def encode(self, data: str | bytes) -> bytes:
+        """Frame bytes for one message on this connection."""
+        session = self.session
+        if session is not None and session.deflate is not None:
+            return session.encode_message(data)
+        if data.__class__ is str:
+            return encode_frame(OP_TEXT, data.encode())  # type: ignore[union-attr]
+        return encode_frame(OP_BINARY, bytes(data))  # type: ignore[arg-type]
+
+    def check_open(self) -> None:
+        if self.close_code is not None:
+            raise WebSocketClosed(self.close_code, self.close_reason)
+        if self.sent_close is not None:
+            raise WebSocketClosed(*self.sent_close)
+        if self.session is None:
+            raise RuntimeError("the WebSocket is not accepted yet")
+
+    async def send(self, data: str | bytes) -> None:
+        self.check_open()
+        self.transport.write(self.encode(data))
+        if self.write_paused:
+            await self.drained()
+
+    def write_frame(self, frame: bytes) -> bool:
+        """Write pre-encoded frame bytes if the connection is open (broadcast)."""
+        if self.close_code is not None or self.session is None or self.session.close_sent:
+            return False
+        self.transport.write(frame)
+        return True
+
+    async def drained(self) -> None:
+        """Wait until the write buffer is below its high-water mark."""
+        if not self.write_paused:
+            return
+        if self.lost:
+            raise WebSocketClosed(self.close_code or ABNORMAL, self.close_reason)
+        waiter = self.loop.create_future()
+        self.drain_waiters.append(waiter)
+        await waiter
+        if self.lost and self.write_paused:
+            raise WebSocketClosed(self.close_code or ABNORMAL, self.close_reason)
+
+    # -- ping / pong -------------------------------------------------------
+
+    def ping(self, payload: bytes = b"") -> asyncio.Future[float]:
+        """Send a ping; the future resolves to the round-trip time in seconds."""
+        self.check_open()
+        if not payload or payload in self.pings:
+            self.ping_count += 1
+            payload = payload + _PING_PAYLOAD.pack(self.ping_count)
+        waiter: asyncio.Future[float] = self.loop.create_future()
+        self.pings[payload] = (waiter, time.perf_counter())
+        self.transport.write(self.session.encode_ping(payload))  # type: ignore[union-attr]
+        return waiter
+
+    def pong(self, payload: bytes = b"") -> None:
+        self.check_open()
+        self.transport.write(self.session.encode_pong(payload))  # type: ignore[union-attr]
+
+    def _on_pong(self, payload: bytes) -> None:
+        if payload not in self.pings:
+            return  # unsolicited pong: allowed, ignored
+        now = time.perf_counter()
+        # A pong acknowledges its ping and every ping sent before it.
+        for key in list(self.pings):
+            waiter, sent = self.pings.pop(key)
+            if waiter is None:
+                self.pong_deadline = INF
+            elif not waiter.done():
+                waiter.set_result(now - sent)
+            if key == payload:
+                break
+        self._rearm()
+
+    def _keepalive(self, now: float) -> None:
+        self.ping_count += 1
+        payload = _PING_PAYLOAD.pack(self.ping_count)
+        self.pings[payload] = (None, time.perf_counter())
+        self.transport.write(self.session.encode_ping(payload))  # type: ignore[union-attr]
+        self.next_ping_at = now + (self.limits.ping_interval_s or INF)
+        if self.limits.ping_timeout_s and self.pong_deadline == INF:
+            self.pong_deadline = now + self.limits.ping_timeout_s
+
+    # -- deadlines (called by the worker's ticker) ------------------------
+
+    def _rearm(self) -> None:
+        self.deadline = min(self.next_ping_at, self.pong_deadline, self.close_deadline)
+
+    def check_deadline(self, now: float) -> None:
+        if now < self.deadline:
+            return
+        if now >= self.close_deadline:
+            self._close_transport()
+            return
+        if now >= self.pong_deadline:
+            self._fail(1011, "keepalive ping timeout")
+            return
+        if now >= self.next_ping_at and self.session is not None and not self.session.close_sent:
+            self._keepalive(now)
+        self._rearm()
+
+    def close_if_idle(self) -> None:
+        """The worker is draining: say goodbye (1001) once."""
+        if self.session is not None and not self.session.close_sent:
+            self.start_close(1001, "server shutting down")
+
+    # -- closing -----------------------------------------------------------
+
+    def start_close(self, code: int, reason: str) -> None:
+        """Send our Close frame (once) and arm the closing-handshake deadline."""
+        session = self.session
+        if session is None or self.closed:
+            return
+        frame = session.encode_close(code, reason)
+        if not frame:
+            return
+        self.sent_close = (code, reason)
+        self.transport.write(frame)
+        if self.close_code is not None:
+            # The peer closed first and we just answered: the handshake is complete.
+            self._close_transport()
+            return
+        self.close_deadline = self.loop.time() + self.limits.timeout_s
+        self.next_ping_at = self.pong_deadline = INF
+        self._rearm()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake and wait for it to finish (bounded by the timeout)."""
+        if self.session is None:
+            return
+        self.start_close(code, reason)
+        await asyncio.shield(self.closed_waiter)
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self.closed_waiter)
+
+    def _on_peer_close(self, code: int, reason: str) -> None:
+        session = self.session
+        if self.close_code is None:
+            self.close_code = code
+            self.close_reason = reason
+        if session is not None and session.close_sent:
+            self._close_transport()  # our close was answered
+            return
+        # Answer with the same code (1005 means "none": an empty Close).
+        if session is not None:
+            self.transport.write(session.encode_close(code, reason))
+        self._close_transport()
+
+    def _fail(self, code: int, reason: str) -> None:
+        """The peer broke the protocol (or stopped answering): Close with ``code``, then TCP."""
+        session = self.session
+        if self.close_code is None:
+            self.close_code = code
+            self.close_reason = reason
+        self.queue.clear()
+        if session is not None:
+            frame = session.encode_close(code, reason)
+            if frame:
+                self.sent_close = (code, reason)
+                self.transport.write(frame)
+        self._wake_receiver()
+        # Let the Close frame reach the peer before the TCP close: closing with
+        # unread input would reset the connection and could destroy it. So
+        # shut down our side and discard input until the peer closes too.
+        transport = self.transport
+        if self.closed or not transport.can_write_eof():
+            self._close_transport()
+            return
+        try:
+            transport.write_eof()
+        except (OSError, RuntimeError):
+            self._close_transport()
+            return
+        if self.reading_paused:
+            self.reading_paused = False
+            transport.resume_reading()
+        self.next_ping_at = self.pong_deadline = INF
+        self.close_deadline = self.loop.time() + min(self.limits.timeout_s, LINGER_S)
+        self._rearm()
+
+    def abort(self) -> None:
+        """Drop the connection without a closing handshake."""
+        if not self.closed:
+            self.closed = True
+            self.transport.abort()
+        self._finish(ABNORMAL, "")
+
+    def _close_transport(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+        self._finish(self.close_code or ABNORMAL, self.close_reason)
+
+    def _finish(self, code: int, reason: str) -> None:
+        """The connection is over: record the code and wake everyone waiting."""
+        if self.close_code is None:
+            self.close_code = code
+            self.close_reason = reason
+        self.deadline = self.close_deadline = INF
+        self._wake_receiver()
+        for waiter, _ in list(self.pings.values()):
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(WebSocketClosed(self.close_code, self.close_reason))
+                waiter.exception()  # retrieved: nobody may be awaiting it
+        self.pings.clear()
+        if self.lost or self.closed:
+            if not self.closed_waiter.done():
+                self.closed_waiter.set_result(None)
+            if not self.closed:
+                self.closed = True
+                self.transport.close()
+
+
+def _pairs(headers: Any) -> list[tuple[str, str]]:
+    if not headers:
+        return []
+    items = headers.items() if hasattr(headers, "items") else headers
+    return [(str(k), str(v)) for k, v in items]
