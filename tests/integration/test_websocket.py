@@ -396,7 +396,8 @@ def test_bad_handshakes(served: Any) -> None:
 def test_handshake_response(served: Any) -> None:
     server, _ = served
     data = (
-        b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n"
+        b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        b"Connection: keep-alive, Upgrade\r\n"
         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
     sock = server.connect()
