@@ -243,3 +243,87 @@ def test_encode_request_get_has_no_content_length() -> None:
     raw = encode_request("GET", "/")
     assert b"content-length" not in raw.lower()
     assert raw.endswith(b"\r\n\r\n")
+
+
+# -- WebSockets -------------------------------------------------------------
+
+
+def build_ws_app() -> App:
+    from app_server.exceptions import WebSocketClosed  # noqa: F401  (documented alias target)
+
+    app = App("ws-testing")
+
+    @app.websocket("/echo", subprotocols=["v1"])
+    async def echo(ws):  # type: ignore[no-untyped-def]
+        async for message in ws:
+            await ws.send(message)
+
+    @app.websocket_route("/json", value_type="json")
+    async def as_json(ws):  # type: ignore[no-untyped-def]
+        async for message in ws:
+            await ws.send({"got": message})
+
+    @app.websocket("/bye")
+    async def bye(ws):  # type: ignore[no-untyped-def]
+        await ws.close(4001, "bye now")
+
+    @app.websocket("/private")
+    async def private(ws):  # type: ignore[no-untyped-def]
+        await ws.reject(403)
+
+    return app
+
+
+def test_websocket_text_bytes_and_subprotocol() -> None:
+    with TestClient(build_ws_app()) as client, client.websocket_connect(
+        "/echo", subprotocols=["v0", "v1"]
+    ) as ws:
+        assert ws.subprotocol == "v1"
+        ws.send_text("hi")
+        assert ws.receive_text() == "hi"
+        ws.send_bytes(b"\x00\x01")
+        assert ws.receive_bytes() == b"\x00\x01"
+        ws.close()
+        assert ws.close_code == 1000
+
+
+def test_websocket_json() -> None:
+    with TestClient(build_ws_app()) as client, client.websocket_connect("/json") as ws:
+        ws.send_json({"a": 1})
+        assert ws.receive_json() == {"got": {"a": 1}}
+
+
+def test_websocket_close_code_from_the_server() -> None:
+    from app_server.exceptions import WebSocketClosed
+
+    with TestClient(build_ws_app()) as client, client.websocket_connect("/bye") as ws:
+        with pytest.raises(WebSocketClosed) as info:
+            ws.receive()
+        assert (info.value.code, info.value.reason) == (4001, "bye now")
+
+
+def test_websocket_oversized_message_is_1009() -> None:
+    from app_server.exceptions import WebSocketClosed
+    from app_server.settings.model import WebSocketLimits
+
+    client = TestClient(build_ws_app(), websocket=WebSocketLimits(max_size=100))
+    with client, client.websocket_connect("/echo") as ws:
+        ws.send_text("x" * 100)
+        assert ws.receive_text() == "x" * 100
+        ws.send_text("x" * 101)
+        with pytest.raises(WebSocketClosed) as info:
+            ws.receive()
+        assert info.value.code == 1009
+
+
+def test_websocket_rejected_and_unknown_paths() -> None:
+    from app_server.testing import WebSocketRejected
+
+    with TestClient(build_ws_app()) as client:
+        with pytest.raises(WebSocketRejected) as info:
+            client.websocket_connect("/private")
+        assert info.value.response.status == 403
+        with pytest.raises(WebSocketRejected) as info:
+            client.websocket_connect("/nowhere")
+        assert info.value.response.status == 404
+        assert client.get("/echo").status == 426
