@@ -366,3 +366,83 @@ def test_without_uvloop_the_asyncio_loop_serves(project: Path) -> None:
         stop(process)
     _, stderr = process.communicate()
     assert process.returncode == 0, stderr
+
+
+WS_APP = """
+from app_server import App
+
+app = App("ws-cli")
+app.config.WEBSOCKET_MAX_SIZE = 8
+
+
+@app.get("/")
+async def index(request):
+    return "ok"
+
+
+@app.websocket("/echo")
+async def echo(ws):
+    async for message in ws:
+        await ws.send(message)
+"""
+
+
+def _ws_echo_close_code(
+    base: str, message: str, extensions: bool = False
+) -> tuple[int | None, str]:
+    import asyncio
+
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    async def go() -> tuple[int | None, str]:
+        url = base.replace("http://", "ws://") + "/echo"
+        async with connect(url, compression="deflate" if extensions else None) as ws:
+            await ws.send(message)
+            try:
+                echoed = await ws.recv()
+            except ConnectionClosed:
+                return ws.close_code, ""
+            header = ws.response.headers.get("sec-websocket-extensions", "")  # type: ignore[union-attr]
+            return None, f"{echoed}|{header}"
+
+    return asyncio.run(asyncio.wait_for(go(), 20))
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "fits"),
+    [
+        ((), {}, "x" * 8),  # app.config.WEBSOCKET_MAX_SIZE = 8 applies
+        (("--ws-max-size", "20"), {}, "x" * 20),  # the flag beats app.config
+        ((), {"APP_SERVER_WS_MAX_SIZE": "12"}, "x" * 12),  # so does the environment
+    ],
+    ids=["app-config", "flag", "env"],
+)
+def test_websocket_settings_reach_the_worker(
+    project: Path, args: tuple[str, ...], env: dict[str, str], fits: str
+) -> None:
+    (project / "wsapp.py").write_text(WS_APP)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app_server", "wsapp:app", "--port", str(port), *args],
+        cwd=project, env=clean_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_answer(base + "/", process, deadline_s=30)
+        assert _ws_echo_close_code(base, fits) == (None, fits + "|")
+        assert _ws_echo_close_code(base, fits + "x") == (1009, "")
+    finally:
+        stop(process)
+        process.communicate()
+
+
+def test_websocket_compression_flag(project: Path) -> None:
+    (project / "wsapp.py").write_text(WS_APP)
+    with serving(project, "wsapp:app", "--ws-compression", "--ws-max-size", "100") as (base, p):
+        code, detail = _ws_echo_close_code(base, "hello", extensions=True)
+    p.communicate()
+    assert code is None
+    echoed, header = detail.split("|")
+    assert echoed == "hello" and header.startswith("permessage-deflate")
