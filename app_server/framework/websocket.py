@@ -493,7 +493,8 @@ async def broadcast(websockets: Iterable[WebSocket], message: Any) -> int:
     high-water mark, so a slow reader paces the broadcaster instead of
     growing memory.
     """
-    if message.__class__ is str:
+    if isinstance(message, str):
+        message = str(message)  # a str subclass (e.g. a StrEnum member) is sent as text
         opcode, payload = OP_TEXT, message.encode()
     elif isinstance(message, bytes | bytearray | memoryview):
         opcode, payload = OP_BINARY, bytes(message)

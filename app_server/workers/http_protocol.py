@@ -295,7 +295,7 @@ class HttpProtocol(asyncio.Protocol):
             cycle.started = time.perf_counter()
         if cycle.websocket:
             self.deadline = now + self.state.ws_limits.timeout_s
-            self.task = self.loop.create_task(self._run_websocket(cycle))
+            self._start_websocket(cycle)
             return
         self.deadline = now + self.state.limits.response_timeout_s
         self.task = self.loop.create_task(self._run(cycle))
@@ -324,29 +324,33 @@ class HttpProtocol(asyncio.Protocol):
             self.task = None
         self._after_response()
 
-    async def _run_websocket(self, cycle: _Cycle) -> None:
+    def _start_websocket(self, cycle: _Cycle) -> None:
         """Hand the upgrade request to the app; it accepts or rejects the handshake."""
-        request = cycle.request
         self.keep_alive = False  # whatever happens, no more HTTP on this socket
-        try:
-            offer = None
-            if not isinstance(cycle.routing, Exception):
-                try:
-                    offer = read_offer(request.head)
-                except UpgradeRefused as exc:
-                    self._write_rejection(
-                        text(exc.detail, exc.status_hint, dict(exc.headers)), cycle
-                    )
-                    return
-            channel = WebSocketConnection(self, self.state, offer, request)
-            self._ws_cycle = cycle
-            await self.app.handle_websocket(request, cycle.routing, channel)
-        except asyncio.CancelledError:
-            if self.phase is Phase.CLOSED or self.phase is Phase.CLOSING:
+        request = cycle.request
+        offer = None
+        if not isinstance(cycle.routing, Exception):
+            try:
+                offer = read_offer(request.head)
+            except UpgradeRefused as exc:
+                self._write_rejection(text(exc.detail, exc.status_hint, dict(exc.headers)), cycle)
                 return
-            raise
-        finally:
+        self._ws_cycle = cycle
+        channel = WebSocketConnection(self, self.state, offer, request)
+        # The task does not reference this object: once the handshake is
+        # accepted the HTTP side (parser, queues) can be freed.
+        task = self.loop.create_task(_serve_websocket(self.app, request, cycle.routing, channel))
+        channel.task = task
+        self.task = task
+        task.add_done_callback(self._websocket_task_done)
+
+    def _websocket_task_done(self, task: asyncio.Task[None]) -> None:
+        if self.task is task:
             self.task = None
+        if not task.cancelled() and task.exception() is not None:
+            error_log.error("WebSocket task failed", exc_info=task.exception())
+            if self.phase is not Phase.UPGRADED:
+                self._abort()
 
     def upgrade_done(self, websocket: Any) -> bytes:
         """The handshake was accepted: the socket is the WebSocket's from now on."""
@@ -360,6 +364,10 @@ class HttpProtocol(asyncio.Protocol):
         tail = self.upgrade_tail or b""
         self.upgrade_tail = None
         self.input_paused_by_us = False  # the WebSocket manages reading now
+        self._ws_cycle = None
+        if self.task is not None:  # the WebSocket owns its task now
+            self.task.remove_done_callback(self._websocket_task_done)
+            self.task = None
         return tail
 
     def reject_upgrade(self, response: BaseResponse) -> None:
@@ -588,6 +596,12 @@ class HttpProtocol(asyncio.Protocol):
         if self.input_paused_by_us and self.phase is not Phase.CLOSED:
             self.input_paused_by_us = False
             self.transport.resume_reading()
+
+
+async def _serve_websocket(
+    app: Any, request: Request, routing: Any, channel: WebSocketConnection
+) -> None:
+    await app.handle_websocket(request, routing, channel)
 
 
 def _connection_info(transport: Any, state: ServerState) -> ConnectionInfo:

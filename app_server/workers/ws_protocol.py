@@ -19,7 +19,6 @@ import asyncio
 import logging
 import struct
 import time
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from app_server.exceptions import WebSocketClosed
@@ -81,6 +80,7 @@ class WebSocketConnection(asyncio.Protocol):
         "closed_waiter",
         "lost",
         "sent_close",
+        "task",
         "__weakref__",
     )
 
@@ -98,7 +98,9 @@ class WebSocketConnection(asyncio.Protocol):
         self.accepted = False
         self.rejected = False
         self.subprotocol: str | None = None
-        self.queue: deque[Any] = deque()
+        # A short list: it never holds more than max_queue messages, and a
+        # list costs far less memory per idle connection than a deque.
+        self.queue: list[Any] = []
         self.max_queue = max(1, self.limits.max_queue)
         self.reading_paused = False
         self.recv_waiter: asyncio.Future[None] | None = None
@@ -117,6 +119,7 @@ class WebSocketConnection(asyncio.Protocol):
         self.closed_waiter: asyncio.Future[None] = self.loop.create_future()
         self.lost = False
         self.sent_close: tuple[int, str] | None = None
+        self.task: asyncio.Task[None] | None = None
 
     # -- handshake ---------------------------------------------------------
 
@@ -140,6 +143,7 @@ class WebSocketConnection(asyncio.Protocol):
             accept_response(self.offer.key, subprotocol, extension_header, _pairs(headers))
         )
         trailing = self.http.upgrade_done(self)
+        self.http = None  # the HTTP side is done with; let it be freed
         self.state.connections.add(self)
         transport.set_protocol(self)
         now = self.loop.time()
@@ -233,7 +237,7 @@ class WebSocketConnection(asyncio.Protocol):
                 await waiter
             finally:
                 self.recv_waiter = None
-        message = queue.popleft()
+        message = queue.pop(0)
         if self.reading_paused:
             self._maybe_resume_reading()
         return message
