@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what the real-browser test (tests/examples/test_ws_browser.py)
+# needs on Debian: the system chromium, node and npm, and playwright-core from
+# tests/browser/package-lock.json. Idempotent: nothing is downloaded when it
+# is all there. Part of the README's test command.
+set -euo pipefail
+cd "$(dirname "$0")"
+if ! command -v chromium >/dev/null || ! command -v node >/dev/null \
+        || ! command -v npm >/dev/null; then
+    sudo=""
+    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq --no-install-recommends chromium nodejs npm >/dev/null
+fi
+# npm ci only when node_modules does not match the lockfile.
+if ! cmp -s package-lock.json node_modules/.ci-lock; then
+    npm ci --silent --no-audit --no-fund && cp package-lock.json node_modules/.ci-lock
+fi
