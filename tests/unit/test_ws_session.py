@@ -257,3 +257,62 @@ def test_accept_response_rejects_header_injection() -> None:
     assert ok.startswith(b"HTTP/1.1 101 ") and b"Sec-WebSocket-Protocol: chat\r\n" in ok
     with pytest.raises(ValueError):
         accept_response(b"k", None, None, [("X-A", "1\r\nSet-Cookie: a=b")])
+
+
+# -- the direct decoder and wsproto agree -----------------------------------
+
+
+def _random_stream(rng: random.Random) -> bytes:
+    frames = []
+    for _ in range(rng.randint(1, 12)):
+        kind = rng.random()
+        if kind < 0.45:
+            size = rng.choice([0, 1, 5, 64, 125, 126, 300, 999, 1000, 1001, 70000])
+            opcode = rng.choice([OP_TEXT, OP_BINARY])
+            payload = (b"a" if opcode == OP_TEXT else b"\x00") * size
+            frames.append(client_frame(opcode, payload))
+        elif kind < 0.6:  # a fragmented message, maybe with a ping inside
+            opcode = rng.choice([OP_TEXT, OP_BINARY])
+            parts = rng.randint(2, 4)
+            for i in range(parts):
+                frames.append(client_frame(opcode if i == 0 else 0, b"f" * rng.randint(0, 400),
+                                           fin=i == parts - 1))
+                if rng.random() < 0.3:
+                    frames.append(client_frame(0x9, b"in"))
+        elif kind < 0.7:
+            frames.append(client_frame(rng.choice([0x9, 0xA]), b"c" * rng.randint(0, 125)))
+        elif kind < 0.78:
+            frames.append(client_frame(OP_TEXT, "é€".encode()))
+        elif kind < 0.83:
+            frames.append(client_frame(OP_TEXT, b"ok\xff"))  # invalid UTF-8
+        elif kind < 0.86:
+            frames.append(client_frame(OP_TEXT, b"x", mask=False))
+        elif kind < 0.89:
+            frames.append(client_frame(OP_TEXT, b"x", rsv=0x20))
+        elif kind < 0.92:
+            frames.append(client_frame(0x0, b"orphan"))
+        else:
+            frames.append(client_frame(0x8, close_payload(1000, "bye")))
+    return b"".join(frames)
+
+
+def _collect(data: bytes, split: Callable[[bytes], list[bytes]], room: int,
+             direct: bool) -> list[tuple[int, object]]:
+    session = Session(1000, direct=direct)
+    events: list[tuple[int, object]] = []
+    chunks = split(data)
+    for chunk in chunks:
+        events.extend(session.receive(chunk, room))
+        while session.pending:  # the app drains its queue
+            events.extend(session.receive(b"", room))
+    return [(k, v[0] if k == FAIL else v) for k, v in events]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_direct_decoding_matches_wsproto(seed: int) -> None:
+    rng = random.Random(seed)
+    data = _random_stream(rng)
+    reference = _collect(data, whole, BIG, direct=False)
+    for split in (whole, bytewise, lambda d: random_chunks(d, seed)):
+        for room in (1, 3, BIG):
+            assert _collect(data, split, room, direct=True) == reference, (split, room)

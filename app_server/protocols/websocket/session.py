@@ -50,43 +50,169 @@ _FAIL_REASONS = {
 _OPEN = ConnectionState.OPEN
 
 
+def _unmask(mask: bytes, payload: bytes) -> bytes:
+    """XOR ``payload`` with the repeating 4-byte ``mask`` (RFC 6455 §5.3)."""
+    n = len(payload)
+    if not n:
+        return b""
+    key = int.from_bytes((mask * (n // 4 + 1))[:n], "little")
+    return (int.from_bytes(payload, "little") ^ key).to_bytes(n, "little")
+
+
+_SMALL_FRAME = 65536  # frames up to this size are assembled here before decoding
+
+
 class Session:
+    """Frames in, events out.
+
+    The common frame (complete, final, masked, text or binary, no reserved
+    bits, outside a fragmented message, on a connection without compression)
+    is decoded here directly: a header check, an XOR and a UTF-8 decode.
+    Everything else (control frames, fragments, compressed or oversized
+    messages, anything malformed) is handed to wsproto, which validates it
+    and produces the error codes. wsproto only ever receives whole frames,
+    or the rest of one large frame, so it is at a frame boundary whenever a
+    frame is decoded here.
+    """
+
     __slots__ = (
         "_conn", "_parts", "deflate", "failed", "close_sent", "close_received", "pending",
+        "max_size", "_buf", "_pass", "_fragmented", "_wsp_pending", "_direct",
     )
 
-    def __init__(self, max_size: int, deflate: BoundedDeflate | None = None) -> None:
+    def __init__(
+        self, max_size: int, deflate: BoundedDeflate | None = None, *, direct: bool = True
+    ) -> None:
+        """``direct=False`` hands every frame to wsproto (tests compare both paths)."""
         guard = SizeGuard(max_size)
         extensions: list[Any] = [deflate, guard] if deflate is not None else [guard]
         self._conn = Connection(ConnectionType.SERVER, extensions)
         self._parts: list[Any] = []
         self.deflate = deflate
+        self.max_size = max_size
         self.failed = False
         self.close_sent = False
         self.close_received = False
         self.pending = False
+        self._buf = b""  # bytes of an incomplete frame
+        self._pass = 0  # bytes still owed to wsproto for a large frame
+        self._fragmented = False  # a fragmented message is in wsproto's hands
+        self._wsp_pending = False  # wsproto holds parsed events not yet returned
+        self._direct = direct and deflate is None
 
     def receive(self, data: bytes, room: int) -> list[tuple[int, Any]]:
         """Feed bytes from the socket; return the events they complete.
 
-        At most ``room`` whole messages are returned; the rest stays parsed
-        lazily in wsproto's buffer (``pending`` is then true) until
-        ``receive(b"", room)`` is called again with room to spare.
+        At most ``room`` whole messages are returned; what follows stays
+        buffered (``pending`` is then true) until ``receive(b"", room)`` is
+        called again with room to spare.
         """
-        conn = self._conn
+        out: list[tuple[int, Any]] = []
+        self.pending = False
         if self.failed or self.close_received:
-            return []
+            return out
+        buf = self._buf + data if self._buf else data
+        self._buf = b""
+        if self._wsp_pending:
+            room = self._wsproto_events(b"", out, room)
+            if self._wsp_pending or self.failed or self.close_received:
+                self._buf = buf
+                self.pending = bool(self._wsp_pending)
+                return out
+        pos = 0
+        n = len(buf)
+        direct = self._direct
+        while pos < n:
+            if room <= 0:
+                self.pending = True
+                break
+            if self._pass:
+                k = min(self._pass, n - pos)
+                self._pass -= k
+                pos += k
+                room = self._wsproto_events(buf[pos - k:pos], out, room)
+                if self.failed or self.close_received:
+                    return out
+                continue
+            if n - pos < 2:
+                break
+            b0 = buf[pos]
+            b1 = buf[pos + 1]
+            length = b1 & 0x7F
+            head = 2
+            if length == 126:
+                if n - pos < 4:
+                    break
+                length = int.from_bytes(buf[pos + 2:pos + 4], "big")
+                head = 4
+            elif length == 127:
+                if n - pos < 10:
+                    break
+                length = int.from_bytes(buf[pos + 2:pos + 10], "big")
+                head = 10
+            if b1 & 0x80:
+                head += 4
+            total = head + length
+            opcode = b0 & 0x0F
+            if (
+                (b0 & 0xF0) == 0x80
+                and b1 & 0x80
+                and (opcode == 1 or opcode == 2)
+                and direct
+                and not self._fragmented
+                and length <= self.max_size
+            ):
+                if n - pos < total:
+                    if total <= _SMALL_FRAME:
+                        break  # wait for the rest of this frame
+                else:
+                    start = pos + head
+                    pos += total
+                    payload = _unmask(buf[start - 4:start], buf[start:pos])
+                    if opcode == 1:
+                        try:
+                            out.append((TEXT, payload.decode()))
+                        except UnicodeDecodeError:
+                            self.failed = True
+                            out.append((FAIL, (1007, _FAIL_REASONS[1007])))
+                            return out
+                    else:
+                        out.append((BYTES, payload))
+                    room -= 1
+                    continue
+            # Anything else is wsproto's: whole frames, or a large one as it comes.
+            if opcode == 1 or opcode == 2:
+                self._fragmented = not b0 & 0x80
+            elif opcode == 0 and b0 & 0x80:
+                self._fragmented = False
+            if n - pos >= total:
+                chunk = buf[pos:pos + total]
+                pos += total
+            elif total <= _SMALL_FRAME:
+                break  # wait for the whole frame
+            else:
+                chunk = buf[pos:]
+                self._pass = total - (n - pos)
+                pos = n
+            room = self._wsproto_events(chunk, out, room)
+            if self.failed or self.close_received:
+                return out
+            if self._wsp_pending:
+                self.pending = True
+                break
+        if pos < n:
+            self._buf = buf[pos:]
+        return out
+
+    def _wsproto_events(self, data: bytes, out: list[tuple[int, Any]], room: int) -> int:
+        """Feed wsproto; append its events to ``out``; return the room left."""
+        conn = self._conn
+        self._wsp_pending = False
         if data:
             try:
                 conn.receive_data(data)
             except LocalProtocolError:
-                return []
-        out: list[tuple[int, Any]] = []
-        self.pending = False
-        if room <= 0:
-            self.pending = True
-            return out
-        messages = 0
+                return room
         for event in conn.events():
             cls = event.__class__
             if cls is TextMessage or cls is BytesMessage:
@@ -99,10 +225,10 @@ class Session:
                     parts, self._parts = self._parts, []
                     joined = "".join(parts) if cls is TextMessage else b"".join(parts)
                     out.append((TEXT if cls is TextMessage else BYTES, joined))
-                messages += 1
-                if messages >= room:
+                room -= 1
+                if room <= 0:
                     # Stop here; wsproto keeps its place for the next call.
-                    self.pending = True
+                    self._wsp_pending = True
                     break
             elif cls is Ping:
                 out.append((PING, event.payload))
@@ -122,7 +248,7 @@ class Session:
                     self.close_received = True
                     out.append((CLOSE, (int(event.code), event.reason or "")))
                 break
-        return out
+        return room
 
     # -- sending ------------------------------------------------------------
 
