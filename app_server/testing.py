@@ -228,7 +228,8 @@ class TestClient:
         assert self._runner is not None  # noqa: S101  set by __enter__
         return self._runner.run(asyncio.wait_for(self._exchange(raw), self.timeout_s))
 
-    async def _exchange(self, raw: bytes) -> TestResponse:
+    def _connect(self, raw: bytes) -> tuple[ServerState, MemoryTransport, HttpProtocol]:
+        """A new in-memory connection that has received ``raw``."""
         state = self._state
         assert state is not None  # noqa: S101  set by _boot
         loop = asyncio.get_running_loop()
@@ -237,6 +238,11 @@ class TestClient:
         protocol = HttpProtocol(state, loop)
         protocol.connection_made(transport)
         protocol.data_received(raw)
+        return state, transport, protocol
+
+    async def _exchange(self, raw: bytes) -> TestResponse:
+        loop = asyncio.get_running_loop()
+        state, transport, protocol = self._connect(raw)
         reader = _ResponseReader(head_only=raw[:5] == b"HEAD ")
         fed = 0
         tick_s = tick_interval(state)
@@ -309,14 +315,7 @@ class TestClient:
         return self._runner.run(asyncio.wait_for(self._ws_open(raw), self.timeout_s))
 
     async def _ws_open(self, raw: bytes) -> TestWebSocket:
-        state = self._state
-        assert state is not None  # noqa: S101  set by _boot
-        loop = asyncio.get_running_loop()
-        state.tick(loop.time())
-        transport = MemoryTransport(self.peer)
-        protocol = HttpProtocol(state, loop)
-        protocol.connection_made(transport)
-        protocol.data_received(raw)
+        _, transport, protocol = self._connect(raw)
         ws = TestWebSocket(self, transport)
         while b"\r\n\r\n" not in transport.buffer:
             if transport.closed:
