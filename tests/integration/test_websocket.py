@@ -785,3 +785,13 @@ def test_broadcast_writes_one_frame_to_every_open_connection() -> None:
 
         run(go())
     assert counts[:2] == [19, 19]
+
+
+def test_closing_handshake_is_bounded_by_the_timeout(served: Any) -> None:
+    # The server closes; this client never answers the Close frame. The
+    # server ends the TCP connection after WEBSOCKET_TIMEOUT (1 s here).
+    server, _ = served
+    with RawWebSocket(server.host, server.port, "/close-first/1000") as raw:
+        code, reason, _ = raw.read_until_close()
+        assert (code, reason) == (1000, "go away")
+        assert raw.wait_tcp_close(timeout=5)
