@@ -30,6 +30,7 @@ class ServerState:
         "draining",
         "requests_served",
         "ws_limits",
+        "corked",
     )
 
     def __init__(
@@ -55,6 +56,9 @@ class ServerState:
 
             ws_limits = WebSocketLimits()
         self.ws_limits = ws_limits
+        # WebSocket connections with broadcast frames corked until the end of
+        # this loop pass (see WebSocketConnection.write_frame).
+        self.corked: list[Any] = []
 
     def tick(self, now: float) -> None:
         """Refresh the clock and Date line, and enforce every connection's deadline."""

@@ -46,6 +46,7 @@ error_log = logging.getLogger("app_server.error")
 INF = float("inf")
 ABNORMAL = 1006
 LINGER_S = 2.0
+CORK_BYTES = 65536  # broadcast frames held per connection before writing anyway
 _PING_PAYLOAD = struct.Struct("!Q")
 
 
@@ -81,6 +82,8 @@ class WebSocketConnection(asyncio.Protocol):
         "lost",
         "sent_close",
         "task",
+        "out",
+        "out_size",
         "__weakref__",
     )
 
@@ -120,6 +123,9 @@ class WebSocketConnection(asyncio.Protocol):
         self.lost = False
         self.sent_close: tuple[int, str] | None = None
         self.task: asyncio.Task[None] | None = None
+        # Broadcast frames waiting for this loop pass to end (see write_frame).
+        self.out: list[bytes] | None = None
+        self.out_size = 0
 
     # -- handshake ---------------------------------------------------------
 
@@ -191,6 +197,8 @@ class WebSocketConnection(asyncio.Protocol):
                     self.queue.append(value)
             elif kind is PING:
                 if not session.close_sent:
+                    if self.out:
+                        self.flush()
                     self.transport.write(session.encode_pong(value))
             elif kind is PONG:
                 self._on_pong(value)
@@ -282,16 +290,48 @@ class WebSocketConnection(asyncio.Protocol):
 
     async def send(self, data: str | bytes) -> None:
         self.check_open()
+        if self.out:
+            self.flush()
         self.transport.write(self.encode(data))
         if self.write_paused:
             await self.drained()
 
     def write_frame(self, frame: bytes) -> bool:
-        """Write pre-encoded frame bytes if the connection is open (broadcast)."""
+        """Queue pre-encoded frame bytes if the connection is open (broadcast).
+
+        Frames broadcast during one pass of the event loop are corked per
+        connection and written with one ``transport.write`` at the end of the
+        pass (``_flush_corked``): a fan-out of k messages to n connections
+        costs n system calls instead of k * n. At most ``CORK_BYTES`` wait;
+        beyond that the frames go out at once, so the transport's high-water
+        mark (and the slow-reader pacing built on it) still sees them. Every
+        other write on the connection flushes the cork first, keeping order.
+        """
         if self.close_code is not None or self.session is None or self.session.close_sent:
             return False
-        self.transport.write(frame)
+        out = self.out
+        if out is None:
+            self.out = [frame]
+            self.out_size = len(frame)
+            corked = self.state.corked
+            if not corked:
+                self.loop.call_soon(_flush_corked, corked)
+            corked.append(self)
+        else:
+            out.append(frame)
+            self.out_size += len(frame)
+            if self.out_size > CORK_BYTES:
+                self.flush()
         return True
+
+    def flush(self) -> None:
+        """Write the corked frames now (the connection stays on the flush list)."""
+        out = self.out
+        if out:
+            self.out = []
+            self.out_size = 0
+            if not self.closed and not self.lost:
+                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     async def drained(self) -> None:
         """Wait until the write buffer is below its high-water mark."""
@@ -315,11 +355,15 @@ class WebSocketConnection(asyncio.Protocol):
             payload = payload + _PING_PAYLOAD.pack(self.ping_count)
         waiter: asyncio.Future[float] = self.loop.create_future()
         self.pings[payload] = (waiter, time.perf_counter())
+        if self.out:
+            self.flush()
         self.transport.write(self.session.encode_ping(payload))  # type: ignore[union-attr]
         return waiter
 
     def pong(self, payload: bytes = b"") -> None:
         self.check_open()
+        if self.out:
+            self.flush()
         self.transport.write(self.session.encode_pong(payload))  # type: ignore[union-attr]
 
     def _on_pong(self, payload: bytes) -> None:
@@ -341,6 +385,8 @@ class WebSocketConnection(asyncio.Protocol):
         self.ping_count += 1
         payload = _PING_PAYLOAD.pack(self.ping_count)
         self.pings[payload] = (None, time.perf_counter())
+        if self.out:
+            self.flush()
         self.transport.write(self.session.encode_ping(payload))  # type: ignore[union-attr]
         self.next_ping_at = now + (self.limits.ping_interval_s or INF)
         if self.limits.ping_timeout_s and self.pong_deadline == INF:
@@ -380,6 +426,8 @@ class WebSocketConnection(asyncio.Protocol):
         if not frame:
             return
         self.sent_close = (code, reason)
+        if self.out:
+            self.flush()
         self.transport.write(frame)
         if self.close_code is not None:
             # The peer closed first and we just answered: the handshake is complete.
@@ -409,6 +457,8 @@ class WebSocketConnection(asyncio.Protocol):
             return
         # Answer with the same code (1005 means "none": an empty Close).
         if session is not None:
+            if self.out:
+                self.flush()
             self.transport.write(session.encode_close(code, reason))
         self._close_transport()
 
@@ -423,6 +473,8 @@ class WebSocketConnection(asyncio.Protocol):
             frame = session.encode_close(code, reason)
             if frame:
                 self.sent_close = (code, reason)
+                if self.out:
+                    self.flush()
                 self.transport.write(frame)
         self._wake_receiver()
         # Let the Close frame reach the peer before the TCP close: closing with
@@ -453,6 +505,8 @@ class WebSocketConnection(asyncio.Protocol):
 
     def _close_transport(self) -> None:
         if not self.closed:
+            if self.out:
+                self.flush()
             self.closed = True
             self.transport.close()
         self._finish(self.close_code or ABNORMAL, self.close_reason)
@@ -475,6 +529,19 @@ class WebSocketConnection(asyncio.Protocol):
             if not self.closed:
                 self.closed = True
                 self.transport.close()
+
+
+def _flush_corked(corked: list[WebSocketConnection]) -> None:
+    """End of the loop pass: write every corked connection's frames at once."""
+    conns = corked[:]
+    corked.clear()
+    for conn in conns:
+        out = conn.out
+        conn.out = None
+        if out:
+            conn.out_size = 0
+            if not conn.closed and not conn.lost:
+                conn.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
 
 def _pairs(headers: Any) -> list[tuple[str, str]]:

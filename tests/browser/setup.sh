@@ -5,13 +5,18 @@
 # is all there. Part of the README's test command.
 set -euo pipefail
 cd "$(dirname "$0")"
-if ! command -v chromium >/dev/null || ! command -v node >/dev/null \
-        || ! command -v npm >/dev/null; then
+# Install only what is missing: a machine may already have node with its own
+# npm (e.g. from nodesource), which Debian's npm package would conflict with.
+packages=()
+command -v chromium >/dev/null || packages+=(chromium)
+command -v node >/dev/null || packages+=(nodejs)
+command -v npm >/dev/null || packages+=(npm)
+if [ ${#packages[@]} -gt 0 ]; then
     sudo=""
     if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
     export DEBIAN_FRONTEND=noninteractive
     $sudo apt-get update -qq
-    $sudo apt-get install -y -qq --no-install-recommends chromium nodejs npm >/dev/null
+    $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 fi
 # npm ci only when node_modules does not match the lockfile.
 if ! cmp -s package-lock.json node_modules/.ci-lock; then

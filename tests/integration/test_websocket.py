@@ -787,6 +787,40 @@ def test_broadcast_writes_one_frame_to_every_open_connection() -> None:
     assert counts[:2] == [19, 19]
 
 
+def test_broadcast_frames_corked_in_one_loop_pass_keep_their_order() -> None:
+    # Frames broadcast within one loop pass are written together at its end;
+    # a direct send, a large frame past the cork limit and the Close frame
+    # that follow must still reach the peer after them, in order.
+    app = App("cork")
+    members: weakref.WeakSet[WebSocket] = weakref.WeakSet()
+    big = "x" * 40_000
+
+    @app.websocket("/burst")
+    async def burst(ws):  # type: ignore[no-untyped-def]
+        members.add(ws)
+        count = int(await ws.recv())
+        for i in range(count):
+            await app.broadcast(members, f"b{i}")
+        await ws.send("direct")
+        for _ in range(3):
+            await app.broadcast(members, big)
+        await app.broadcast(members, "after")
+        await ws.close(1000, "done")
+
+    with serve_app(app, **FAST) as server:
+        async def go() -> None:
+            async with connect(server.ws_url + "/burst", max_size=2**20) as c:
+                await c.send("200")
+                got = [await c.recv() for _ in range(200 + 1 + 3 + 1)]
+                assert got[:200] == [f"b{i}" for i in range(200)]
+                assert got[200:] == ["direct", big, big, big, "after"]
+                with pytest.raises(ConnectionClosed) as info:
+                    await c.recv()
+                assert (info.value.rcvd.code, info.value.rcvd.reason) == (1000, "done")
+
+        run(go())
+
+
 def test_closing_handshake_is_bounded_by_the_timeout(served: Any) -> None:
     # The server closes; this client never answers the Close frame. The
     # server ends the TCP connection after WEBSOCKET_TIMEOUT (1 s here).
