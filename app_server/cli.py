@@ -1,29 +1,42 @@
 """The composition root: the ``app-server`` command and ``App.run()``.
 
-Owns: the start-up sequence and its exit codes. Read the settings layers,
-validate them all, import the application, resolve again with its app.config,
-set up logging, bind the listeners, then hand everything to the worker. Any
-settings or import error is one line on stderr and exit code 2, before anything
-is bound or started; a listener that cannot be bound is exit code 1. No
+Owns: the start-up sequence and its exit codes. Read the settings layers and
+validate them all; without ``--preload`` import the application once in a
+forked probe (the master itself never imports it), with it import it here;
+set up logging; take systemd's sockets or bind the listeners; then hand the
+master (``master.arbiter``) the code its forked workers run. Any settings or
+import error is one line on stderr and exit code 2, before anything is bound
+or started; a listener that cannot be bound is exit code 1; an application
+that imports but fails to boot in its first workers is exit code 3. No
 settings logic lives here: that is ``settings/``.
 
 This is the only module that sees both the master's pieces and the workers';
-the worker runtime is imported only once there is something to serve. Until
-the pre-fork master lands (issue 4), one worker serves in this process.
+the worker runtime is imported only inside functions that run in a worker
+(or in the probe), so the master's ``sys.modules`` never holds it.
 
 Rule: may import anything; ``app_server.workers`` only inside functions.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+import pickle
 import socket
 import sys
+from collections.abc import Callable
 from importlib.metadata import version
+from typing import TYPE_CHECKING
 
 from app_server.logs import ERROR_LOGGER, configure_logging
-from app_server.master.listeners import ListenerError, bind_listeners, close_listeners
-from app_server.settings.model import Settings, SupervisorSettings
+from app_server.master.listeners import (
+    ListenerError,
+    bind_listeners,
+    close_listeners,
+    remove_socket_file,
+)
+from app_server.settings.model import BindKind, Settings
 from app_server.settings.resolve import (
     SettingsError,
     app_config_of,
@@ -32,6 +45,10 @@ from app_server.settings.resolve import (
     read_option_layers,
     resolve,
 )
+from app_server.settings.sources import Layers
+
+if TYPE_CHECKING:
+    from app_server.master.arbiter import Listeners
 
 EXIT_OK = 0
 EXIT_LISTEN_FAILED = 1
@@ -56,29 +73,45 @@ def main(argv: list[str] | None = None) -> int:
         # Every layer is validated before the application is imported, so a
         # bad value never runs application code; app.config joins afterwards.
         settings = resolve(layers)
-        app = _load_app(settings.app, settings.app_dir)
-        settings = resolve(layers, app_config_of(app))
-    except (SettingsError, _AppNotLoaded) as exc:
+    except SettingsError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    return _serve(app, settings)
+    if settings.supervisor.preload:
+        try:
+            app = _load_app(settings.app, settings.app_dir)
+            worker_settings = resolve(layers, app_config_of(app))
+        except (SettingsError, _AppNotLoaded) as exc:
+            return _fail(str(exc), EXIT_USAGE)
+        return _serve(settings, _preloaded(app, worker_settings), worker_settings)
+    # Without --preload the master never imports the application: a forked
+    # probe imports it once, so that a typo or a broken import is exit code 2
+    # and one line before anything is bound, and reports the settings the
+    # workers will use (app.config included).
+    probe = _probe_app(layers)
+    if isinstance(probe, str):
+        return _fail(probe, EXIT_USAGE)
+    return _serve(settings, _importer(layers), probe)
 
 
 def run_app(app: object, **options: object) -> int:
-    """``App.run(**options)``: the options stand in for the command line."""
+    """``App.run(**options)``: the options stand in for the command line; the
+    application is already imported, so this is ``--preload``."""
     try:
         settings = resolve(read_option_layers(options), app_config_of(app))
     except SettingsError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    return _serve(app, settings)
+    return _serve(settings, _preloaded(app, settings), settings)
 
 
 class _AppNotLoaded(Exception):
     """An ``AppLoadError`` as the one line to print."""
 
 
+Boot = Callable[[], tuple[object, Settings]]
+
+
 def _load_app(spec: str, app_dir: str) -> object:
-    # Imported here: without --preload, the master (issue 4) must never load
-    # the worker runtime, so no module-level import reaches app_server.workers.
+    # Imported here: without --preload, the master must never load the
+    # worker runtime, so no module-level import reaches app_server.workers.
     from app_server.workers.app_loader import AppLoadError, load_app
 
     try:
@@ -87,32 +120,132 @@ def _load_app(spec: str, app_dir: str) -> object:
         raise _AppNotLoaded(f"app-server: {exc}") from exc
 
 
-def _serve(app: object, settings: Settings) -> int:
+def _preloaded(app: object, settings: Settings) -> Boot:
+    return lambda: (app, settings)
+
+
+def _importer(layers: Layers) -> Boot:
+    """What a worker runs after the fork: import the app, resolve with its app.config."""
+
+    def boot() -> tuple[object, Settings]:
+        from app_server.workers.supervised import BootError
+
+        try:
+            settings = resolve(layers)
+            app = _load_app(settings.app, settings.app_dir)
+            return app, resolve(layers, app_config_of(app))
+        except (SettingsError, _AppNotLoaded) as exc:
+            raise BootError(str(exc)) from exc
+
+    return boot
+
+
+def _probe_app(layers: Layers) -> Settings | str:
+    """Import the app in a forked child; its worker settings, or the error line."""
+    read_end, write_end = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        code = 1
+        try:
+            try:
+                settings = resolve(layers)
+                app = _load_app(settings.app, settings.app_dir)
+                settings = resolve(layers, app_config_of(app))
+                result = ("ok", settings)
+            except (SettingsError, _AppNotLoaded) as exc:
+                result = ("error", str(exc))
+            with os.fdopen(write_end, "wb") as out:
+                pickle.dump(result, out)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if not data:
+        return f"app-server: importing {layers.app or 'the application'} crashed " \
+               f"({_exit_text(os.waitstatus_to_exitcode(status))})"
+    _, value = pickle.loads(data)  # ("ok", Settings) or ("error", line)
+    return value  # type: ignore[no-any-return]
+
+
+def _exit_text(code: int) -> str:
+    return f"signal {-code}" if code < 0 else f"exit code {code}"
+
+
+def _serve(settings: Settings, boot: Boot, worker_settings: Settings) -> int:
+    from app_server.master import systemd
+    from app_server.master.arbiter import Master, remove_pid_file, write_pid_file
+
     configure_logging(settings.log.level, settings.log.format)
-    _warn_not_available_yet(settings.supervisor)
+    if settings.supervisor.reload:
+        log.warning("--reload (restart on source changes) is not available yet; "
+                    "send SIGHUP to reload")
+    supervisor = settings.supervisor
     try:
-        sockets = bind_listeners(settings.binds, reuse_port=settings.supervisor.reuse_port)
-    except ListenerError as exc:
+        activated = systemd.listen_fds(os.environ, os.getpid())
+    except systemd.SystemdError as exc:
         return _fail(f"app-server: {exc}", EXIT_LISTEN_FAILED)
     try:
-        return _run_worker(app, settings, sockets)
+        listeners = _listeners(settings, [sock for sock, _ in activated])
+    except ListenerError as exc:
+        return _fail(f"app-server: {exc}", EXIT_LISTEN_FAILED)
+    notifier = systemd.Notifier.from_environ(os.environ)
+    watchdog_s = systemd.watchdog_interval(os.environ)
+
+    def spawn(slot: int, sockets: list[socket.socket], channel: socket.socket,
+              max_requests: int) -> int:
+        from app_server.workers.supervised import WorkerStart, run_supervised
+
+        heartbeat_s = max(0.05, min(1.0, supervisor.timeout_s / 4))
+        return run_supervised(
+            WorkerStart(slot, sockets, channel, heartbeat_s, max_requests), boot
+        )
+
+    master = Master(
+        supervisor, worker_settings.http.graceful_timeout_s, listeners, spawn,
+        notifier=notifier, watchdog_s=watchdog_s,
+    )
+    if supervisor.pid_file:
+        write_pid_file(supervisor.pid_file)
+    try:
+        return master.run()
     finally:
-        close_listeners(sockets, settings.binds)
+        if supervisor.pid_file:
+            remove_pid_file(supervisor.pid_file)
+        for bind in settings.binds:
+            if bind.kind is BindKind.UNIX and not activated:
+                remove_socket_file(bind.path)
 
 
-def _run_worker(app: object, settings: Settings, sockets: list[socket.socket]) -> int:
-    from app_server.workers.entry import run_worker
+def _listeners(settings: Settings, activated: list[socket.socket]) -> Listeners:
+    """Bind before forking: slot 0's reuseport sockets, or the shared ones."""
+    from app_server.master.arbiter import Listeners
 
-    return run_worker(app, settings, sockets)
-
-
-def _warn_not_available_yet(supervisor: SupervisorSettings) -> None:
-    # TODO(issue 4): the pre-fork master supervises N workers and --reload.
-    if supervisor.workers > 1:
-        log.warning("--workers %d: the multi-process master is not available yet; "
-                    "serving with one worker", supervisor.workers)
-    if supervisor.reload:
-        log.warning("--reload is not available yet; serving without it")
+    if activated:
+        # systemd's sockets: shared by every worker, never bound or shut down here.
+        return Listeners(shared=activated, per_slot_binds=())
+    binds = settings.binds
+    if not settings.supervisor.reuse_port:
+        return Listeners(shared=bind_listeners(binds), per_slot_binds=())
+    tcp = tuple(b for b in binds if b.kind is BindKind.TCP)
+    other = tuple(b for b in binds if b.kind is not BindKind.TCP)
+    first = bind_listeners(tcp, reuse_port=True)
+    try:
+        shared = bind_listeners(other)
+    except ListenerError:
+        close_listeners(first, tcp)
+        raise
+    # Port 0 means "any": every further slot binds the port slot 0 got.
+    actual = tuple(
+        dataclasses.replace(bind, port=int(sock.getsockname()[1]))
+        for bind, sock in zip(tcp, first, strict=True)
+    )
+    return Listeners(shared=shared, per_slot_binds=actual, first_slot=first)
 
 
 def _fail(line: str, code: int) -> int:

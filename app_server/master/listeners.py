@@ -81,9 +81,15 @@ def close_listeners(sockets: list[socket.socket], binds: tuple[BindSpec, ...]) -
     """Close the listeners; remove the files of the ``unix:`` ones bound here."""
     for sock, bind in zip(sockets, binds, strict=False):
         sock.close()
-        if bind.kind is BindKind.UNIX and _is_socket_file(bind.path):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(bind.path)
+        if bind.kind is BindKind.UNIX:
+            remove_socket_file(bind.path)
+
+
+def remove_socket_file(path: str) -> None:
+    """Unlink a ``unix:`` listener's file (only if it is a socket)."""
+    if _is_socket_file(path):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def _reason(exc: OSError) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 from app_server.framework.proxy import ForwardedPolicy
 from app_server.logs import AccessLog
+from app_server.master.control import StopReason
 from app_server.settings.model import Settings
 from app_server.workers.server import WorkerServer, make_ssl_context
 from app_server.workers.state import ServerState
@@ -46,17 +47,57 @@ def build_state(app: Any, settings: Settings, now: float) -> ServerState:
     return ServerState(app, settings.http, access, forwarded, now, settings.websocket)
 
 
+class StopControl:
+    """Why and how the worker stops: the first request drains, a second is immediate.
+
+    Fed by signals (TERM/INT: shut down; QUIT: immediately) and, under the
+    master, by STOP messages on the control channel (whose reason chooses the
+    WebSockets' close code).
+    """
+
+    def __init__(self, event: asyncio.Event | None = None) -> None:
+        self.event = event if event is not None else asyncio.Event()
+        self.reason = StopReason.SHUTDOWN
+        self.immediate = False
+        self.drain: asyncio.Future[None] | None = None
+
+    def request(self, reason: StopReason = StopReason.SHUTDOWN) -> None:
+        if not self.event.is_set():
+            self.reason = reason
+            self.event.set()
+            if reason is StopReason.IMMEDIATE:
+                self.immediate = True
+        elif reason is StopReason.IMMEDIATE:
+            self.now()
+
+    def signalled(self) -> None:
+        """TERM/INT: drain; the same signal again: stop at once."""
+        if self.event.is_set():
+            self.now()
+        else:
+            self.request(StopReason.SHUTDOWN)
+
+    def now(self) -> None:
+        self.immediate = True
+        self.event.set()
+        if self.drain is not None:
+            self.drain.cancel()
+
+
 async def serve(
     app: Any,
     settings: Settings,
     sockets: list[socket.socket],
     stop: asyncio.Event | None = None,
     on_ready: Callable[[WorkerServer], None] | None = None,
+    control: StopControl | None = None,
 ) -> int:
     """Serve until a stop signal (or ``stop`` is set), then drain and return.
 
     ``on_ready`` is called once the app's start hooks have run and the
-    listeners accept: the definition of a ready worker.
+    listeners accept: the definition of a ready worker. A supervised worker
+    passes its own ``control`` (fed by the master's messages) instead of
+    ``stop``.
     """
     loop = asyncio.get_running_loop()
     if settings.debug:
@@ -79,48 +120,42 @@ async def serve(
         return EXIT_BOOT_FAILED
     for address in server.bound_addresses:
         log.info("listening on %s", _describe(address, ssl_context is not None))
+    use_signals = stop is None
+    if control is None:
+        control = StopControl(stop)
+    if use_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, control.signalled)
+        loop.add_signal_handler(signal.SIGQUIT, control.now)
     if on_ready is not None:
         on_ready(server)
-    use_signals = stop is None
-    if stop is None:
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("shutting down: finishing in-flight requests")
-    await _stop(app, server, settings.http.graceful_timeout_s, loop, use_signals)
-    return EXIT_OK
-
-
-async def _stop(
-    app: Any,
-    server: WorkerServer,
-    graceful_s: float,
-    loop: asyncio.AbstractEventLoop,
-    use_signals: bool,
-) -> None:
-    drain = asyncio.ensure_future(_drain(app, server, graceful_s))
-    if use_signals:
-        # A second TERM/INT while draining stops at once.
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, drain.cancel)
-    try:
-        await drain
-    except asyncio.CancelledError:
-        log.warning("second stop signal: closing connections now")
+    await control.event.wait()
+    if not control.immediate:
+        log.info("shutting down: finishing in-flight requests")
+        control.drain = asyncio.ensure_future(
+            _drain(app, server, settings.http.graceful_timeout_s, control.reason)
+        )
+        try:
+            await control.drain
+        except asyncio.CancelledError:
+            log.warning("stopping now: closing connections")
     await server.close()
     try:
         await app.run_hooks("after_server_stop")
     except Exception:
         log.exception("after_server_stop hook failed")
+    return EXIT_OK
 
 
-async def _drain(app: Any, server: WorkerServer, graceful_s: float) -> None:
+async def _drain(app: Any, server: WorkerServer, graceful_s: float, reason: StopReason) -> None:
+    # Stop accepting first: under the master the slot's listener stays open
+    # (held by the master), so what arrives now is the replacement's to accept.
+    server.stop_accepting()
     try:
         await app.run_hooks("before_server_stop")
     except Exception:
         log.exception("before_server_stop hook failed")
-    if not await server.drain(graceful_s):
+    if not await server.drain(graceful_s, reason.websocket_close):
         log.warning("graceful timeout (%ss) reached: closing remaining connections", graceful_s)
 
 

@@ -579,11 +579,14 @@ class HttpProtocol(asyncio.Protocol):
         self.phase = Phase.CLOSED
         self.transport.abort()
 
-    def close_if_idle(self) -> None:
-        """Draining: close a connection that has no request in progress."""
-        if self.phase is Phase.IDLE and not self.queue:
-            self.phase = Phase.CLOSED
-            self.transport.close()
+    def on_drain(self, code: int, reason: str) -> None:
+        """Draining: nothing to do at once.
+
+        Closing an idle keep-alive connection now could cut a request that
+        is already on its way; instead its next response says
+        ``Connection: close`` (``state.draining``) and an idle one ends at its
+        keep-alive deadline, within the graceful timeout.
+        """
 
     # -- read flow control -------------------------------------------------
 

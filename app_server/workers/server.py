@@ -59,17 +59,31 @@ class WorkerServer:
     def bound_addresses(self) -> list[Any]:
         return [s.getsockname() for server in self._servers for s in server.sockets]
 
-    async def drain(self, timeout_s: float) -> bool:
-        """Stop accepting and let in-flight work finish; True if all finished in time."""
-        state = self.state
-        state.draining = True
+    def stop_accepting(self) -> None:
+        """Close this worker's listening servers (the master may still hold the sockets)."""
+        self.state.draining = True
         for server in self._servers:
             server.close()
+
+    async def drain(
+        self, timeout_s: float, websocket_close: tuple[int, str] = (1001, "server shutting down")
+    ) -> bool:
+        """Stop accepting and let in-flight work finish; True if all finished in time.
+
+        WebSockets get a Close frame with ``websocket_close`` (1001 on
+        shutdown, 1012 on reload and recycle). An idle keep-alive connection
+        is not cut, since its client may be sending a request right now: its
+        next response carries ``Connection: close``, or its keep-alive
+        timeout ends it.
+        """
+        self.stop_accepting()
+        state = self.state
+        code, reason = websocket_close
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while True:
             for conn in list(state.connections):
-                conn.close_if_idle()
+                conn.on_drain(code, reason)
             if not state.connections:
                 return True
             remaining = deadline - loop.time()

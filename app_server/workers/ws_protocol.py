@@ -410,10 +410,10 @@ class WebSocketConnection(asyncio.Protocol):
             self._keepalive(now)
         self._rearm()
 
-    def close_if_idle(self) -> None:
-        """The worker is draining: say goodbye (1001) once."""
+    def on_drain(self, code: int, reason: str) -> None:
+        """The worker is draining: say goodbye (1001 or 1012) once."""
         if self.session is not None and not self.session.close_sent:
-            self.start_close(1001, "server shutting down")
+            self.start_close(code, reason)
 
     # -- closing -----------------------------------------------------------
 

@@ -286,15 +286,18 @@ def test_flags_beat_app_config_and_json_logs(project: Path) -> None:
     _, stderr = process.communicate()
     assert process.returncode == 0, stderr
     records = [json.loads(line) for line in stderr.splitlines()]
-    warning = next(r for r in records if r.get("level") == "WARNING")
-    assert "multi-process master is not available yet" in warning["message"]
-    assert set(warning) == {"time", "level", "logger", "pid", "message"}
+    master = next(r for r in records if r.get("message") == "all 2 workers ready")
+    assert set(master) == {"time", "level", "logger", "pid", "message"}
+    assert master["pid"] == process.pid
+    workers = {int(r["message"].split()[1]) for r in records if "message" in r
+               and r["message"].startswith("worker ") and r["message"].endswith("stopped (exit 0)")}
+    assert len(workers) == 2 and process.pid not in workers
     access = next(r for r in records if r.get("type") == "access" and r["method"] == "POST")
     assert set(access) == {"time", "type", "client", "method", "path", "protocol", "status",
                            "bytes", "duration_ms", "pid"}
     assert (access["path"], access["protocol"], access["status"], access["bytes"]) == (
         "/echo", "HTTP/1.1", 200, 5)
-    assert access["pid"] == process.pid
+    assert access["pid"] in workers  # served by a worker, not the master
 
 
 # -- App.run(): the same start-up from a script -------------------------------------------

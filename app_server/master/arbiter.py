@@ -1,0 +1,786 @@
+"""The master process: forks the workers, keeps them alive, reloads, scales, stops.
+
+Owns: ``Master`` and its single-threaded loop. The master never imports the
+application (unless ``--preload``) and never serves a request. It holds every
+listener for its whole life: with SO_REUSEPORT one set per worker slot, so a
+replacement worker accepts from the very socket its predecessor did and no
+queued connection is ever reset; otherwise one shared set.
+
+The loop waits on a selector (the control channels of the workers and a
+self-pipe for signals) with a timeout set by the next deadline. Signal
+handlers only record the signal; everything happens in the loop:
+
+* HUP: rolling reload, one slot at a time (``_Reload``): start the
+  replacement, wait for its READY, then send the old worker STOP(reload); a
+  replacement that dies before READY aborts the reload and the old workers
+  keep serving.
+* TERM/INT: close the listeners, STOP(shutdown) to every worker, exit 0 once
+  they are gone (a second TERM/INT or a QUIT: STOP(immediate)).
+* TTIN/TTOU: one slot more / the newest slot retired (see ``reuseport``).
+* USR1: reopen log files here and in every worker.
+* a dead worker is replaced at once, with exponential backoff when workers
+  of a slot keep dying right after they start; a worker silent for
+  ``--timeout`` gets SIGABRT (it dumps its stacks), then SIGKILL;
+  ``--max-requests`` (asked by the worker), ``--max-lifetime`` and
+  ``--max-memory`` recycle a worker, its replacement started first.
+
+Reloads, scaling and recycles are operations run one at a time, in order.
+
+Rule: never imports the framework, the protocols or the worker runtime; the
+code a child runs after the fork is handed in as ``spawn_target``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import random
+import selectors
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from app_server.logs import ERROR_LOGGER, reopen_log_files
+from app_server.master import control, reuseport
+from app_server.master.control import Kind, RecycleReason, StopReason
+from app_server.master.listeners import bind_listener
+from app_server.settings.model import BindSpec, SupervisorSettings
+
+log = logging.getLogger(ERROR_LOGGER)
+
+EXIT_OK = 0
+EXIT_BOOT_FAILED = 3
+SIGNALS = (
+    signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT,
+    signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGCHLD,
+)
+ABORT_GRACE_S = 1.0  # between SIGABRT (stack dump) and SIGKILL
+STOP_GRACE_S = 5.0  # a stopped worker may outlive --graceful-timeout by this much
+IMMEDIATE_GRACE_S = 3.0
+FAST_DEATH_S = 5.0  # a worker dying sooner than this after start counts toward backoff
+BACKOFF_FIRST_S = 0.25
+BACKOFF_MAX_S = 15.0
+BOOT_TIMEOUT_MIN_S = 30.0
+MEMORY_CHECK_S = 1.0
+DRAIN_QUEUE_MAX_S = 5.0  # longest wait for a retiring listener's queue to empty
+
+
+class Phase(Enum):
+    BOOTING = "booting"
+    READY = "ready"
+    STOPPING = "stopping"
+
+
+@dataclass(eq=False)
+class Worker:
+    pid: int
+    slot: Slot
+    channel: socket.socket
+    started: float
+    phase: Phase = Phase.BOOTING
+    last_seen: float = 0.0
+    served: int = 0
+    deadline_kill: float = float("inf")
+    aborted: bool = False
+    recycle_at: float = float("inf")  # --max-lifetime
+    recycling: bool = False
+    exit_code: int | None = None
+
+
+@dataclass(eq=False)
+class Slot:
+    index: int
+    sockets: list[socket.socket]  # this slot's own SO_REUSEPORT listeners
+    worker: Worker | None = None  # the one serving (or booting to serve)
+    successor: Worker | None = None  # a replacement waiting to be ready
+    fast_deaths: int = 0
+    respawn_at: float | None = None
+    retiring: bool = False
+
+
+@dataclass
+class Listeners:
+    """The sockets the master holds: per-slot reuseport listeners and shared ones."""
+
+    shared: list[socket.socket]
+    per_slot_binds: tuple[BindSpec, ...]  # TCP binds with their real port, one socket per slot
+    first_slot: list[socket.socket] = field(default_factory=list)
+    backlog: int = 2048
+
+    def for_new_slot(self, index: int) -> list[socket.socket]:
+        if index == 0 and self.first_slot:
+            sockets, self.first_slot = self.first_slot, []
+            return sockets
+        return [bind_listener(b, reuse_port=True, backlog=self.backlog)
+                for b in self.per_slot_binds]
+
+
+SpawnTarget = Callable[[int, list[socket.socket], socket.socket, int], int]
+
+
+class Master:
+    def __init__(
+        self,
+        settings: SupervisorSettings,
+        graceful_timeout_s: float,
+        listeners: Listeners,
+        spawn_target: SpawnTarget,
+        notifier: Any = None,
+        watchdog_s: float | None = None,
+        heartbeat_s: float | None = None,
+    ) -> None:
+        self.settings = settings
+        self.graceful_s = graceful_timeout_s
+        self.listeners = listeners
+        self.spawn_target = spawn_target
+        self.notifier = notifier
+        self.watchdog_s = watchdog_s
+        self.timeout_s = settings.timeout_s
+        self.heartbeat_s = heartbeat_s or max(0.05, min(1.0, self.timeout_s / 4))
+        self.pid = os.getpid()
+        self.slots: list[Slot] = []
+        self.workers: dict[int, Worker] = {}  # pid -> worker, every live child
+        self.selector = selectors.DefaultSelector()
+        self.signals: deque[int] = deque()
+        self.operations: deque[Operation] = deque()
+        self.current: Operation | None = None
+        self.first_ready = False
+        self.stopping: StopReason | None = None
+        self.stop_deadline = float("inf")
+        self.exit_code = EXIT_OK
+        self.next_memory_check = 0.0
+        self.next_watchdog = 0.0
+        self._wakeup_r = self._wakeup_w = -1
+
+    # -- the loop ----------------------------------------------------------------
+
+    def run(self) -> int:
+        self._install_signals()
+        try:
+            for index in range(self.settings.workers):
+                self._add_slot(index)
+            self._status(f"starting {self.settings.workers} workers")
+            while not (self.stopping is not None and not self.workers):
+                self._step()
+        finally:
+            self._restore_signals()
+            self._close_all()
+        if self.notifier is not None:
+            self.notifier.close()
+        return self.exit_code
+
+    def _step(self) -> None:
+        now = time.monotonic()
+        timeout = max(0.0, min(self._next_deadline(now), now + 0.5) - now)
+        for key, _ in self.selector.select(timeout):
+            if key.fd == self._wakeup_r:
+                with contextlib.suppress(OSError):
+                    while os.read(self._wakeup_r, 512):
+                        pass
+            else:
+                self._read_channel(key.data)
+        while self.signals:
+            self._on_signal(self.signals.popleft())
+        self._reap()
+        self._supervise(time.monotonic())
+
+    def _next_deadline(self, now: float) -> float:
+        deadline = now + 0.5
+        for worker in self.workers.values():
+            deadline = min(deadline, worker.deadline_kill, worker.recycle_at)
+            if worker.phase is Phase.READY:
+                deadline = min(deadline, worker.last_seen + self.timeout_s)
+        for slot in self.slots:
+            if slot.respawn_at is not None:
+                deadline = min(deadline, slot.respawn_at)
+        return min(deadline, self.stop_deadline)
+
+    # -- signals -----------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.selector.register(self._wakeup_r, selectors.EVENT_READ)
+        signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
+        for sig in SIGNALS:
+            signal.signal(sig, self._record_signal)
+            if sig != signal.SIGCHLD:
+                signal.siginterrupt(sig, False)
+
+    def _record_signal(self, signum: int, frame: Any) -> None:
+        self.signals.append(signum)
+
+    def _restore_signals(self) -> None:
+        signal.set_wakeup_fd(-1)
+        for sig in SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+
+    def _on_signal(self, sig: int) -> None:
+        if sig == signal.SIGCHLD:
+            return  # reaped in every step
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            if self.stopping is None:
+                log.info("%s: graceful shutdown", signal.Signals(sig).name)
+                self._shutdown(StopReason.SHUTDOWN)
+            else:
+                log.warning("%s again: stopping now", signal.Signals(sig).name)
+                self._shutdown(StopReason.IMMEDIATE)
+        elif sig == signal.SIGQUIT:
+            log.info("QUIT: immediate shutdown")
+            self._shutdown(StopReason.IMMEDIATE)
+        elif self.stopping is not None:
+            return
+        elif sig == signal.SIGHUP:
+            log.info("HUP: rolling reload of %d workers", len(self.slots))
+            self._queue(Reload())
+        elif sig == signal.SIGTTIN:
+            self._queue(ScaleUp())
+        elif sig == signal.SIGTTOU:
+            self._queue(ScaleDown())
+        elif sig == signal.SIGUSR1:
+            reopen_log_files()
+            for worker in list(self.workers.values()):
+                self._kill(worker, signal.SIGUSR1)
+
+    # -- workers -----------------------------------------------------------------
+
+    def _add_slot(self, index: int) -> Slot:
+        slot = Slot(index, self.listeners.for_new_slot(index))
+        self.slots.append(slot)
+        slot.worker = self._spawn(slot)
+        return slot
+
+    def _spawn(self, slot: Slot) -> Worker:
+        master_end, worker_end = control.channel_pair()
+        max_requests = self.settings.max_requests
+        if max_requests and self.settings.max_requests_jitter:
+            max_requests += random.randint(0, self.settings.max_requests_jitter)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                sockets = self._become_child(slot, worker_end)
+                code = self.spawn_target(slot.index, sockets, worker_end, max_requests)
+            except BaseException:  # noqa: BLE001 - whatever happens, the child must exit here
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                with contextlib.suppress(Exception):
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                os._exit(code)
+        worker_end.close()
+        now = time.monotonic()
+        worker = Worker(pid, slot, master_end, now, last_seen=now)
+        if self.settings.max_lifetime_s:
+            jitter = random.uniform(0, self.settings.max_lifetime_jitter_s)
+            worker.recycle_at = now + self.settings.max_lifetime_s + jitter
+        self.workers[pid] = worker
+        self.selector.register(master_end, selectors.EVENT_READ, worker)
+        log.info("worker %d booting (slot %d)", pid, slot.index)
+        return worker
+
+    def _become_child(self, slot: Slot, channel: socket.socket) -> list[socket.socket]:
+        """In the forked child: drop the master's state, keep this slot's sockets."""
+        signal.set_wakeup_fd(-1)
+        for sig in SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        os.close(self._wakeup_r)
+        os.close(self._wakeup_w)
+        self.selector.close()
+        for worker in self.workers.values():
+            worker.channel.close()
+        for other in self.slots:
+            if other is not slot:
+                for sock in other.sockets:
+                    sock.close()
+        if self.notifier is not None:
+            self.notifier.close()
+        return slot.sockets + self.listeners.shared
+
+    def _read_channel(self, worker: Worker) -> None:
+        while True:
+            try:
+                packet = worker.channel.recv(64)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                packet = b""
+            if not packet:
+                with contextlib.suppress(KeyError, ValueError):
+                    self.selector.unregister(worker.channel)
+                return  # the worker exited; _reap learns how
+            try:
+                message = control.decode(packet)
+            except control.ControlError as exc:
+                log.error("worker %d: %s", worker.pid, exc)
+                continue
+            worker.last_seen = time.monotonic()
+            if message.kind is Kind.READY:
+                self._on_ready(worker)
+            elif message.kind is Kind.HEARTBEAT:
+                worker.served = message.value
+            elif message.kind is Kind.RECYCLE:
+                self._recycle(worker, RecycleReason(message.code))
+
+    def _on_ready(self, worker: Worker) -> None:
+        if worker.phase is not Phase.BOOTING:
+            return
+        worker.phase = Phase.READY
+        slot = worker.slot
+        log.info("worker %d ready (slot %d)", worker.pid, slot.index)
+        if slot.successor is worker:
+            old = slot.worker
+            slot.worker, slot.successor = worker, None
+            if old is not None:
+                self._stop_worker(old, self._successor_reason(old))
+        if self.current is not None:
+            self.current.on_ready(self, worker)
+        if not self.first_ready and all(
+            s.worker is not None and s.worker.phase is Phase.READY for s in self.slots
+        ):
+            self.first_ready = True
+            log.info("all %d workers ready", len(self.slots))
+            if self.notifier is not None:
+                self.notifier.ready(self._status_line())
+
+    def _successor_reason(self, old: Worker) -> StopReason:
+        return StopReason.RECYCLE if old.recycling else StopReason.RELOAD
+
+    def _stop_worker(self, worker: Worker, reason: StopReason) -> None:
+        if worker.phase is Phase.STOPPING and reason is not StopReason.IMMEDIATE:
+            return
+        worker.phase = Phase.STOPPING
+        grace = self._grace(reason)
+        worker.deadline_kill = min(worker.deadline_kill, time.monotonic() + grace)
+        worker.recycle_at = float("inf")
+        try:
+            worker.channel.send(control.encode(Kind.STOP, reason))
+        except OSError:
+            self._kill(worker, signal.SIGTERM if reason is not StopReason.IMMEDIATE
+                       else signal.SIGQUIT)
+
+    def _grace(self, reason: StopReason) -> float:
+        """How long a stopped worker may take before SIGKILL."""
+        if reason is StopReason.IMMEDIATE:
+            return IMMEDIATE_GRACE_S
+        return self.graceful_s + STOP_GRACE_S
+
+    def _kill(self, worker: Worker, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, sig)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            except InterruptedError:
+                continue
+            if pid == 0:
+                return
+            worker = self.workers.pop(pid, None)
+            if worker is None:
+                continue
+            worker.exit_code = os.waitstatus_to_exitcode(status)
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(worker.channel)
+            worker.channel.close()
+            self._on_exit(worker)
+
+    def _on_exit(self, worker: Worker) -> None:
+        slot, code = worker.slot, worker.exit_code
+        how = _describe_exit(code)
+        if worker.phase is Phase.STOPPING:
+            log.info("worker %d (slot %d) stopped (%s)", worker.pid, slot.index, how)
+        else:
+            log.error("worker %d (slot %d) died (%s)%s", worker.pid, slot.index, how,
+                      " before it was ready" if worker.phase is Phase.BOOTING else "")
+        if slot.successor is worker:
+            slot.successor = None
+        elif slot.worker is worker:
+            slot.worker = None
+            if self.stopping is None and not slot.retiring:
+                self._schedule_respawn(worker)
+        if self.current is not None:
+            self.current.on_exit(self, worker)
+
+    def _schedule_respawn(self, worker: Worker) -> None:
+        slot = worker.slot
+        if not self.first_ready and worker.exit_code == EXIT_BOOT_FAILED:
+            log.error("the application failed to boot: stopping (exit %d)", EXIT_BOOT_FAILED)
+            self.exit_code = EXIT_BOOT_FAILED
+            self._shutdown(StopReason.IMMEDIATE)
+            return
+        now = time.monotonic()
+        if now - worker.started < FAST_DEATH_S:
+            slot.fast_deaths += 1
+        else:
+            slot.fast_deaths = 0
+        delay = 0.0
+        if slot.fast_deaths > 1:
+            delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (slot.fast_deaths - 2))
+            log.warning("slot %d: workers keep dying at start; next in %.2fs", slot.index, delay)
+        slot.respawn_at = now + delay
+
+    # -- supervision -------------------------------------------------------------
+
+    def _supervise(self, now: float) -> None:
+        for slot in self.slots:
+            if slot.respawn_at is not None and now >= slot.respawn_at and self.stopping is None:
+                slot.respawn_at = None
+                if slot.worker is None and slot.successor is None and not slot.retiring:
+                    slot.worker = self._spawn(slot)
+        boot_timeout = max(self.timeout_s, BOOT_TIMEOUT_MIN_S)
+        for worker in list(self.workers.values()):
+            if now >= worker.deadline_kill:
+                if worker.aborted or worker.phase is Phase.STOPPING:
+                    log.error("worker %d did not exit in time: SIGKILL", worker.pid)
+                    self._kill(worker, signal.SIGKILL)
+                    worker.deadline_kill = float("inf")
+                continue
+            silent = now - worker.last_seen
+            limit = boot_timeout if worker.phase is Phase.BOOTING else self.timeout_s
+            if worker.phase is not Phase.STOPPING and silent > limit and not worker.aborted:
+                log.error("worker %d (slot %d) silent for %.1fs (timeout %ss): SIGABRT, "
+                          "its stacks follow", worker.pid, worker.slot.index, silent, limit)
+                worker.aborted = True
+                worker.phase = Phase.STOPPING  # it is being replaced, not stopped on purpose
+                self._kill(worker, signal.SIGABRT)
+                worker.deadline_kill = now + ABORT_GRACE_S
+                if worker.slot.worker is worker:
+                    self._replace_dead(worker)
+            elif now >= worker.recycle_at and worker.phase is Phase.READY:
+                worker.recycle_at = float("inf")
+                self._recycle(worker, RecycleReason.MAX_LIFETIME)
+        if self.settings.max_memory_mb and now >= self.next_memory_check:
+            self.next_memory_check = now + MEMORY_CHECK_S
+            self._check_memory()
+        if self.watchdog_s and now >= self.next_watchdog:
+            self.next_watchdog = now + self.watchdog_s
+            if self._heartbeats_fresh(now) and self.notifier is not None:
+                self.notifier.watchdog()
+        if self.current is None and self.operations and self.stopping is None:
+            self.current = self.operations.popleft()
+            self.current.start(self)
+        if self.current is not None:
+            self.current.poll(self, now)
+        if self.stopping is not None and now >= self.stop_deadline:
+            for worker in list(self.workers.values()):
+                self._kill(worker, signal.SIGKILL)
+            self.stop_deadline = float("inf")
+
+    def _replace_dead(self, worker: Worker) -> None:
+        """A hung worker is being killed: its slot gets a new worker at once."""
+        slot = worker.slot
+        slot.worker = None
+        if self.stopping is None and not slot.retiring:
+            slot.respawn_at = time.monotonic()
+
+    def _heartbeats_fresh(self, now: float) -> bool:
+        serving = [s.worker for s in self.slots if s.worker is not None]
+        return bool(serving) and all(
+            w.phase is Phase.READY and now - w.last_seen <= self.timeout_s for w in serving
+        )
+
+    def _check_memory(self) -> None:
+        try:
+            import psutil
+        except ImportError:  # pragma: no cover - psutil is a dependency
+            return
+        limit = self.settings.max_memory_mb * 1024 * 1024
+        for slot in self.slots:
+            worker = slot.worker
+            if worker is None or worker.phase is not Phase.READY or worker.recycling:
+                continue
+            try:
+                rss = psutil.Process(worker.pid).memory_info().rss
+            except psutil.Error:
+                continue
+            if rss > limit:
+                log.warning("worker %d uses %d MiB (max-memory %d)", worker.pid,
+                            rss // 1048576, self.settings.max_memory_mb)
+                self._recycle(worker, RecycleReason.MAX_MEMORY)
+
+    def _recycle(self, worker: Worker, reason: RecycleReason) -> None:
+        if worker.recycling or worker.phase is not Phase.READY or self.stopping is not None:
+            return
+        worker.recycling = True
+        log.info("worker %d (slot %d): recycling (%s)", worker.pid, worker.slot.index,
+                 reason.name.lower().replace("_", "-"))
+        self._queue(Recycle(worker))
+
+    def _queue(self, operation: Operation) -> None:
+        self.operations.append(operation)
+
+    # -- stopping ----------------------------------------------------------------
+
+    def _shutdown(self, reason: StopReason) -> None:
+        first = self.stopping is None
+        self.stopping = reason
+        if first and self.notifier is not None:
+            self.notifier.stopping("stopping")
+        if first:
+            # New connections are refused from now on: close our listeners
+            # (each worker closes its copy as it starts draining).
+            self._close_listeners()
+        grace = self._grace(reason)
+        self.stop_deadline = min(self.stop_deadline, time.monotonic() + grace)
+        for worker in list(self.workers.values()):
+            self._stop_worker(worker, reason)
+
+    def _close_listeners(self) -> None:
+        for slot in self.slots:
+            for sock in slot.sockets:
+                sock.close()
+        for sock in self.listeners.shared:
+            sock.close()
+
+    def _close_all(self) -> None:
+        self._close_listeners()
+        for worker in self.workers.values():
+            worker.channel.close()
+        self.selector.close()
+        for fd in (self._wakeup_r, self._wakeup_w):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    # -- status ------------------------------------------------------------------
+
+    def _status_line(self) -> str:
+        ready = sum(1 for w in self.workers.values() if w.phase is Phase.READY)
+        return f"{ready} of {len(self.slots)} workers ready"
+
+    def _status(self, text: str) -> None:
+        if self.notifier is not None:
+            self.notifier.status(text)
+
+    # -- used by operations --------------------------------------------------------
+
+    def start_successor(self, slot: Slot) -> Worker:
+        slot.successor = self._spawn(slot)
+        return slot.successor
+
+    def retire_last_slot(self) -> Slot:
+        slot = self.slots[-1]
+        slot.retiring = True
+        return slot
+
+
+# -- operations: one at a time ---------------------------------------------------------
+
+
+class Operation:
+    done = False
+
+    def start(self, master: Master) -> None: ...
+
+    def on_ready(self, master: Master, worker: Worker) -> None: ...
+
+    def on_exit(self, master: Master, worker: Worker) -> None: ...
+
+    def poll(self, master: Master, now: float) -> None:
+        if self.done:
+            master.current = None
+
+
+class Reload(Operation):
+    """HUP: each slot in turn gets a new worker; the old one stops once it is ready."""
+
+    def start(self, master: Master) -> None:
+        self.began = time.monotonic()
+        self.pending = list(master.slots)
+        self.waiting: Worker | None = None
+        self.count = len(self.pending)
+        if master.notifier is not None:
+            master.notifier.reloading()
+        self._next(master)
+
+    def _next(self, master: Master) -> None:
+        while self.pending:
+            slot = self.pending.pop(0)
+            if slot.retiring or slot not in master.slots:
+                continue
+            if slot.successor is not None or slot.worker is None:
+                continue  # already being replaced, or respawning (with the new code)
+            self.waiting = master.start_successor(slot)
+            return
+        self._finish(master, None)
+
+    def on_ready(self, master: Master, worker: Worker) -> None:
+        if worker is self.waiting:
+            self.waiting = None
+            self._next(master)
+
+    def on_exit(self, master: Master, worker: Worker) -> None:
+        if worker is self.waiting:
+            self.waiting = None
+            reason = _describe_exit(worker.exit_code)
+            self._finish(master, f"the new worker for slot {worker.slot.index} failed "
+                                 f"to start ({reason}); the running workers keep serving")
+
+    def _finish(self, master: Master, failure: str | None) -> None:
+        took = time.monotonic() - self.began
+        if failure is None:
+            log.info("reload complete: %d workers replaced in %.2fs", self.count, took)
+        else:
+            log.error("reload aborted: %s", failure)
+        if master.notifier is not None:
+            status = "reload failed: " + failure if failure else master._status_line()
+            master.notifier.ready(status)
+        self.done = True
+
+
+class Recycle(Operation):
+    """A worker reached a limit: its replacement starts, then it stops (1012)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.waiting: Worker | None = None
+
+    def start(self, master: Master) -> None:
+        slot = self.worker.slot
+        if (self.worker.pid not in master.workers or slot.worker is not self.worker
+                or slot.successor is not None or slot.retiring):
+            self.done = True
+            return
+        self.waiting = master.start_successor(slot)
+
+    def on_ready(self, master: Master, worker: Worker) -> None:
+        if worker is self.waiting:
+            self.done = True
+
+    def on_exit(self, master: Master, worker: Worker) -> None:
+        if worker is self.waiting:
+            log.error("the replacement of worker %d failed to start; it keeps serving",
+                      self.worker.pid)
+            self.worker.recycling = False
+            self.done = True
+
+
+class ScaleUp(Operation):
+    def start(self, master: Master) -> None:
+        try:
+            slot = master._add_slot(len(master.slots))
+        except OSError as exc:
+            log.error("TTIN: cannot add a worker: %s", exc)
+            self.done = True
+            return
+        self.worker = slot.worker
+        log.info("TTIN: %d workers", len(master.slots))
+
+    def on_ready(self, master: Master, worker: Worker) -> None:
+        if worker is self.worker:
+            self.done = True
+
+    def on_exit(self, master: Master, worker: Worker) -> None:
+        if worker is self.worker:
+            self.done = True  # the slot respawns it like any other
+
+
+class ScaleDown(Operation):
+    """TTOU: retire the newest slot without resetting a queued connection."""
+
+    def start(self, master: Master) -> None:
+        if len(master.slots) <= 1:
+            log.warning("TTOU ignored: one worker is the minimum")
+            self.done = True
+            return
+        self.slot = master.retire_last_slot()
+        keep = len(master.slots) - 1
+        self.steered = [s for s in self.slot.sockets if reuseport.steer_away_from_last(s, keep)]
+        if self.slot.sockets and len(self.steered) < len(self.slot.sockets):
+            log.warning("TTOU: cannot steer connections away from the retiring listener; "
+                        "connections queued on it at close may be reset")
+        self.began = time.monotonic()
+        self.empty_since: float | None = None
+        log.info("TTOU: retiring slot %d", self.slot.index)
+
+    def poll(self, master: Master, now: float) -> None:
+        if self.done:
+            master.current = None
+            return
+        slot = self.slot
+        if slot.worker is not None and slot.worker.phase is Phase.STOPPING:
+            return  # told to stop: waiting for it to exit (on_exit)
+        if slot.sockets and slot.worker is not None and slot.worker.phase is Phase.READY:
+            # Let the worker accept whatever was queued before the steering.
+            queued = max(reuseport.accept_queue_length(s) for s in slot.sockets)
+            if queued > 0 and now - self.began < DRAIN_QUEUE_MAX_S:
+                self.empty_since = None
+                return
+            if self.empty_since is None:
+                self.empty_since = now
+            if now - self.empty_since < 0.05 and now - self.began < DRAIN_QUEUE_MAX_S:
+                return
+        elif slot.worker is not None and slot.worker.phase is Phase.BOOTING:
+            return  # wait until it can accept its queue
+        worker = slot.worker
+        # Close our copy first: the worker's close then ends the listener.
+        for sock in slot.sockets:
+            sock.close()
+        if worker is None:
+            self._gone(master)
+        else:
+            master._stop_worker(worker, StopReason.SCALE_DOWN)
+
+    def on_exit(self, master: Master, worker: Worker) -> None:
+        slot = getattr(self, "slot", None)
+        if slot is not None and worker.slot is slot and slot.worker is None and not self.done:
+            self._gone(master)
+
+    def _gone(self, master: Master) -> None:
+        if self.slot in master.slots:
+            master.slots.remove(self.slot)
+        remaining = [s for slot in master.slots for s in slot.sockets]
+        for sock in remaining:
+            reuseport.stop_steering(sock)
+        log.info("TTOU: %d workers", len(master.slots))
+        self.done = True
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    if code == EXIT_BOOT_FAILED:
+        return "exit 3: the application failed to boot"
+    return f"exit {code}"
+
+
+def write_pid_file(path: str) -> None:
+    """Atomically: a reader sees the old content or the whole new pid, never half."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    with open(tmp, "w") as handle:
+        handle.write(f"{os.getpid()}\n")
+    os.replace(tmp, path)
+
+
+def remove_pid_file(path: str) -> None:
+    """Remove the pid file if it is still ours."""
+    try:
+        with open(path) as handle:
+            if handle.read().strip() != str(os.getpid()):
+                return
+        os.unlink(path)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            log.warning("cannot remove pid file %s: %s", path, exc)
+

@@ -1,0 +1,87 @@
+"""The control channel between the master and one worker.
+
+Owns: the message vocabulary (``Kind``, ``StopReason``, ``RecycleReason``),
+its fixed binary encoding (``encode``/``decode``) and ``channel_pair()``.
+
+The channel is a ``SOCK_SEQPACKET`` socket pair made before the fork: each
+message is one packet (no framing to get wrong), delivery is reliable and in
+order, and when either process dies the other end reads EOF at once, so the
+master sees a dead worker and a worker sees a dead master without polling.
+Every message is the same 16 bytes: kind, a reason code and one unsigned
+value. Worker to master: READY, HEARTBEAT (value: requests and WebSocket
+connections served so far), RECYCLE (reason: a limit the worker reached).
+Master to worker: STOP (reason: why, which decides the WebSocket close code
+and whether to drain at all).
+
+Rule: no imports from the rest of the package.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from enum import IntEnum
+from typing import NamedTuple
+
+
+class Kind(IntEnum):
+    READY = 1
+    HEARTBEAT = 2
+    RECYCLE = 3
+    STOP = 4
+
+
+class StopReason(IntEnum):
+    SHUTDOWN = 1  # the server stops: WebSockets close with 1001 (Going Away)
+    RELOAD = 2  # replaced by new code: 1012 (Service Restart), clients reconnect
+    RECYCLE = 3  # replaced by a fresh worker (a limit was reached): 1012
+    SCALE_DOWN = 4  # one worker fewer: 1012, the others serve the reconnects
+    IMMEDIATE = 5  # stop now: no draining (QUIT, or a second TERM/INT)
+
+    @property
+    def websocket_close(self) -> tuple[int, str]:
+        if self is StopReason.SHUTDOWN:
+            return 1001, "server shutting down"
+        return 1012, "server restarting"
+
+
+class RecycleReason(IntEnum):
+    MAX_REQUESTS = 1
+    MAX_LIFETIME = 2
+    MAX_MEMORY = 3
+
+
+class Message(NamedTuple):
+    kind: Kind
+    code: int = 0
+    value: int = 0
+
+
+class ControlError(Exception):
+    """A packet that is not a message of this protocol."""
+
+
+_PACKET = struct.Struct("!BBxxxxxxQ")
+SIZE = _PACKET.size
+_KINDS = {int(kind): kind for kind in Kind}
+
+
+def encode(kind: Kind, code: int = 0, value: int = 0) -> bytes:
+    return _PACKET.pack(kind, code, value)
+
+
+def decode(packet: bytes) -> Message:
+    if len(packet) != SIZE:
+        raise ControlError(f"control packet of {len(packet)} bytes, expected {SIZE}")
+    kind, code, value = _PACKET.unpack(packet)
+    if kind not in _KINDS:
+        raise ControlError(f"unknown control message kind {kind}")
+    return Message(_KINDS[kind], code, value)
+
+
+def channel_pair() -> tuple[socket.socket, socket.socket]:
+    """(master end, worker end); both non-blocking and close-on-exec."""
+    master_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    master_end.setblocking(False)
+    worker_end.setblocking(False)
+    return master_end, worker_end

@@ -1,0 +1,161 @@
+"""A worker under the master: its side of the control channel.
+
+Owns: ``WorkerStart`` (what the master hands a forked child), ``run_supervised``
+(the child's whole life: import the app unless preloaded, serve, exit with a
+code the master understands) and ``Link`` (READY once serving, a HEARTBEAT
+from the event loop itself so that a blocked loop goes silent, RECYCLE when
+``--max-requests`` is reached, and STOP from the master turned into a drain
+with the right WebSocket close code).
+
+Exit codes: 0 after a stop, ``EXIT_BOOT_FAILED`` (3) when the application
+could not be imported or its start hooks failed; the master tells the two
+apart from a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import faulthandler
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from app_server.logs import reopen_log_files
+from app_server.master import control
+from app_server.master.control import Kind, RecycleReason, StopReason
+from app_server.settings.model import Settings
+from app_server.workers.entry import EXIT_BOOT_FAILED, StopControl, loop_factory, serve
+
+log = logging.getLogger("app_server.error")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStart:
+    slot: int
+    sockets: list[socket.socket]
+    channel: socket.socket
+    heartbeat_s: float
+    max_requests: int  # 0: no limit; jitter already applied by the master
+
+
+class BootError(Exception):
+    """The application or its settings could not be loaded; ``str()`` is one line."""
+
+
+Boot = Callable[[], tuple[Any, Settings]]
+
+
+def run_supervised(start: WorkerStart, boot: Boot) -> int:
+    """The forked child's main: returns its exit code."""
+    # The master's SIGABRT for a silent worker dumps every thread's stack to
+    # stderr (the log) from C, even while the event loop is blocked; then the
+    # worker dies of it.
+    faulthandler.enable(file=sys.stderr, all_threads=True)
+    try:
+        app, settings = boot()
+    except BootError as exc:
+        print(str(exc), file=sys.stderr, flush=True)
+        return EXIT_BOOT_FAILED
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(_serve(app, settings, start))
+
+
+async def _serve(app: Any, settings: Settings, start: WorkerStart) -> int:
+    stop = StopControl()
+    link = Link(start, stop)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.signalled)
+    loop.add_signal_handler(signal.SIGQUIT, stop.now)
+    loop.add_signal_handler(signal.SIGUSR1, reopen_log_files)
+    link.listen(loop)
+    try:
+        return await serve(app, settings, start.sockets, on_ready=link.ready, control=stop)
+    finally:
+        link.close()
+
+
+class Link:
+    """The worker's end of the control channel, driven by its event loop."""
+
+    def __init__(self, start: WorkerStart, stop: StopControl) -> None:
+        self.channel = start.channel
+        self.stop = stop
+        self.heartbeat_s = start.heartbeat_s
+        self.max_requests = start.max_requests
+        self.state: Any = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.recycle_asked = False
+        self.master_pid = os.getppid()
+
+    def listen(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        loop.add_reader(self.channel.fileno(), self._on_readable)
+
+    def ready(self, server: Any) -> None:
+        self.state = server.state
+        self._send(Kind.READY)
+        self._beat()
+
+    def _beat(self) -> None:
+        """One heartbeat per interval, sent by the loop: a blocked loop is silent."""
+        state = self.state
+        served = state.requests_served if state is not None else 0
+        if os.getppid() != self.master_pid:
+            self.stop.request(StopReason.SHUTDOWN)  # the master is gone: drain and go
+            return
+        self._send(Kind.HEARTBEAT, 0, served)
+        if self.max_requests and served >= self.max_requests and not self.recycle_asked:
+            self.recycle_asked = True
+            log.info("served %d requests (max-requests %d): asking to be recycled",
+                     served, self.max_requests)
+            self._send(Kind.RECYCLE, RecycleReason.MAX_REQUESTS, served)
+        self.timer = self.loop.call_later(self.heartbeat_s, self._beat)  # type: ignore[union-attr]
+
+    def _send(self, kind: Kind, code: int = 0, value: int = 0) -> None:
+        try:
+            self.channel.send(control.encode(kind, code, value))
+        except (BlockingIOError, InterruptedError):
+            pass  # the master is behind; the next heartbeat will do
+        except OSError:
+            self.stop.request(StopReason.SHUTDOWN)
+
+    def _on_readable(self) -> None:
+        while True:
+            try:
+                packet = self.channel.recv(64)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                packet = b""
+            if not packet:
+                # The master died: finish what is in flight and exit.
+                self.loop.remove_reader(self.channel.fileno())  # type: ignore[union-attr]
+                self.stop.request(StopReason.SHUTDOWN)
+                return
+            try:
+                message = control.decode(packet)
+            except control.ControlError as exc:
+                log.error("control channel: %s", exc)
+                continue
+            if message.kind is Kind.STOP:
+                try:
+                    reason = StopReason(message.code)
+                except ValueError:
+                    reason = StopReason.SHUTDOWN
+                self.stop.request(reason)
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.loop is not None and not self.loop.is_closed():
+            try:
+                self.loop.remove_reader(self.channel.fileno())
+            except (ValueError, OSError):
+                pass
