@@ -182,9 +182,9 @@ def _serve(settings: Settings, boot: Boot, worker_settings: Settings) -> int:
     from app_server.master.arbiter import Master, remove_pid_file, write_pid_file
 
     configure_logging(settings.log.level, settings.log.format)
-    if settings.supervisor.reload:
-        log.warning("--reload (restart on source changes) is not available yet; "
-                    "send SIGHUP to reload")
+    if settings.supervisor.reload and settings.supervisor.preload:
+        log.warning("--reload with --preload: the master holds the old code, "
+                    "so reloads restart the workers with it")
     supervisor = settings.supervisor
     try:
         activated = systemd.listen_fds(os.environ, os.getpid())
@@ -209,6 +209,7 @@ def _serve(settings: Settings, boot: Boot, worker_settings: Settings) -> int:
     master = Master(
         supervisor, worker_settings.http.graceful_timeout_s, listeners, spawn,
         notifier=notifier, watchdog_s=watchdog_s,
+        watch_dir=settings.app_dir if supervisor.reload else None,
     )
     if supervisor.pid_file:
         write_pid_file(supervisor.pid_file)

@@ -52,6 +52,7 @@ from app_server.logs import ERROR_LOGGER, reopen_log_files
 from app_server.master import control, reuseport
 from app_server.master.control import Kind, RecycleReason, StopReason
 from app_server.master.listeners import bind_listener
+from app_server.master.watch import SourceWatcher
 from app_server.settings.model import BindSpec, SupervisorSettings
 
 log = logging.getLogger(ERROR_LOGGER)
@@ -70,7 +71,8 @@ BACKOFF_FIRST_S = 0.25
 BACKOFF_MAX_S = 15.0
 BOOT_TIMEOUT_MIN_S = 30.0
 MEMORY_CHECK_S = 1.0
-DRAIN_QUEUE_MAX_S = 5.0  # longest wait for a retiring listener's queue to empty
+DRAIN_QUEUE_MAX_S = 5.0
+WATCH_INTERVAL_S = 1.0  # longest wait for a retiring listener's queue to empty
 
 
 class Phase(Enum):
@@ -136,6 +138,7 @@ class Master:
         notifier: Any = None,
         watchdog_s: float | None = None,
         heartbeat_s: float | None = None,
+        watch_dir: str | None = None,
     ) -> None:
         self.settings = settings
         self.graceful_s = graceful_timeout_s
@@ -159,6 +162,8 @@ class Master:
         self.next_memory_check = 0.0
         self.next_watchdog = 0.0
         self._wakeup_r = self._wakeup_w = -1
+        self.watcher = SourceWatcher(watch_dir) if watch_dir is not None else None
+        self.next_watch = 0.0
 
     # -- the loop ----------------------------------------------------------------
 
@@ -471,6 +476,11 @@ class Master:
             self.next_watchdog = now + self.watchdog_s
             if self._heartbeats_fresh(now) and self.notifier is not None:
                 self.notifier.watchdog()
+        if self.watcher is not None and now >= self.next_watch and self.stopping is None:
+            self.next_watch = now + WATCH_INTERVAL_S
+            if self.watcher.changed() and not any(isinstance(o, Reload) for o in self.operations):
+                log.info("source files changed: reloading")
+                self._queue(Reload())
         if self.current is None and self.operations and self.stopping is None:
             self.current = self.operations.popleft()
             self.current.start(self)

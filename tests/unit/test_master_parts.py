@@ -1,0 +1,134 @@
+"""The master's small parts on real sockets: the control channel's packets,
+SO_REUSEPORT steering for a retiring listener, and the source watcher."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from app_server.master import control, reuseport
+from app_server.master.control import Kind, RecycleReason, StopReason
+from app_server.master.watch import SourceWatcher
+
+# -- control channel ---------------------------------------------------------------
+
+
+def test_messages_cross_the_socket_pair_whole_and_typed() -> None:
+    master_end, worker_end = control.channel_pair()
+    with master_end, worker_end:
+        worker_end.send(control.encode(Kind.HEARTBEAT, 0, 2**40 + 7))
+        worker_end.send(control.encode(Kind.RECYCLE, RecycleReason.MAX_REQUESTS, 10))
+        master_end.send(control.encode(Kind.STOP, StopReason.RELOAD))
+        assert control.decode(master_end.recv(64)) == (Kind.HEARTBEAT, 0, 2**40 + 7)
+        message = control.decode(master_end.recv(64))
+        assert message.kind is Kind.RECYCLE
+        assert RecycleReason(message.code) is RecycleReason.MAX_REQUESTS
+        assert control.decode(worker_end.recv(64)) == (Kind.STOP, StopReason.RELOAD, 0)
+
+
+def test_a_dead_peer_reads_as_eof() -> None:
+    master_end, worker_end = control.channel_pair()
+    worker_end.close()
+    with master_end:
+        assert master_end.recv(64) == b""
+
+
+@pytest.mark.parametrize("packet", [b"", b"\x01" * 15, b"\x01" * 17, b"\x09" + b"\x00" * 15])
+def test_malformed_packets_are_refused(packet: bytes) -> None:
+    with pytest.raises(control.ControlError):
+        control.decode(packet)
+
+
+def test_stop_reasons_choose_the_websocket_close_code() -> None:
+    assert StopReason.SHUTDOWN.websocket_close[0] == 1001
+    for reason in (StopReason.RELOAD, StopReason.RECYCLE, StopReason.SCALE_DOWN):
+        assert reason.websocket_close[0] == 1012
+
+
+# -- reuseport steering ------------------------------------------------------------
+
+
+def _group(n: int) -> list[socket.socket]:
+    socks: list[socket.socket] = []
+    port = 0
+    for _ in range(n):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind(("127.0.0.1", port))
+        port = s.getsockname()[1]
+        s.listen(512)
+        s.setblocking(False)
+        socks.append(s)
+    return socks
+
+
+def _spread(socks: list[socket.socket], connections: int) -> list[int]:
+    port = socks[0].getsockname()[1]
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(connections)]
+    counts = [reuseport.accept_queue_length(s) for s in socks]
+    for s in socks:
+        while True:
+            try:
+                conn, _ = s.accept()
+            except BlockingIOError:
+                break
+            conn.close()
+    for c in clients:
+        c.close()
+    return counts
+
+
+def test_steering_keeps_new_connections_off_the_last_listener() -> None:
+    socks = _group(3)
+    try:
+        before = _spread(socks, 120)
+        assert sum(before) == 120 and before[2] > 0  # the kernel's hash uses all three
+        assert reuseport.steer_away_from_last(socks[0], keep=2)
+        steered = _spread(socks, 120)
+        assert steered[2] == 0 and steered[0] > 0 and steered[1] > 0 and sum(steered) == 120
+        reuseport.stop_steering(socks[0])
+        after = _spread(socks, 120)
+        assert after[2] > 0
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_accept_queue_length_counts_unaccepted_connections() -> None:
+    (listener,) = _group(1)
+    with listener:
+        assert reuseport.accept_queue_length(listener) == 0
+        port = listener.getsockname()[1]
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
+        assert reuseport.accept_queue_length(listener) == 5
+        listener.accept()[0].close()
+        assert reuseport.accept_queue_length(listener) == 4
+        for c in clients:
+            c.close()
+
+
+# -- source watcher ----------------------------------------------------------------
+
+
+def test_watcher_sees_changed_added_and_removed_sources(tmp_path: Path) -> None:
+    app = tmp_path / "app.py"
+    app.write_text("x = 1\n")
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / "lib.py").write_text("")
+    watcher = SourceWatcher(str(tmp_path))
+    assert not watcher.changed()
+    (tmp_path / ".venv" / "lib.py").write_text("ignored")
+    (tmp_path / "notes.txt").write_text("not python")
+    assert not watcher.changed()
+    stat = app.stat()
+    os.utime(app, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert watcher.changed()
+    assert not watcher.changed()
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "mod.py").write_text("")
+    assert watcher.changed()
+    (tmp_path / "pkg" / "mod.py").unlink()
+    assert watcher.changed()
