@@ -61,6 +61,10 @@ class Master:
         argv = command or [sys.executable, "-m", "app_server"]
         if port is not None or "--bind" not in args:
             args = [*args, "--port", str(self.port)] if "--bind" not in args else args
+        self.metrics_port = 0
+        if "--metrics-bind" not in args:  # never the shared default port
+            self.metrics_port = free_port()
+            args = [*args, "--metrics-bind", f"127.0.0.1:{self.metrics_port}"]
         self.process = subprocess.Popen(
             [*argv, *args], cwd=cwd, env=env if env is not None else clean_env(),
             stdout=self._log, stderr=subprocess.STDOUT, pass_fds=pass_fds,
@@ -71,6 +75,10 @@ class Master:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
