@@ -32,11 +32,12 @@ from typing import TYPE_CHECKING
 from app_server.logs import ERROR_LOGGER, configure_logging
 from app_server.master.listeners import (
     ListenerError,
+    bind_listener,
     bind_listeners,
     close_listeners,
     remove_socket_file,
 )
-from app_server.settings.model import BindKind, Settings
+from app_server.settings.model import BindKind, BindSpec, Settings
 from app_server.settings.resolve import (
     SettingsError,
     app_config_of,
@@ -194,6 +195,13 @@ def _serve(settings: Settings, boot: Boot, worker_settings: Settings) -> int:
         listeners = _listeners(settings, [sock for sock, _ in activated])
     except ListenerError as exc:
         return _fail(f"app-server: {exc}", EXIT_LISTEN_FAILED)
+    metrics_listener = None
+    if supervisor.metrics_bind is not None:
+        try:
+            metrics_listener = _bind_metrics(supervisor.metrics_bind)
+        except ListenerError as exc:
+            close_listeners(listeners.first_slot + listeners.shared, ())
+            return _fail(f"app-server: {exc} (--metrics-bind)", EXIT_LISTEN_FAILED)
     notifier = systemd.Notifier.from_environ(os.environ)
     watchdog_s = systemd.watchdog_interval(os.environ)
 
@@ -210,6 +218,7 @@ def _serve(settings: Settings, boot: Boot, worker_settings: Settings) -> int:
         supervisor, worker_settings.http.graceful_timeout_s, listeners, spawn,
         notifier=notifier, watchdog_s=watchdog_s,
         watch_dir=settings.app_dir if supervisor.reload else None,
+        metrics_listener=metrics_listener,
     )
     if supervisor.pid_file:
         write_pid_file(supervisor.pid_file)
@@ -247,6 +256,13 @@ def _listeners(settings: Settings, activated: list[socket.socket]) -> Listeners:
         for bind, sock in zip(tcp, first, strict=True)
     )
     return Listeners(shared=shared, per_slot_binds=actual, first_slot=first)
+
+
+def _bind_metrics(address: str) -> socket.socket:
+    """The master's /metrics listener (a plain TCP socket, no SO_REUSEPORT)."""
+    host, _, port = address.rpartition(":")
+    bind = BindSpec(BindKind.TCP, host=host.strip("[]"), port=int(port))
+    return bind_listener(bind, backlog=64)
 
 
 def _fail(line: str, code: int) -> int:

@@ -72,7 +72,23 @@ BACKOFF_MAX_S = 15.0
 BOOT_TIMEOUT_MIN_S = 30.0
 MEMORY_CHECK_S = 1.0
 DRAIN_QUEUE_MAX_S = 5.0
+COLLECT_TIMEOUT_S = 0.5  # a scrape waits at most this long for the workers' snapshots
 WATCH_INTERVAL_S = 1.0  # longest wait for a retiring listener's queue to empty
+
+
+_RECYCLE_LABELS = {
+    RecycleReason.MAX_REQUESTS: "max_requests",
+    RecycleReason.MAX_LIFETIME: "max_lifetime",
+    RecycleReason.MAX_MEMORY: "memory",
+}
+
+
+@dataclass
+class WorkerView:
+    """What the metrics need from the master: workers by state, each slot's usage."""
+
+    states: dict[str, int]
+    slots: list[tuple[int, int, float]]  # slot, RSS bytes, CPU seconds of its current worker
 
 
 class Phase(Enum):
@@ -94,6 +110,7 @@ class Worker:
     aborted: bool = False
     recycle_at: float = float("inf")  # --max-lifetime
     recycling: bool = False
+    recycle_reason: RecycleReason | None = None
     exit_code: int | None = None
 
 
@@ -139,6 +156,7 @@ class Master:
         watchdog_s: float | None = None,
         heartbeat_s: float | None = None,
         watch_dir: str | None = None,
+        metrics_listener: socket.socket | None = None,
     ) -> None:
         self.settings = settings
         self.graceful_s = graceful_timeout_s
@@ -164,11 +182,20 @@ class Master:
         self._wakeup_r = self._wakeup_w = -1
         self.watcher = SourceWatcher(watch_dir) if watch_dir is not None else None
         self.next_watch = 0.0
+        self.metrics_listener = metrics_listener
+        self.metrics: Any = None  # MetricsStore, when metrics are on
+        self.metrics_server: Any = None
+        self.collect_waiting: set[int] = set()
+        # One packet is one message; a metrics snapshot can be large.
+        self._packet_buffer = bytearray(control.MAX_PACKET)
+        self.collect_deadline = float("inf")
 
     # -- the loop ----------------------------------------------------------------
 
     def run(self) -> int:
         self._install_signals()
+        if self.metrics_listener is not None:
+            self._start_metrics(self.metrics_listener)
         try:
             for index in range(self.settings.workers):
                 self._add_slot(index)
@@ -185,13 +212,15 @@ class Master:
     def _step(self) -> None:
         now = time.monotonic()
         timeout = max(0.0, min(self._next_deadline(now), now + 0.5) - now)
-        for key, _ in self.selector.select(timeout):
+        for key, mask in self.selector.select(timeout):
             if key.fd == self._wakeup_r:
                 with contextlib.suppress(OSError):
                     while os.read(self._wakeup_r, 512):
                         pass
-            else:
+            elif isinstance(key.data, Worker):
                 self._read_channel(key.data)
+            else:
+                key.data(mask)  # the metrics endpoint's sockets
         while self.signals:
             self._on_signal(self.signals.popleft())
         self._reap()
@@ -206,7 +235,7 @@ class Master:
         for slot in self.slots:
             if slot.respawn_at is not None:
                 deadline = min(deadline, slot.respawn_at)
-        return min(deadline, self.stop_deadline)
+        return min(deadline, self.stop_deadline, self.collect_deadline)
 
     # -- signals -----------------------------------------------------------------
 
@@ -311,16 +340,22 @@ class Master:
                     sock.close()
         if self.notifier is not None:
             self.notifier.close()
+        if self.metrics_server is not None:
+            for conn in list(self.metrics_server.conns.values()):
+                conn.sock.close()
+            self.metrics_server.listener.close()
         return slot.sockets + self.listeners.shared
 
     def _read_channel(self, worker: Worker) -> None:
+        buffer = self._packet_buffer
         while True:
             try:
-                packet = worker.channel.recv(64)
+                size = worker.channel.recv_into(buffer)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
-                packet = b""
+                size = 0
+            packet = bytes(buffer[:size])
             if not packet:
                 with contextlib.suppress(KeyError, ValueError):
                     self.selector.unregister(worker.channel)
@@ -337,6 +372,9 @@ class Master:
                 worker.served = message.value
             elif message.kind is Kind.RECYCLE:
                 self._recycle(worker, RecycleReason(message.code))
+            elif message.kind is Kind.STATS and self.metrics is not None:
+                self.metrics.update(worker.pid, message.payload)
+                self._collect_answered(worker.pid)
 
     def _on_ready(self, worker: Worker) -> None:
         if worker.phase is not Phase.BOOTING:
@@ -348,7 +386,12 @@ class Master:
             old = slot.worker
             slot.worker, slot.successor = worker, None
             if old is not None:
-                self._stop_worker(old, self._successor_reason(old))
+                reason = self._successor_reason(old)
+                if reason is StopReason.RELOAD:
+                    self._count_restart("reload")
+                elif old.recycle_reason is not None:
+                    self._count_restart(_RECYCLE_LABELS[old.recycle_reason])
+                self._stop_worker(old, reason)
         if self.current is not None:
             self.current.on_ready(self, worker)
         if not self.first_ready and all(
@@ -388,7 +431,7 @@ class Master:
     def _reap(self) -> None:
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             except InterruptedError:
@@ -399,9 +442,13 @@ class Master:
             if worker is None:
                 continue
             worker.exit_code = os.waitstatus_to_exitcode(status)
+            self._read_channel(worker)  # what it said last (its final metrics) is still there
             with contextlib.suppress(KeyError, ValueError):
                 self.selector.unregister(worker.channel)
             worker.channel.close()
+            if self.metrics is not None:
+                self.metrics.worker_gone(pid, worker.slot.index, usage.ru_utime + usage.ru_stime)
+                self._collect_answered(pid)
             self._on_exit(worker)
 
     def _on_exit(self, worker: Worker) -> None:
@@ -428,6 +475,7 @@ class Master:
             self.exit_code = EXIT_BOOT_FAILED
             self._shutdown(StopReason.IMMEDIATE)
             return
+        self._count_restart("crash")
         now = time.monotonic()
         if now - worker.started < FAST_DEATH_S:
             slot.fast_deaths += 1
@@ -465,6 +513,7 @@ class Master:
                 self._kill(worker, signal.SIGABRT)
                 worker.deadline_kill = now + ABORT_GRACE_S
                 if worker.slot.worker is worker:
+                    self._count_restart("timeout")
                     self._replace_dead(worker)
             elif now >= worker.recycle_at and worker.phase is Phase.READY:
                 worker.recycle_at = float("inf")
@@ -486,6 +535,11 @@ class Master:
             self.current.start(self)
         if self.current is not None:
             self.current.poll(self, now)
+        if self.metrics_server is not None:
+            self.metrics_server.expire(now)
+            if now >= self.collect_deadline:
+                self.collect_waiting.clear()
+                self._collect_answered(0)
         if self.stopping is not None and now >= self.stop_deadline:
             for worker in list(self.workers.values()):
                 self._kill(worker, signal.SIGKILL)
@@ -527,6 +581,7 @@ class Master:
         if worker.recycling or worker.phase is not Phase.READY or self.stopping is not None:
             return
         worker.recycling = True
+        worker.recycle_reason = reason
         log.info("worker %d (slot %d): recycling (%s)", worker.pid, worker.slot.index,
                  reason.name.lower().replace("_", "-"))
         self._queue(Recycle(worker))
@@ -559,6 +614,8 @@ class Master:
 
     def _close_all(self) -> None:
         self._close_listeners()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
         for worker in self.workers.values():
             worker.channel.close()
         self.selector.close()
@@ -576,6 +633,81 @@ class Master:
     def _status(self, text: str) -> None:
         if self.notifier is not None:
             self.notifier.status(text)
+
+    # -- metrics and health ----------------------------------------------------------
+
+    def _start_metrics(self, listener: socket.socket) -> None:
+        from app_server.master.metrics_http import MetricsServer
+        from app_server.metrics.store import MetricsStore
+
+        self.metrics = MetricsStore()
+        self.metrics.workers = self._worker_view
+        self.metrics_server = MetricsServer(listener, self.selector, self)
+        host, port = self.metrics_server.address
+        log.info("metrics on http://%s:%d/metrics (/healthz, /readyz)", host, port)
+
+    def _count_restart(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.restarted(reason)
+
+    def healthy(self) -> bool:
+        return any(w.phase is Phase.READY for w in self.workers.values())
+
+    def ready(self) -> bool:
+        return self.stopping is None and all(
+            s.worker is not None and s.worker.phase is Phase.READY
+            for s in self.slots if not s.retiring
+        )
+
+    def start_collect(self) -> None:
+        """A scrape: ask every live worker for a fresh snapshot (bounded wait)."""
+        self.collect_waiting = set()
+        packet = control.encode(Kind.COLLECT)
+        for worker in self.workers.values():
+            if worker.phase is Phase.BOOTING:
+                continue
+            try:
+                worker.channel.send(packet)
+            except OSError:
+                continue
+            self.collect_waiting.add(worker.pid)
+        self.collect_deadline = time.monotonic() + COLLECT_TIMEOUT_S
+        self._collect_answered(0)
+
+    def _collect_answered(self, pid: int) -> None:
+        self.collect_waiting.discard(pid)
+        if not self.collect_waiting and self.collect_deadline != float("inf"):
+            self.collect_deadline = float("inf")
+            self.metrics_server.collected()
+
+    def render(self) -> bytes:
+        return self.metrics.render()  # type: ignore[no-any-return]
+
+    def _worker_view(self) -> WorkerView:
+        import psutil
+
+        states = {"starting": 0, "ready": 0, "stopping": 0}
+        names = {Phase.BOOTING: "starting", Phase.READY: "ready", Phase.STOPPING: "stopping"}
+        for worker in self.workers.values():
+            states[names[worker.phase]] += 1
+        # RSS: each slot's serving worker. CPU: every live worker of the slot
+        # (a reload's old and new worker overlap), so that with the CPU of its
+        # exited workers (from wait4) the slot's counter never goes down.
+        rss: dict[int, int] = {}
+        cpu: dict[int, float] = {}
+        for worker in self.workers.values():
+            index = worker.slot.index
+            try:
+                process = psutil.Process(worker.pid)
+                with process.oneshot():
+                    times = process.cpu_times()
+                    if worker.slot.worker is worker:
+                        rss[index] = process.memory_info().rss
+            except psutil.Error:
+                continue
+            cpu[index] = cpu.get(index, 0.0) + times.user + times.system
+        slots = [(index, rss.get(index, 0), seconds) for index, seconds in sorted(cpu.items())]
+        return WorkerView(states, slots)
 
     # -- used by operations --------------------------------------------------------
 
@@ -647,7 +779,9 @@ class Reload(Operation):
             log.info("reload complete: %d workers replaced in %.2fs", self.count, took)
         else:
             log.error("reload aborted: %s", failure)
-        if master.notifier is not None:
+        if master.metrics is not None:
+            master.metrics.reloaded(failure is None)
+        if master.notifier is not None and master.stopping is None:
             status = "reload failed: " + failure if failure else master._status_line()
             master.notifier.ready(status)
         self.done = True
@@ -738,6 +872,7 @@ class ScaleDown(Operation):
         elif slot.worker is not None and slot.worker.phase is Phase.BOOTING:
             return  # wait until it can accept its queue
         worker = slot.worker
+        master._count_restart("scale")
         # Close our copy first: the worker's close then ends the listener.
         for sock in slot.sockets:
             sock.close()

@@ -11,7 +11,9 @@ Every message is the same 16 bytes: kind, a reason code and one unsigned
 value. Worker to master: READY, HEARTBEAT (value: requests and WebSocket
 connections served so far), RECYCLE (reason: a limit the worker reached).
 Master to worker: STOP (reason: why, which decides the WebSocket close code
-and whether to drain at all).
+and whether to drain at all). For metrics, the master sends COLLECT and the
+worker answers STATS, whose value is the length of the snapshot that follows
+the 16 bytes in the same packet.
 
 Rule: no imports from the rest of the package.
 """
@@ -29,6 +31,8 @@ class Kind(IntEnum):
     HEARTBEAT = 2
     RECYCLE = 3
     STOP = 4
+    COLLECT = 5  # master -> worker: send your metrics now
+    STATS = 6  # worker -> master: value = payload length, the metrics snapshot follows
 
 
 class StopReason(IntEnum):
@@ -55,6 +59,7 @@ class Message(NamedTuple):
     kind: Kind
     code: int = 0
     value: int = 0
+    payload: bytes = b""
 
 
 class ControlError(Exception):
@@ -63,6 +68,7 @@ class ControlError(Exception):
 
 _PACKET = struct.Struct("!BBxxxxxxQ")
 SIZE = _PACKET.size
+MAX_PACKET = 4 * 1024 * 1024
 _KINDS = {int(kind): kind for kind in Kind}
 
 
@@ -70,18 +76,31 @@ def encode(kind: Kind, code: int = 0, value: int = 0) -> bytes:
     return _PACKET.pack(kind, code, value)
 
 
+def encode_stats(payload: bytes) -> bytes:
+    return _PACKET.pack(Kind.STATS, 0, len(payload)) + payload
+
+
 def decode(packet: bytes) -> Message:
-    if len(packet) != SIZE:
+    if len(packet) < SIZE:
         raise ControlError(f"control packet of {len(packet)} bytes, expected {SIZE}")
-    kind, code, value = _PACKET.unpack(packet)
+    kind, code, value = _PACKET.unpack_from(packet)
     if kind not in _KINDS:
         raise ControlError(f"unknown control message kind {kind}")
+    if kind == Kind.STATS:
+        if len(packet) != SIZE + value:
+            raise ControlError(f"stats packet of {len(packet)} bytes, announced {SIZE + value}")
+        return Message(Kind.STATS, code, value, packet[SIZE:])
+    if len(packet) != SIZE:
+        raise ControlError(f"control packet of {len(packet)} bytes, expected {SIZE}")
     return Message(_KINDS[kind], code, value)
 
 
 def channel_pair() -> tuple[socket.socket, socket.socket]:
     """(master end, worker end); both non-blocking and close-on-exec."""
     master_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    # A metrics snapshot is one packet; bounded labels keep it far below this.
+    worker_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_PACKET)
+    master_end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, MAX_PACKET)
     master_end.setblocking(False)
     worker_end.setblocking(False)
     return master_end, worker_end

@@ -19,6 +19,7 @@ from typing import Any
 from app_server.framework.proxy import ForwardedPolicy
 from app_server.logs import AccessLog
 from app_server.master.control import StopReason
+from app_server.metrics.recorder import Recorder
 from app_server.settings.model import Settings
 from app_server.workers.server import WorkerServer, make_ssl_context
 from app_server.workers.state import ServerState
@@ -44,7 +45,8 @@ def run_worker(app: Any, settings: Settings, sockets: list[socket.socket]) -> in
 def build_state(app: Any, settings: Settings, now: float) -> ServerState:
     access = AccessLog(settings.log.access_log, settings.log.format)
     forwarded = ForwardedPolicy(settings.forwarded_allow_ips)
-    return ServerState(app, settings.http, access, forwarded, now, settings.websocket)
+    recorder = Recorder() if settings.supervisor.metrics_bind is not None else None
+    return ServerState(app, settings.http, access, forwarded, now, settings.websocket, recorder)
 
 
 class StopControl:

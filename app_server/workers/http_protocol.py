@@ -21,6 +21,8 @@ from typing import Any
 
 from app_server.framework.request import ConnectionInfo, Request
 from app_server.framework.responses import BaseResponse, HTTPResponse, StreamingResponse, text
+from app_server.framework.routing.router import Route
+from app_server.metrics.recorder import UNMATCHED
 from app_server.protocols.http.events import ProtocolError, RequestHead
 from app_server.protocols.http.framing import (
     CONNECTION_CLOSE,
@@ -291,13 +293,16 @@ class HttpProtocol(asyncio.Protocol):
         self.queue.popleft()
         self.phase = Phase.HANDLING
         now = self.loop.time()
-        if self.state.access_log is not None:
+        state = self.state
+        if state.access_log is not None or state.recorder is not None:
             cycle.started = time.perf_counter()
         if cycle.websocket:
             self.deadline = now + self.state.ws_limits.timeout_s
             self._start_websocket(cycle)
             return
-        self.deadline = now + self.state.limits.response_timeout_s
+        self.deadline = now + state.limits.response_timeout_s
+        if state.recorder is not None:
+            state.recorder.in_progress += 1
         self.task = self.loop.create_task(self._run(cycle))
 
     def _go_idle(self) -> None:
@@ -322,6 +327,9 @@ class HttpProtocol(asyncio.Protocol):
             return
         finally:
             self.task = None
+            recorder = self.state.recorder
+            if recorder is not None:
+                recorder.in_progress -= 1
         self._after_response()
 
     def _start_websocket(self, cycle: _Cycle) -> None:
@@ -336,7 +344,9 @@ class HttpProtocol(asyncio.Protocol):
                 self._write_rejection(text(exc.detail, exc.status_hint, dict(exc.headers)), cycle)
                 return
         self._ws_cycle = cycle
-        channel = WebSocketConnection(self, self.state, offer, request)
+        routing = cycle.routing
+        label = routing.template if routing.__class__ is Route else UNMATCHED
+        channel = WebSocketConnection(self, self.state, offer, request, label)
         # The task does not reference this object: once the handshake is
         # accepted the HTTP side (parser, queues) can be freed.
         task = self.loop.create_task(_serve_websocket(self.app, request, cycle.routing, channel))
@@ -361,6 +371,7 @@ class HttpProtocol(asyncio.Protocol):
         cycle = self._ws_cycle
         if cycle is not None:
             self._log_access(cycle.request, 101, 0, cycle)
+            self._record(cycle, 101)
         tail = self.upgrade_tail or b""
         self.upgrade_tail = None
         self.input_paused_by_us = False  # the WebSocket manages reading now
@@ -390,6 +401,7 @@ class HttpProtocol(asyncio.Protocol):
         self.state.requests_served += 1
         if cycle is not None:
             self._log_access(cycle.request, response.status, len(body), cycle)
+            self._record(cycle, response.status)
         self._close_lingering()
 
     async def _send(self, request: Request, response: BaseResponse, cycle: _Cycle) -> None:
@@ -417,6 +429,33 @@ class HttpProtocol(asyncio.Protocol):
             size = await self._send_streaming(response, connection, head_only)
         if self.state.access_log is not None:
             self._log_access(request, response.status, size, cycle)
+        recorder = self.state.recorder
+        if recorder is not None:
+            routing = cycle.routing
+            recorder.request_done(
+                head.method,
+                routing.template if routing.__class__ is Route else UNMATCHED,
+                response.status,
+                time.perf_counter() - cycle.started,
+            )
+
+    def _record(self, cycle: _Cycle, status: int) -> None:
+        recorder = self.state.recorder
+        if recorder is not None:
+            routing = cycle.routing
+            recorder.request_done(
+                cycle.request.head.method,
+                routing.template if routing.__class__ is Route else UNMATCHED,
+                status,
+                time.perf_counter() - cycle.started,
+            )
+
+    def _write_error(self, status: int, detail: str) -> None:
+        """A request refused by the protocol layer (400, 408, 431, 503...)."""
+        self.transport.write(encode_error(status, detail, self.state.date))
+        recorder = self.state.recorder
+        if recorder is not None:
+            recorder.request_refused(status)
 
     def _log_access(self, request: Request, status: int, size: int, cycle: _Cycle) -> None:
         log = self.state.access_log
@@ -485,7 +524,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.pending_error is not None:
             status, detail = self.pending_error
             self.pending_error = None
-            self.transport.write(encode_error(status, detail, self.state.date))
+            self._write_error(status, detail)
             self._close_lingering()
             return
         if not self.keep_alive:
@@ -523,7 +562,7 @@ class HttpProtocol(asyncio.Protocol):
             self._maybe_start()
             return
         self.keep_alive = False
-        self.transport.write(encode_error(status, detail, self.state.date))
+        self._write_error(status, detail)
         self._close_lingering()
 
     def check_deadline(self, now: float) -> None:
@@ -550,7 +589,7 @@ class HttpProtocol(asyncio.Protocol):
             self.task = None
         if self.upgrade_tail is not None:
             error_log.warning("WebSocket handshake not answered within the timeout")
-        self.transport.write(encode_error(503, "Service Unavailable", self.state.date))
+        self._write_error(503, "Service Unavailable")
         self._close_lingering()
 
     def _close_lingering(self) -> None:

@@ -15,6 +15,7 @@ from app_server.protocols.http.framing import date_line
 if TYPE_CHECKING:
     from app_server.framework.proxy import ForwardedPolicy
     from app_server.logs import AccessLog
+    from app_server.metrics.recorder import Recorder
     from app_server.settings.model import HttpLimits, WebSocketLimits
 
 
@@ -31,6 +32,7 @@ class ServerState:
         "requests_served",
         "ws_limits",
         "corked",
+        "recorder",
     )
 
     def __init__(
@@ -41,6 +43,7 @@ class ServerState:
         forwarded: ForwardedPolicy | None,
         now: float,
         ws_limits: WebSocketLimits | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.app = app
         self.limits = limits
@@ -59,6 +62,10 @@ class ServerState:
         # WebSocket connections with broadcast frames corked until the end of
         # this loop pass (see WebSocketConnection.write_frame).
         self.corked: list[Any] = []
+        # Metrics of this worker (None: --metrics-bind off, nothing recorded).
+        self.recorder = recorder
+        if recorder is not None:
+            recorder.connections = self.connections
 
     def tick(self, now: float) -> None:
         """Refresh the clock and Date line, and enforce every connection's deadline."""

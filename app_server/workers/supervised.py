@@ -32,6 +32,7 @@ from app_server.settings.model import Settings
 from app_server.workers.entry import EXIT_BOOT_FAILED, StopControl, loop_factory, serve
 
 log = logging.getLogger("app_server.error")
+STATS_EVERY_BEATS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,18 @@ class Link:
         self.timer: asyncio.TimerHandle | None = None
         self.recycle_asked = False
         self.master_pid = os.getppid()
+        self.beats = 0
+
+    def send_stats(self, final: bool = False) -> None:
+        recorder = getattr(self.state, "recorder", None)
+        if recorder is None:
+            return
+        if final:
+            self.channel.settimeout(1.0)  # the last one must not be dropped on EAGAIN
+        try:
+            self.channel.send(control.encode_stats(recorder.snapshot()))
+        except OSError:
+            pass  # the master is gone or behind: it asks again at the next scrape
 
     def listen(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -111,6 +124,9 @@ class Link:
             self.stop.request(StopReason.SHUTDOWN)  # the master is gone: drain and go
             return
         self._send(Kind.HEARTBEAT, 0, served)
+        self.beats += 1
+        if self.beats % STATS_EVERY_BEATS == 0:
+            self.send_stats()  # bounds what a crash can lose
         if self.max_requests and served >= self.max_requests and not self.recycle_asked:
             self.recycle_asked = True
             log.info("served %d requests (max-requests %d): asking to be recycled",
@@ -144,7 +160,9 @@ class Link:
             except control.ControlError as exc:
                 log.error("control channel: %s", exc)
                 continue
-            if message.kind is Kind.STOP:
+            if message.kind is Kind.COLLECT:
+                self.send_stats()
+            elif message.kind is Kind.STOP:
                 try:
                     reason = StopReason(message.code)
                 except ValueError:
@@ -152,8 +170,10 @@ class Link:
                 self.stop.request(reason)
 
     def close(self) -> None:
+        """The worker is done: a last snapshot, so its counts outlive it exactly."""
         if self.timer is not None:
             self.timer.cancel()
+        self.send_stats(final=True)
         if self.loop is not None and not self.loop.is_closed():
             try:
                 self.loop.remove_reader(self.channel.fileno())

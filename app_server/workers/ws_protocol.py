@@ -84,11 +84,16 @@ class WebSocketConnection(asyncio.Protocol):
         "task",
         "out",
         "out_size",
+        "route_label",
+        "counted",
+        "received",
+        "sent",
         "__weakref__",
     )
 
     def __init__(
-        self, http: Any, state: ServerState, offer: Offer | None, request: Any
+        self, http: Any, state: ServerState, offer: Offer | None, request: Any,
+        route_label: str = "",
     ) -> None:
         self.http = http
         self.state = state
@@ -126,6 +131,11 @@ class WebSocketConnection(asyncio.Protocol):
         # Broadcast frames waiting for this loop pass to end (see write_frame).
         self.out: list[bytes] | None = None
         self.out_size = 0
+        # Metrics: messages are counted here and folded into the recorder at close.
+        self.route_label = route_label
+        self.counted = False
+        self.received = 0
+        self.sent = 0
 
     # -- handshake ---------------------------------------------------------
 
@@ -151,6 +161,10 @@ class WebSocketConnection(asyncio.Protocol):
         trailing = self.http.upgrade_done(self)
         self.http = None  # the HTTP side is done with; let it be freed
         self.state.connections.add(self)
+        recorder = self.state.recorder
+        if recorder is not None:
+            recorder.websocket_opened(self.route_label)
+            self.counted = True
         transport.set_protocol(self)
         now = self.loop.time()
         if limits.ping_interval_s:
@@ -195,6 +209,7 @@ class WebSocketConnection(asyncio.Protocol):
             if kind is TEXT or kind is BYTES:
                 if self.close_code is None:
                     self.queue.append(value)
+                    self.received += 1
             elif kind is PING:
                 if not session.close_sent:
                     if self.out:
@@ -293,6 +308,7 @@ class WebSocketConnection(asyncio.Protocol):
         if self.out:
             self.flush()
         self.transport.write(self.encode(data))
+        self.sent += 1
         if self.write_paused:
             await self.drained()
 
@@ -309,6 +325,7 @@ class WebSocketConnection(asyncio.Protocol):
         """
         if self.close_code is not None or self.session is None or self.session.close_sent:
             return False
+        self.sent += 1
         out = self.out
         if out is None:
             self.out = [frame]
@@ -378,6 +395,9 @@ class WebSocketConnection(asyncio.Protocol):
             elif not waiter.done():
                 waiter.set_result(now - sent)
             if key == payload:
+                recorder = self.state.recorder
+                if recorder is not None:
+                    recorder.ping_rtt.observe(now - sent)
                 break
         self._rearm()
 
@@ -516,6 +536,11 @@ class WebSocketConnection(asyncio.Protocol):
         if self.close_code is None:
             self.close_code = code
             self.close_reason = reason
+        if self.counted:
+            self.counted = False
+            self.state.recorder.websocket_closed(  # type: ignore[union-attr]
+                self.route_label, self.close_code, self.received, self.sent
+            )
         self.deadline = self.close_deadline = INF
         self._wake_receiver()
         for waiter, _ in list(self.pings.values()):

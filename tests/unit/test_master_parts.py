@@ -22,11 +22,15 @@ def test_messages_cross_the_socket_pair_whole_and_typed() -> None:
         worker_end.send(control.encode(Kind.HEARTBEAT, 0, 2**40 + 7))
         worker_end.send(control.encode(Kind.RECYCLE, RecycleReason.MAX_REQUESTS, 10))
         master_end.send(control.encode(Kind.STOP, StopReason.RELOAD))
-        assert control.decode(master_end.recv(64)) == (Kind.HEARTBEAT, 0, 2**40 + 7)
+        assert control.decode(master_end.recv(64)) == (Kind.HEARTBEAT, 0, 2**40 + 7, b"")
         message = control.decode(master_end.recv(64))
         assert message.kind is Kind.RECYCLE
         assert RecycleReason(message.code) is RecycleReason.MAX_REQUESTS
-        assert control.decode(worker_end.recv(64)) == (Kind.STOP, StopReason.RELOAD, 0)
+        assert control.decode(worker_end.recv(64)) == (Kind.STOP, StopReason.RELOAD, 0, b"")
+        snapshot = b'{"v":1}' * 10_000  # one packet, however large
+        worker_end.send(control.encode_stats(snapshot))
+        stats = control.decode(master_end.recv(control.MAX_PACKET))
+        assert (stats.kind, stats.payload) == (Kind.STATS, snapshot)
 
 
 def test_a_dead_peer_reads_as_eof() -> None:
@@ -36,7 +40,8 @@ def test_a_dead_peer_reads_as_eof() -> None:
         assert master_end.recv(64) == b""
 
 
-@pytest.mark.parametrize("packet", [b"", b"\x01" * 15, b"\x01" * 17, b"\x09" + b"\x00" * 15])
+@pytest.mark.parametrize("packet", [b"", b"\x01" * 15, b"\x01" * 17, b"\x09" + b"\x00" * 15,
+                                    b"\x06" + b"\x00" * 14 + b"\x05" + b"abc"])
 def test_malformed_packets_are_refused(packet: bytes) -> None:
     with pytest.raises(control.ControlError):
         control.decode(packet)

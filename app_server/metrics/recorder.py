@@ -1,0 +1,134 @@
+"""What one worker counts, and the snapshot it sends the master.
+
+Owns: ``Recorder`` (plain ints and dicts in the worker's own memory: no
+lock, no IPC, no prometheus-client object on the request path), ``Histogram``
+and the snapshot format. The master asks for a snapshot at each scrape (and a
+worker sends one every few heartbeats and one last time as it exits), so
+recording costs a few dictionary updates per request and nothing else.
+
+Labels stay bounded whatever clients send: ``route`` is the route's template
+(``/chat/<room>``), every unmatched request shares ``UNMATCHED``, methods are
+the parser's known tokens, and close codes are 16-bit numbers.
+
+WebSocket messages are counted on the connection (one integer increment per
+message) and folded into the recorder when it closes; a snapshot adds the
+counts of the connections still open.
+
+Rule: imports nothing from the package.
+"""
+
+from __future__ import annotations
+
+import json
+from bisect import bisect_left
+from typing import Any
+
+SNAPSHOT_VERSION = 1
+UNMATCHED = "<unmatched>"
+OTHER = "<other>"  # the method label of a request refused before it was parsed
+DURATION_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)
+RTT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Histogram:
+    """Counts per bucket (not cumulative; the last is +Inf) and the sum."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # bisect_left: a value equal to a bound belongs to that bucket (le).
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+
+class Recorder:
+    __slots__ = (
+        "requests",
+        "durations",
+        "in_progress",
+        "ws_open",
+        "ws_total",
+        "ws_messages",
+        "ws_closes",
+        "ping_rtt",
+        "connections",
+    )
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.durations: dict[tuple[str, str], Histogram] = {}
+        self.in_progress = 0
+        self.ws_open: dict[str, int] = {}
+        self.ws_total: dict[str, int] = {}
+        self.ws_messages: dict[tuple[str, str], int] = {}
+        self.ws_closes: dict[tuple[str, int], int] = {}
+        self.ping_rtt = Histogram(RTT_BUCKETS)
+        self.connections: Any = ()  # the worker's open connections, for live counts
+
+    # -- HTTP ----------------------------------------------------------------
+
+    def request_done(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
+        hkey = (method, route)
+        histogram = self.durations.get(hkey)
+        if histogram is None:
+            histogram = self.durations[hkey] = Histogram(DURATION_BUCKETS)
+        histogram.counts[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        histogram.sum += seconds
+
+    def request_refused(self, status: int) -> None:
+        """Refused before it could be routed: no method or route to name."""
+        key = (OTHER, UNMATCHED, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+
+    # -- WebSocket -----------------------------------------------------------
+
+    def websocket_opened(self, route: str) -> None:
+        self.ws_open[route] = self.ws_open.get(route, 0) + 1
+        self.ws_total[route] = self.ws_total.get(route, 0) + 1
+
+    def websocket_closed(self, route: str, code: int, received: int, sent: int) -> None:
+        self.ws_open[route] = self.ws_open.get(route, 1) - 1
+        key = (route, code)
+        self.ws_closes[key] = self.ws_closes.get(key, 0) + 1
+        self._add_messages(route, received, sent)
+
+    def _add_messages(self, route: str, received: int, sent: int) -> None:
+        messages = self.ws_messages
+        if received:
+            messages[(route, "in")] = messages.get((route, "in"), 0) + received
+        if sent:
+            messages[(route, "out")] = messages.get((route, "out"), 0) + sent
+
+    # -- the snapshot --------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """Everything counted so far (open connections included), as JSON bytes."""
+        messages = dict(self.ws_messages)
+        for conn in list(self.connections):
+            route = getattr(conn, "route_label", None)
+            if route is not None and getattr(conn, "counted", False):
+                for direction, count in (("in", conn.received), ("out", conn.sent)):
+                    if count:
+                        messages[(route, direction)] = messages.get((route, direction), 0) + count
+        data = {
+            "v": SNAPSHOT_VERSION,
+            "requests": [[m, r, s, n] for (m, r, s), n in self.requests.items()],
+            "durations": [[m, r, h.counts, h.sum] for (m, r), h in self.durations.items()],
+            "in_progress": self.in_progress,
+            "ws_open": [[r, n] for r, n in self.ws_open.items()],
+            "ws_total": [[r, n] for r, n in self.ws_total.items()],
+            "ws_messages": [[r, d, n] for (r, d), n in messages.items()],
+            "ws_closes": [[r, c, n] for (r, c), n in self.ws_closes.items()],
+            "ping_rtt": [self.ping_rtt.counts, self.ping_rtt.sum],
+        }
+        return json.dumps(data, separators=(",", ":")).encode()
