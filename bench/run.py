@@ -86,6 +86,11 @@ def _cmd_app_server(port: int) -> list[str]:
     ]
 
 
+def _cmd_app_server_nometrics(port: int) -> list[str]:
+    # The same server with metrics recording off: the difference is their cost.
+    return [*_cmd_app_server(port), "--metrics-bind", "off"]
+
+
 def _cmd_uvicorn(port: int) -> list[str]:
     return [
         _bin("uvicorn"), "bench.apps.asgi_raw:app", "--host", HOST, "--port", str(port),
@@ -122,6 +127,8 @@ SERVERS: dict[str, Any] = {
     "sanic": _cmd_sanic,
     # Not a peer and not run by default: a ceiling reference (see its docstring).
     "bare_protocol": _cmd_bare,
+    # Not run by default: app_server without metrics, for their overhead.
+    "app_server_nometrics": _cmd_app_server_nometrics,
 }
 DEFAULT_SERVERS = ["app_server", "uvicorn_raw", "granian_raw", "sanic"]
 

@@ -808,8 +808,9 @@ class Recycle(Operation):
 
     def on_exit(self, master: Master, worker: Worker) -> None:
         if worker is self.waiting:
-            log.error("the replacement of worker %d failed to start; it keeps serving",
-                      self.worker.pid)
+            if master.stopping is None:
+                log.error("the replacement of worker %d failed to start; it keeps serving",
+                          self.worker.pid)
             self.worker.recycling = False
             self.done = True
 

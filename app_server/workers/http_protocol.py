@@ -36,7 +36,7 @@ from app_server.protocols.http.framing import (
 )
 from app_server.protocols.http.parser import REQUEST_END, RequestParser
 from app_server.protocols.websocket.handshake import UpgradeRefused, read_offer
-from app_server.workers.state import ServerState
+from app_server.workers.state import NEVER, ServerState
 from app_server.workers.ws_protocol import WebSocketConnection
 
 error_log = logging.getLogger("app_server.error")
@@ -513,7 +513,11 @@ class HttpProtocol(asyncio.Protocol):
             self.drain_waiter = None
 
     def _after_response(self) -> None:
-        self.state.requests_served += 1
+        state = self.state
+        state.requests_served += 1
+        if state.requests_served >= state.recycle_at:
+            state.recycle_at = NEVER  # once
+            state.on_recycle()
         if self.phase is Phase.CLOSED:
             return
         if self.queue and (self.keep_alive or self.pending_error is not None):

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from app_server.settings.model import HttpLimits, WebSocketLimits
 
 
+NEVER = 1 << 62
+
+
 class ServerState:
     __slots__ = (
         "app",
@@ -33,6 +36,8 @@ class ServerState:
         "ws_limits",
         "corked",
         "recorder",
+        "recycle_at",
+        "on_recycle",
     )
 
     def __init__(
@@ -62,6 +67,10 @@ class ServerState:
         # WebSocket connections with broadcast frames corked until the end of
         # this loop pass (see WebSocketConnection.write_frame).
         self.corked: list[Any] = []
+        # --max-requests: when requests_served reaches recycle_at, on_recycle()
+        # (set by the supervised worker) asks the master for a replacement.
+        self.recycle_at = NEVER
+        self.on_recycle: Any = None
         # Metrics of this worker (None: --metrics-bind off, nothing recorded).
         self.recorder = recorder
         if recorder is not None:

@@ -113,8 +113,23 @@ class Link:
 
     def ready(self, server: Any) -> None:
         self.state = server.state
+        if self.max_requests:
+            # Checked after every response, so the limit is exact, not per heartbeat.
+            self.state.recycle_at = self.max_requests
+            self.state.on_recycle = self._limit_reached
         self._send(Kind.READY)
         self._beat()
+
+    def _limit_reached(self) -> None:
+        self._ask_recycle(self.state.requests_served)
+
+    def _ask_recycle(self, served: int) -> None:
+        if self.recycle_asked:
+            return
+        self.recycle_asked = True
+        log.info("served %d requests (max-requests %d): asking to be recycled",
+                 served, self.max_requests)
+        self._send(Kind.RECYCLE, RecycleReason.MAX_REQUESTS, served)
 
     def _beat(self) -> None:
         """One heartbeat per interval, sent by the loop: a blocked loop is silent."""
@@ -127,11 +142,8 @@ class Link:
         self.beats += 1
         if self.beats % STATS_EVERY_BEATS == 0:
             self.send_stats()  # bounds what a crash can lose
-        if self.max_requests and served >= self.max_requests and not self.recycle_asked:
-            self.recycle_asked = True
-            log.info("served %d requests (max-requests %d): asking to be recycled",
-                     served, self.max_requests)
-            self._send(Kind.RECYCLE, RecycleReason.MAX_REQUESTS, served)
+        if self.max_requests and served >= self.max_requests:
+            self._ask_recycle(served)  # WebSocket upgrades count too
         self.timer = self.loop.call_later(self.heartbeat_s, self._beat)  # type: ignore[union-attr]
 
     def _send(self, kind: Kind, code: int = 0, value: int = 0) -> None:
