@@ -235,6 +235,8 @@ class Master:
         for slot in self.slots:
             if slot.respawn_at is not None:
                 deadline = min(deadline, slot.respawn_at)
+        if self.watchdog_s:
+            deadline = min(deadline, self.next_watchdog)
         return min(deadline, self.stop_deadline, self.collect_deadline)
 
     # -- signals -----------------------------------------------------------------
@@ -522,7 +524,8 @@ class Master:
             self.next_memory_check = now + MEMORY_CHECK_S
             self._check_memory()
         if self.watchdog_s and now >= self.next_watchdog:
-            self.next_watchdog = now + self.watchdog_s
+            following = self.next_watchdog + self.watchdog_s  # no drift...
+            self.next_watchdog = following if following > now else now + self.watchdog_s
             if self._heartbeats_fresh(now) and self.notifier is not None:
                 self.notifier.watchdog()
         if self.watcher is not None and now >= self.next_watch and self.stopping is None:
@@ -553,9 +556,11 @@ class Master:
             slot.respawn_at = time.monotonic()
 
     def _heartbeats_fresh(self, now: float) -> bool:
+        """Every serving worker heartbeat recently (a few intervals, not --timeout)."""
         serving = [s.worker for s in self.slots if s.worker is not None]
+        fresh = min(self.timeout_s, 3 * self.heartbeat_s)
         return bool(serving) and all(
-            w.phase is Phase.READY and now - w.last_seen <= self.timeout_s for w in serving
+            w.phase is Phase.READY and now - w.last_seen <= fresh for w in serving
         )
 
     def _check_memory(self) -> None:
