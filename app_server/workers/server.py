@@ -77,6 +77,10 @@ class WorkerServer:
         timeout ends it.
         """
         self.stop_accepting()
+        # A connection accepted just before the listener closed gets its
+        # connection_made (and so its place in state.connections) in the next
+        # loop pass: let those run, or it could be dropped unanswered.
+        await asyncio.sleep(0)
         state = self.state
         code, reason = websocket_close
         loop = asyncio.get_running_loop()
