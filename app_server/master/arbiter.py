@@ -186,6 +186,7 @@ class Master:
         self.metrics: Any = None  # MetricsStore, when metrics are on
         self.metrics_server: Any = None
         self.collect_waiting: set[int] = set()
+        self.collect_round = 0
         # One packet is one message; a metrics snapshot can be large.
         self._packet_buffer = bytearray(control.MAX_PACKET)
         self.collect_deadline = float("inf")
@@ -376,7 +377,8 @@ class Master:
                 self._recycle(worker, RecycleReason(message.code))
             elif message.kind is Kind.STATS and self.metrics is not None:
                 self.metrics.update(worker.pid, message.payload)
-                self._collect_answered(worker.pid)
+                if message.code == self.collect_round:  # not an older, unasked one
+                    self._collect_answered(worker.pid)
 
     def _on_ready(self, worker: Worker) -> None:
         if worker.phase is not Phase.BOOTING:
@@ -667,7 +669,8 @@ class Master:
     def start_collect(self) -> None:
         """A scrape: ask every live worker for a fresh snapshot (bounded wait)."""
         self.collect_waiting = set()
-        packet = control.encode(Kind.COLLECT)
+        self.collect_round = self.collect_round % 255 + 1  # 1..255; 0 means unasked
+        packet = control.encode(Kind.COLLECT, self.collect_round)
         for worker in self.workers.values():
             if worker.phase is Phase.BOOTING:
                 continue

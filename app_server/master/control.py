@@ -11,9 +11,10 @@ Every message is the same 16 bytes: kind, a reason code and one unsigned
 value. Worker to master: READY, HEARTBEAT (value: requests and WebSocket
 connections served so far), RECYCLE (reason: a limit the worker reached).
 Master to worker: STOP (reason: why, which decides the WebSocket close code
-and whether to drain at all). For metrics, the master sends COLLECT and the
-worker answers STATS, whose value is the length of the snapshot that follows
-the 16 bytes in the same packet.
+and whether to drain at all). For metrics, the master sends COLLECT with a
+round number (code 1-255) and the worker answers STATS with the same code
+(0 when it sends one unasked), whose value is the length of the snapshot
+that follows the 16 bytes in the same packet.
 
 Rule: no imports from the rest of the package.
 """
@@ -76,8 +77,9 @@ def encode(kind: Kind, code: int = 0, value: int = 0) -> bytes:
     return _PACKET.pack(kind, code, value)
 
 
-def encode_stats(payload: bytes) -> bytes:
-    return _PACKET.pack(Kind.STATS, 0, len(payload)) + payload
+def encode_stats(payload: bytes, answer: int = 0) -> bytes:
+    """``answer``: the COLLECT it answers (its code), 0 when sent unasked."""
+    return _PACKET.pack(Kind.STATS, answer, len(payload)) + payload
 
 
 def decode(packet: bytes) -> Message:

@@ -96,14 +96,14 @@ class Link:
         self.master_pid = os.getppid()
         self.beats = 0
 
-    def send_stats(self, final: bool = False) -> None:
+    def send_stats(self, final: bool = False, answer: int = 0) -> None:
         recorder = getattr(self.state, "recorder", None)
         if recorder is None:
             return
         if final:
             self.channel.settimeout(1.0)  # the last one must not be dropped on EAGAIN
         try:
-            self.channel.send(control.encode_stats(recorder.snapshot()))
+            self.channel.send(control.encode_stats(recorder.snapshot(), answer))
         except OSError:
             pass  # the master is gone or behind: it asks again at the next scrape
 
@@ -173,7 +173,7 @@ class Link:
                 log.error("control channel: %s", exc)
                 continue
             if message.kind is Kind.COLLECT:
-                self.send_stats()
+                self.send_stats(answer=message.code)
             elif message.kind is Kind.STOP:
                 try:
                     reason = StopReason(message.code)
