@@ -48,10 +48,20 @@ class Histogram:
         self.sum += value
 
 
+class _RouteStats:
+    """One (route, method): responses by status and the duration histogram."""
+
+    __slots__ = ("statuses", "durations", "timed")
+
+    def __init__(self, timed: bool = True) -> None:
+        self.statuses: dict[int, int] = {}
+        self.durations = Histogram(DURATION_BUCKETS)
+        self.timed = timed
+
+
 class Recorder:
     __slots__ = (
-        "requests",
-        "durations",
+        "routes",
         "in_progress",
         "ws_open",
         "ws_total",
@@ -62,8 +72,7 @@ class Recorder:
     )
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, int], int] = {}
-        self.durations: dict[tuple[str, str], Histogram] = {}
+        self.routes: dict[str, dict[str, _RouteStats]] = {}  # route -> method -> stats
         self.in_progress = 0
         self.ws_open: dict[str, int] = {}
         self.ws_total: dict[str, int] = {}
@@ -75,20 +84,27 @@ class Recorder:
     # -- HTTP ----------------------------------------------------------------
 
     def request_done(self, method: str, route: str, status: int, seconds: float) -> None:
-        key = (method, route, status)
-        requests = self.requests
-        requests[key] = requests.get(key, 0) + 1
-        hkey = (method, route)
-        histogram = self.durations.get(hkey)
-        if histogram is None:
-            histogram = self.durations[hkey] = Histogram(DURATION_BUCKETS)
+        # Two dict lookups on strings whose hashes are cached, no tuple built:
+        # this runs once per request.
+        methods = self.routes.get(route)
+        if methods is None:
+            methods = self.routes[route] = {}
+        stats = methods.get(method)
+        if stats is None:
+            stats = methods[method] = _RouteStats()
+        statuses = stats.statuses
+        statuses[status] = statuses.get(status, 0) + 1
+        histogram = stats.durations
         histogram.counts[bisect_left(DURATION_BUCKETS, seconds)] += 1
         histogram.sum += seconds
 
     def request_refused(self, status: int) -> None:
         """Refused before it could be routed: no method or route to name."""
-        key = (OTHER, UNMATCHED, status)
-        self.requests[key] = self.requests.get(key, 0) + 1
+        methods = self.routes.setdefault(UNMATCHED, {})
+        stats = methods.get(OTHER)
+        if stats is None:
+            stats = methods[OTHER] = _RouteStats(timed=False)
+        stats.statuses[status] = stats.statuses.get(status, 0) + 1
 
     # -- WebSocket -----------------------------------------------------------
 
@@ -122,8 +138,11 @@ class Recorder:
                         messages[(route, direction)] = messages.get((route, direction), 0) + count
         data = {
             "v": SNAPSHOT_VERSION,
-            "requests": [[m, r, s, n] for (m, r, s), n in self.requests.items()],
-            "durations": [[m, r, h.counts, h.sum] for (m, r), h in self.durations.items()],
+            "requests": [[m, r, code, n] for r, methods in self.routes.items()
+                         for m, st in methods.items() for code, n in st.statuses.items()],
+            "durations": [[m, r, st.durations.counts, st.durations.sum]
+                          for r, methods in self.routes.items()
+                          for m, st in methods.items() if st.timed],
             "in_progress": self.in_progress,
             "ws_open": [[r, n] for r, n in self.ws_open.items()],
             "ws_total": [[r, n] for r, n in self.ws_total.items()],

@@ -23,6 +23,8 @@ from typing import Any
 import psutil
 import pytest
 
+from tests.conftest import wait_until
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -33,14 +35,11 @@ def free_port() -> int:
 def poll(
     predicate: Callable[[], Any], timeout: float, what: str = "", interval: float = 0.02
 ) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not within {timeout}s: {what or predicate}")
-        time.sleep(interval)  # polling interval; the loop checks the condition
+    """``wait_until`` with a description of what was awaited in its error."""
+    try:
+        return wait_until(predicate, timeout, interval)
+    except TimeoutError:
+        raise TimeoutError(f"not within {timeout}s: {what or predicate}") from None
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -18,7 +18,8 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -301,19 +302,26 @@ def test_sigterm_drains_in_flight_requests_and_closes_websockets_1001(
     assert _gone(workers)
 
 
-def test_sigquit_exits_at_once(master: StartMaster) -> None:
+@contextmanager
+def _hanging(master: StartMaster) -> Iterator[tuple[Master, list[int]]]:
+    """Two workers, one of them busy with a request that never ends."""
     m = _start(master, ["--workers", "2", "--graceful-timeout", "30"])
     m.wait_log("all 2 workers ready")
     workers = m.wait_workers(lambda p: len(p) == 2)
     pending = _start_request(m.port, "/hang")
     try:
         m.wait_log("hang-start")
+        yield m, workers
+    finally:
+        pending.close()
+
+
+def test_sigquit_exits_at_once(master: StartMaster) -> None:
+    with _hanging(master) as (m, workers):
         t0 = time.monotonic()
         m.signal(signal.SIGQUIT)
         code = m.wait_exit(timeout=10)
         took = time.monotonic() - t0
-    finally:
-        pending.close()
     print(f"\nSIGQUIT: exit {code} after {took:.2f}s")
     assert took < 3
     poll(lambda: _gone(workers), 5, "workers gone")
@@ -321,12 +329,7 @@ def test_sigquit_exits_at_once(master: StartMaster) -> None:
 
 
 def test_second_sigterm_during_a_long_drain_stops_at_once(master: StartMaster) -> None:
-    m = _start(master, ["--workers", "2", "--graceful-timeout", "30"])
-    m.wait_log("all 2 workers ready")
-    workers = m.wait_workers(lambda p: len(p) == 2)
-    pending = _start_request(m.port, "/hang")
-    try:
-        m.wait_log("hang-start")
+    with _hanging(master) as (m, workers):
         m.signal(signal.SIGTERM)
         m.wait_log("shutting down: finishing in-flight requests", count=2)
         m.check_alive()  # draining: the /hang request keeps it alive
@@ -334,8 +337,6 @@ def test_second_sigterm_during_a_long_drain_stops_at_once(master: StartMaster) -
         m.signal(signal.SIGTERM)
         code = m.wait_exit(timeout=10)
         took = time.monotonic() - t0
-    finally:
-        pending.close()
     print(f"\nsecond SIGTERM: exit {code} after {took:.2f}s")
     assert took < 3.5
     assert "again: stopping now" in m.log()
