@@ -62,7 +62,7 @@ class _RouteStats:
 class Recorder:
     __slots__ = (
         "routes",
-        "in_progress",
+        "by_route",
         "ws_open",
         "ws_total",
         "ws_messages",
@@ -73,7 +73,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.routes: dict[str, dict[str, _RouteStats]] = {}  # route -> method -> stats
-        self.in_progress = 0
+        self.by_route: dict[Any, dict[str, _RouteStats]] = {}  # Route object -> the same
         self.ws_open: dict[str, int] = {}
         self.ws_total: dict[str, int] = {}
         self.ws_messages: dict[tuple[str, str], int] = {}
@@ -83,12 +83,12 @@ class Recorder:
 
     # -- HTTP ----------------------------------------------------------------
 
-    def request_done(self, method: str, route: str, status: int, seconds: float) -> None:
-        # Two dict lookups on strings whose hashes are cached, no tuple built:
-        # this runs once per request.
-        methods = self.routes.get(route)
+    def request_done(self, routing: Any, method: str, status: int, seconds: float) -> None:
+        """Once per request: ``routing`` is the matched route (its template is
+        the label) or the error that answered an unmatched request."""
+        methods = self.by_route.get(routing)  # identity hash: no string hashing
         if methods is None:
-            methods = self.routes[route] = {}
+            methods = self._methods_of(routing)
         stats = methods.get(method)
         if stats is None:
             stats = methods[method] = _RouteStats()
@@ -97,6 +97,14 @@ class Recorder:
         histogram = stats.durations
         histogram.counts[bisect_left(DURATION_BUCKETS, seconds)] += 1
         histogram.sum += seconds
+
+    def _methods_of(self, routing: Any) -> dict[str, _RouteStats]:
+        template = getattr(routing, "template", None)
+        if not isinstance(template, str) or isinstance(routing, BaseException):
+            return self.routes.setdefault(UNMATCHED, {})  # one label for every unmatched path
+        methods = self.routes.setdefault(template, {})
+        self.by_route[routing] = methods
+        return methods
 
     def request_refused(self, status: int) -> None:
         """Refused before it could be routed: no method or route to name."""
@@ -130,9 +138,14 @@ class Recorder:
     def snapshot(self) -> bytes:
         """Everything counted so far (open connections included), as JSON bytes."""
         messages = dict(self.ws_messages)
+        in_progress = 0
         for conn in list(self.connections):
             route = getattr(conn, "route_label", None)
-            if route is not None and getattr(conn, "counted", False):
+            if route is None:
+                # An HTTP connection: counted as in progress while its handler runs.
+                if getattr(conn, "task", None) is not None:
+                    in_progress += 1
+            elif getattr(conn, "counted", False):
                 for direction, count in (("in", conn.received), ("out", conn.sent)):
                     if count:
                         messages[(route, direction)] = messages.get((route, direction), 0) + count
@@ -143,7 +156,7 @@ class Recorder:
             "durations": [[m, r, st.durations.counts, st.durations.sum]
                           for r, methods in self.routes.items()
                           for m, st in methods.items() if st.timed],
-            "in_progress": self.in_progress,
+            "in_progress": in_progress,
             "ws_open": [[r, n] for r, n in self.ws_open.items()],
             "ws_total": [[r, n] for r, n in self.ws_total.items()],
             "ws_messages": [[r, d, n] for (r, d), n in messages.items()],

@@ -301,8 +301,6 @@ class HttpProtocol(asyncio.Protocol):
             self._start_websocket(cycle)
             return
         self.deadline = now + state.limits.response_timeout_s
-        if state.recorder is not None:
-            state.recorder.in_progress += 1
         self.task = self.loop.create_task(self._run(cycle))
 
     def _go_idle(self) -> None:
@@ -327,9 +325,6 @@ class HttpProtocol(asyncio.Protocol):
             return
         finally:
             self.task = None
-            recorder = self.state.recorder
-            if recorder is not None:
-                recorder.in_progress -= 1
         self._after_response()
 
     def _start_websocket(self, cycle: _Cycle) -> None:
@@ -431,22 +426,15 @@ class HttpProtocol(asyncio.Protocol):
             self._log_access(request, response.status, size, cycle)
         recorder = self.state.recorder
         if recorder is not None:
-            routing = cycle.routing
             recorder.request_done(
-                head.method,
-                routing.template if routing.__class__ is Route else UNMATCHED,
-                response.status,
-                time.perf_counter() - cycle.started,
+                cycle.routing, head.method, response.status, time.perf_counter() - cycle.started
             )
 
     def _record(self, cycle: _Cycle, status: int) -> None:
         recorder = self.state.recorder
         if recorder is not None:
-            routing = cycle.routing
             recorder.request_done(
-                cycle.request.head.method,
-                routing.template if routing.__class__ is Route else UNMATCHED,
-                status,
+                cycle.routing, cycle.request.head.method, status,
                 time.perf_counter() - cycle.started,
             )
 
