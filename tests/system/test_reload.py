@@ -286,6 +286,58 @@ def test_max_requests_recycle_under_load(master, tmp_path, variant):
     m.check_alive()
 
 
+MEMORY_APP = APP + '''
+
+HOARD = []
+
+
+@app.get("/hoard")
+async def hoard(request):
+    HOARD.append(bytearray(80 * 1024 * 1024))  # touched: it counts in RSS
+    HOARD[-1][::4096] = b"x" * len(HOARD[-1][::4096])
+    return text(f"{VERSION} {os.getpid()}")
+'''
+
+
+def test_max_lifetime_recycles_every_worker_without_a_failed_request(master, tmp_path):
+    m = start(master, tmp_path, extra=("--max-lifetime", "2", "--max-lifetime-jitter", "0.5"))
+    first = set(m.workers())
+    with Load(m.port, "new_connection", connections=2) as load:
+        m.wait_log("recycling (max-lifetime)", count=4, timeout=30)
+        m.wait_workers(lambda p: len(p) == 2 and not first & set(p), timeout=20)
+        load.wait_responses(time.monotonic(), 50)
+    print(f"\nmax-lifetime 2+0.5s: {load.summary()}; "
+          f"{m.log().count('recycling (max-lifetime)')} recycles")
+    assert load.failed == 0, load.summary()
+    assert "died" not in m.log()
+
+
+def test_max_memory_recycles_the_worker_that_grew(master, tmp_path):
+    (tmp_path / "version.txt").write_text("v0\n")
+    m: Master = master([*BASE_ARGS, "--workers", "2", "--max-memory", "150"],
+                       files={"app.py": MEMORY_APP})
+    m.wait_log("all 2 workers ready", timeout=30)
+    pids = m.wait_workers(lambda p: len(p) == 2)
+    with Load(m.port, "new_connection", connections=1) as load:
+        conn = Connection(m.port)
+        try:
+            status, _, body = conn.get("/hoard")
+            assert status == 200
+            status, _, body = conn.get("/hoard")  # about 160 MiB more than at start
+            assert status == 200
+        finally:
+            conn.close()
+        grown = int(body.decode().split()[1])
+        m.wait_log(f"worker {grown} uses", timeout=15)
+        m.wait_workers(lambda p: len(p) == 2 and grown not in p, timeout=20)
+        load.wait_responses(time.monotonic(), 20)
+    others = set(pids) - {grown}
+    print(f"\nmax-memory 150 MiB: worker {grown} recycled; {load.summary()}")
+    assert f"worker {grown} (slot" in m.log() and "recycling (max-memory)" in m.log()
+    assert others <= set(m.workers()), "only the worker that grew is recycled"
+    assert load.failed == 0, load.summary()
+
+
 # -- WebSockets ---------------------------------------------------------------------------
 
 
