@@ -21,7 +21,6 @@ import argparse
 import http.client
 import json
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -31,6 +30,9 @@ import time
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.metrics_overhead import stop_server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -137,13 +139,7 @@ def main() -> int:
         churn_s = time.monotonic() - started
     finally:
         stop.set()
-        if server.poll() is None:
-            os.kill(server.pid, signal.SIGTERM)
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                os.kill(server.pid, signal.SIGKILL)
-                server.wait()
+        stop_server(server)
     print(f"{'replacements':>12} {'scrape ms (median)':>19} {'max':>8} {'bytes':>7} {'series':>7}")
     for row in rows:
         print(f"{row['replacements']:>12} {row['scrape_ms_median']:>19} {row['scrape_ms_max']:>8} "

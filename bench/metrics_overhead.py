@@ -27,7 +27,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -53,14 +55,21 @@ def worker_of(master: int) -> int:
 
 
 def start_server(metrics: bool) -> tuple[subprocess.Popen[bytes], int]:
+    def command(port: int) -> list[str]:
+        return [
+            str(Path(sys.executable).parent / "app-server"),
+            "--host", HOST, "--port", str(port), "--no-access-log", "--log-level", "warning",
+            "--metrics-bind", f"{HOST}:{free_port()}" if metrics else "off",
+            "bench.apps.app_server_app:app",
+        ]
+    return launch_pinned(command)
+
+
+def launch_pinned(command: Callable[[int], list[str]]) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``command(port)`` on core 0; return it once it answers on ``/``."""
     port = free_port()
-    command = [
-        "taskset", "-c", "0", str(Path(sys.executable).parent / "app-server"),
-        "--host", HOST, "--port", str(port), "--no-access-log", "--log-level", "warning",
-        "--metrics-bind", f"{HOST}:{free_port()}" if metrics else "off",
-        "bench.apps.app_server_app:app",
-    ]
-    server = subprocess.Popen(command, cwd=ROOT)
+    server = subprocess.Popen(["taskset", "-c", "0", *command(port)], cwd=ROOT,
+                              stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -69,11 +78,12 @@ def start_server(metrics: bool) -> tuple[subprocess.Popen[bytes], int]:
         except OSError:
             if time.monotonic() > deadline or server.poll() is not None:
                 stop_server(server)
-                raise RuntimeError("server did not start") from None
+                raise RuntimeError(f"did not start: {command(port)}") from None
             time.sleep(0.05)
 
 
-def stop_server(server: subprocess.Popen[bytes]) -> None:
+def stop_server(server: subprocess.Popen[Any]) -> None:
+    """TERM by PID, KILL if it does not exit within 30 s."""
     if server.poll() is None:
         os.kill(server.pid, signal.SIGTERM)
     try:

@@ -21,14 +21,17 @@ import argparse
 import statistics
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import run as bench  # noqa: E402  (the server table and process handling)
-from bench.metrics_overhead import cpu_seconds, free_port, requests_of, stop_server  # noqa: E402
+from bench.metrics_overhead import (  # noqa: E402
+    cpu_seconds,
+    launch_pinned,
+    requests_of,
+    stop_server,
+)
 
 HOST = "127.0.0.1"
 
@@ -44,19 +47,7 @@ def tree_cpu(pid: int) -> float:
 
 
 def start(name: str) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    command = ["taskset", "-c", "0", *bench.SERVERS[name](port)]
-    server = subprocess.Popen(command, cwd=bench.BENCH_DIR.parent, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"http://{HOST}:{port}/", timeout=1).read()
-            return server, port
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                stop_server(server)
-                raise RuntimeError(f"{name} did not start") from None
-            time.sleep(0.05)
+    return launch_pinned(bench.SERVERS[name])
 
 
 def main() -> int:
