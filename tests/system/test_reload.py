@@ -286,6 +286,24 @@ def test_max_requests_recycle_under_load(master, tmp_path, variant):
     m.check_alive()
 
 
+def test_reload_flag_reloads_when_a_source_file_changes(master, tmp_path):
+    m = start(master, tmp_path, "v1", workers=1, extra=("--reload",))
+    old = set(m.workers())
+    with Load(m.port, "new_connection", connections=1) as load:
+        load.wait_responses(time.monotonic(), 5)
+        (tmp_path / "version.txt").write_text("v2\n")
+        app = tmp_path / "app.py"
+        app.write_text(app.read_text() + "\n# edited\n")  # a .py file changed
+        m.wait_log("source files changed: reloading", timeout=15)
+        m.wait_log("reload complete", timeout=30)
+        m.wait_workers(lambda p: len(p) == 1 and not old & set(p), timeout=20)
+        changed = time.monotonic()
+        after = load.wait_responses(changed, 10)
+    assert {r.version for r in after} == {"v2"}
+    assert load.failed == 0, load.summary()
+    m.check_alive()
+
+
 MEMORY_APP = APP + '''
 
 HOARD = []
