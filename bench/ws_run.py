@@ -62,11 +62,11 @@ BenchError = bench.BenchError
 
 
 def _cmd_app_server(port: int) -> list[str]:
-    # One worker (plus the master, whose RSS is counted too); the master's
-    # metrics listener is off so that it cannot collide with another run.
+    # One worker (plus the master, whose RSS is counted too), metrics on as
+    # by default, on a port the OS picks so that runs cannot collide.
     return [
         bench._bin("app-server"), "--host", HOST, "--port", str(port), "--workers", "1",
-        "--no-access-log", "--log-level", "warning", "--metrics-bind", "off",
+        "--no-access-log", "--log-level", "warning", "--metrics-bind", f"{HOST}:0",
         "bench.apps.ws_app_server:app",
     ]
 
