@@ -14,6 +14,7 @@ with ``-s`` to see them).
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import signal
@@ -22,6 +23,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -622,3 +624,38 @@ def test_storage_stays_bounded_after_many_replacements(master: StartMaster) -> N
     assert len(after.samples) == len(fresh.samples)
     assert len(after.body) <= len(fresh.body) * 1.10
     assert (after.value("process_open_fds") or 0) <= (fresh.value("process_open_fds") or 0) + 2
+
+
+# -- the chat example under the master ---------------------------------------------------------
+
+
+def test_chat_example_metrics(master: StartMaster) -> None:
+    """examples/ws_chat_rooms.py as deployed: its WebSocket and HTTP routes in /metrics."""
+    root = Path(__file__).resolve().parents[2]
+    m = master(["--app-dir", str(root), "--workers", "1", "examples.ws_chat_rooms:app"])
+    wait_ready(m)
+    url = f"ws://127.0.0.1:{m.port}/ws/chat/lobby"
+    with ws_connect(url) as ann:
+        assert json.loads(ann.recv())["type"] == "system"  # welcome: 1 out
+        with ws_connect(url) as bob:
+            assert json.loads(bob.recv())["type"] == "system"  # welcome: 1 out
+            assert json.loads(ann.recv())["type"] == "user_joined"  # to ann: 1 out
+            ann.send(json.dumps({"type": "chat", "message": "hi", "user": "ann"}))  # 1 in
+            for client in (ann, bob):  # broadcast: 2 out
+                assert json.loads(client.recv())["message"] == "hi"
+            rooms = HTTP.get(f"{m.url}/api/rooms").json()
+            assert rooms == {"rooms": ["lobby"], "total_clients": 2}
+        assert json.loads(ann.recv())["type"] == "user_left"  # bob left: 1 out to ann
+    def closed() -> Scrape | None:
+        s = scrape(m)
+        return s if s.total("app_server_websocket_closes_total") == 2 else None
+    s = poll(closed, 10, "both closes counted")
+    chat = "/ws/chat/{room_id}"
+    assert s.value("app_server_websocket_connections_total", route=chat) == 2
+    assert s.value("app_server_websocket_messages_total", route=chat, direction="in") == 1
+    assert s.value("app_server_websocket_messages_total", route=chat, direction="out") == 6
+    assert s.value("app_server_websocket_closes_total", route=chat, code="1000") == 2
+    assert s.total("app_server_websocket_connections") == 0
+    assert s.value("app_server_http_requests_total", method="GET", route=chat, status="101") == 2
+    assert s.value("app_server_http_requests_total", method="GET", route="/api/rooms",
+                   status="200") == 1
