@@ -49,7 +49,7 @@ from app_server.settings.resolve import (
 from app_server.settings.sources import Layers
 
 if TYPE_CHECKING:
-    from app_server.master.arbiter import Listeners
+    from app_server.master.model import Listeners
 
 EXIT_OK = 0
 EXIT_LISTEN_FAILED = 1
@@ -234,7 +234,7 @@ def _serve(settings: Settings, boot: Boot, worker_settings: Settings) -> int:
 
 def _listeners(settings: Settings, activated: list[socket.socket]) -> Listeners:
     """Bind before forking: slot 0's reuseport sockets, or the shared ones."""
-    from app_server.master.arbiter import Listeners
+    from app_server.master.model import Listeners
 
     if activated:
         # systemd's sockets: shared by every worker, never bound or shut down here.

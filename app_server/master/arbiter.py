@@ -6,11 +6,12 @@ listener for its whole life: with SO_REUSEPORT one set per worker slot, so a
 replacement worker accepts from the very socket its predecessor did and no
 queued connection is ever reset; otherwise one shared set.
 
-The loop waits on a selector (the control channels of the workers and a
-self-pipe for signals) with a timeout set by the next deadline. Signal
+The loop waits on a selector (the control channels of the workers, a
+self-pipe for signals and the metrics endpoint's sockets) with a timeout set
+by the next deadline. Signal
 handlers only record the signal; everything happens in the loop:
 
-* HUP: rolling reload, one slot at a time (``_Reload``): start the
+* HUP: rolling reload, one slot at a time (``operations.Reload``): start the
   replacement, wait for its READY, then send the old worker STOP(reload); a
   replacement that dies before READY aborts the reload and the old workers
   keep serving.
@@ -24,7 +25,9 @@ handlers only record the signal; everything happens in the loop:
   ``--max-requests`` (asked by the worker), ``--max-lifetime`` and
   ``--max-memory`` recycle a worker, its replacement started first.
 
-Reloads, scaling and recycles are operations run one at a time, in order.
+Reloads, scaling and recycles are operations (``master.operations``) run
+one at a time, in order. The master also answers ``/metrics`` (asking every
+worker for a fresh snapshot first), ``/healthz`` and ``/readyz``.
 
 Rule: never imports the framework, the protocols or the worker runtime; the
 code a child runs after the fork is handed in as ``spawn_target``.
@@ -44,21 +47,28 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 from app_server.logs import ERROR_LOGGER, reopen_log_files
-from app_server.master import control, reuseport
+from app_server.master import control
 from app_server.master.control import Kind, RecycleReason, StopReason
-from app_server.master.listeners import bind_listener
+from app_server.master.model import (
+    EXIT_BOOT_FAILED,
+    RECYCLE_LABELS,
+    Listeners,
+    Phase,
+    Slot,
+    Worker,
+    WorkerView,
+    describe_exit,
+)
+from app_server.master.operations import Operation, Recycle, Reload, ScaleDown, ScaleUp
 from app_server.master.watch import SourceWatcher
-from app_server.settings.model import BindSpec, SupervisorSettings
+from app_server.settings.model import SupervisorSettings
 
 log = logging.getLogger(ERROR_LOGGER)
 
 EXIT_OK = 0
-EXIT_BOOT_FAILED = 3
 SIGNALS = (
     signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT,
     signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGCHLD,
@@ -71,75 +81,8 @@ BACKOFF_FIRST_S = 0.25
 BACKOFF_MAX_S = 15.0
 BOOT_TIMEOUT_MIN_S = 30.0
 MEMORY_CHECK_S = 1.0
-DRAIN_QUEUE_MAX_S = 5.0
 COLLECT_TIMEOUT_S = 0.5  # a scrape waits at most this long for the workers' snapshots
-WATCH_INTERVAL_S = 1.0  # longest wait for a retiring listener's queue to empty
-
-
-_RECYCLE_LABELS = {
-    RecycleReason.MAX_REQUESTS: "max_requests",
-    RecycleReason.MAX_LIFETIME: "max_lifetime",
-    RecycleReason.MAX_MEMORY: "memory",
-}
-
-
-@dataclass
-class WorkerView:
-    """What the metrics need from the master: workers by state, each slot's usage."""
-
-    states: dict[str, int]
-    slots: list[tuple[int, int, float]]  # slot, RSS bytes, CPU seconds of its current worker
-
-
-class Phase(Enum):
-    BOOTING = "booting"
-    READY = "ready"
-    STOPPING = "stopping"
-
-
-@dataclass(eq=False)
-class Worker:
-    pid: int
-    slot: Slot
-    channel: socket.socket
-    started: float
-    phase: Phase = Phase.BOOTING
-    last_seen: float = 0.0
-    served: int = 0
-    deadline_kill: float = float("inf")
-    aborted: bool = False
-    recycle_at: float = float("inf")  # --max-lifetime
-    recycling: bool = False
-    recycle_reason: RecycleReason | None = None
-    exit_code: int | None = None
-
-
-@dataclass(eq=False)
-class Slot:
-    index: int
-    sockets: list[socket.socket]  # this slot's own SO_REUSEPORT listeners
-    worker: Worker | None = None  # the one serving (or booting to serve)
-    successor: Worker | None = None  # a replacement waiting to be ready
-    fast_deaths: int = 0
-    respawn_at: float | None = None
-    retiring: bool = False
-
-
-@dataclass
-class Listeners:
-    """The sockets the master holds: per-slot reuseport listeners and shared ones."""
-
-    shared: list[socket.socket]
-    per_slot_binds: tuple[BindSpec, ...]  # TCP binds with their real port, one socket per slot
-    first_slot: list[socket.socket] = field(default_factory=list)
-    backlog: int = 2048
-
-    def for_new_slot(self, index: int) -> list[socket.socket]:
-        if index == 0 and self.first_slot:
-            sockets, self.first_slot = self.first_slot, []
-            return sockets
-        return [bind_listener(b, reuse_port=True, backlog=self.backlog)
-                for b in self.per_slot_binds]
+WATCH_INTERVAL_S = 1.0  # --reload: how often the sources are looked at
 
 
 SpawnTarget = Callable[[int, list[socket.socket], socket.socket, int], int]
@@ -394,7 +337,7 @@ class Master:
                 if reason is StopReason.RELOAD:
                     self._count_restart("reload")
                 elif old.recycle_reason is not None:
-                    self._count_restart(_RECYCLE_LABELS[old.recycle_reason])
+                    self._count_restart(RECYCLE_LABELS[old.recycle_reason])
                 self._stop_worker(old, reason)
         if self.current is not None:
             self.current.on_ready(self, worker)
@@ -457,7 +400,7 @@ class Master:
 
     def _on_exit(self, worker: Worker) -> None:
         slot, code = worker.slot, worker.exit_code
-        how = _describe_exit(code)
+        how = describe_exit(code)
         if worker.phase is Phase.STOPPING:
             log.info("worker %d (slot %d) stopped (%s)", worker.pid, slot.index, how)
         else:
@@ -727,195 +670,6 @@ class Master:
         slot = self.slots[-1]
         slot.retiring = True
         return slot
-
-
-# -- operations: one at a time ---------------------------------------------------------
-
-
-class Operation:
-    done = False
-
-    def start(self, master: Master) -> None: ...
-
-    def on_ready(self, master: Master, worker: Worker) -> None: ...
-
-    def on_exit(self, master: Master, worker: Worker) -> None: ...
-
-    def poll(self, master: Master, now: float) -> None:
-        if self.done:
-            master.current = None
-
-
-class Reload(Operation):
-    """HUP: each slot in turn gets a new worker; the old one stops once it is ready."""
-
-    def start(self, master: Master) -> None:
-        self.began = time.monotonic()
-        self.pending = list(master.slots)
-        self.waiting: Worker | None = None
-        self.count = len(self.pending)
-        if master.notifier is not None:
-            master.notifier.reloading()
-        self._next(master)
-
-    def _next(self, master: Master) -> None:
-        while self.pending:
-            slot = self.pending.pop(0)
-            if slot.retiring or slot not in master.slots:
-                continue
-            if slot.successor is not None or slot.worker is None:
-                continue  # already being replaced, or respawning (with the new code)
-            self.waiting = master.start_successor(slot)
-            return
-        self._finish(master, None)
-
-    def on_ready(self, master: Master, worker: Worker) -> None:
-        if worker is self.waiting:
-            self.waiting = None
-            self._next(master)
-
-    def on_exit(self, master: Master, worker: Worker) -> None:
-        if worker is self.waiting:
-            self.waiting = None
-            reason = _describe_exit(worker.exit_code)
-            self._finish(master, f"the new worker for slot {worker.slot.index} failed "
-                                 f"to start ({reason}); the running workers keep serving")
-
-    def _finish(self, master: Master, failure: str | None) -> None:
-        took = time.monotonic() - self.began
-        if failure is None:
-            log.info("reload complete: %d workers replaced in %.2fs", self.count, took)
-        else:
-            log.error("reload aborted: %s", failure)
-        if master.metrics is not None:
-            master.metrics.reloaded(failure is None)
-        if master.notifier is not None and master.stopping is None:
-            status = "reload failed: " + failure if failure else master._status_line()
-            master.notifier.ready(status)
-        self.done = True
-
-
-class Recycle(Operation):
-    """A worker reached a limit: its replacement starts, then it stops (1012)."""
-
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self.waiting: Worker | None = None
-
-    def start(self, master: Master) -> None:
-        slot = self.worker.slot
-        if (self.worker.pid not in master.workers or slot.worker is not self.worker
-                or slot.successor is not None or slot.retiring):
-            self.done = True
-            return
-        self.waiting = master.start_successor(slot)
-
-    def on_ready(self, master: Master, worker: Worker) -> None:
-        if worker is self.waiting:
-            self.done = True
-
-    def on_exit(self, master: Master, worker: Worker) -> None:
-        if worker is self.waiting:
-            if master.stopping is None:
-                log.error("the replacement of worker %d failed to start; it keeps serving",
-                          self.worker.pid)
-            self.worker.recycling = False
-            self.done = True
-
-
-class ScaleUp(Operation):
-    def start(self, master: Master) -> None:
-        try:
-            slot = master._add_slot(len(master.slots))
-        except OSError as exc:
-            log.error("TTIN: cannot add a worker: %s", exc)
-            self.done = True
-            return
-        self.worker = slot.worker
-        log.info("TTIN: %d workers", len(master.slots))
-
-    def on_ready(self, master: Master, worker: Worker) -> None:
-        if worker is self.worker:
-            self.done = True
-
-    def on_exit(self, master: Master, worker: Worker) -> None:
-        if worker is self.worker:
-            self.done = True  # the slot respawns it like any other
-
-
-class ScaleDown(Operation):
-    """TTOU: retire the newest slot without resetting a queued connection."""
-
-    def start(self, master: Master) -> None:
-        if len(master.slots) <= 1:
-            log.warning("TTOU ignored: one worker is the minimum")
-            self.done = True
-            return
-        self.slot = master.retire_last_slot()
-        keep = len(master.slots) - 1
-        self.steered = [s for s in self.slot.sockets if reuseport.steer_away_from_last(s, keep)]
-        if self.slot.sockets and len(self.steered) < len(self.slot.sockets):
-            log.warning("TTOU: cannot steer connections away from the retiring listener; "
-                        "connections queued on it at close may be reset")
-        self.began = time.monotonic()
-        self.empty_since: float | None = None
-        log.info("TTOU: retiring slot %d", self.slot.index)
-
-    def poll(self, master: Master, now: float) -> None:
-        if self.done:
-            master.current = None
-            return
-        slot = self.slot
-        if slot.worker is not None and slot.worker.phase is Phase.STOPPING:
-            return  # told to stop: waiting for it to exit (on_exit)
-        if slot.sockets and slot.worker is not None and slot.worker.phase is Phase.READY:
-            # Let the worker accept whatever was queued before the steering.
-            queued = max(reuseport.accept_queue_length(s) for s in slot.sockets)
-            if queued > 0 and now - self.began < DRAIN_QUEUE_MAX_S:
-                self.empty_since = None
-                return
-            if self.empty_since is None:
-                self.empty_since = now
-            if now - self.empty_since < 0.05 and now - self.began < DRAIN_QUEUE_MAX_S:
-                return
-        elif slot.worker is not None and slot.worker.phase is Phase.BOOTING:
-            return  # wait until it can accept its queue
-        worker = slot.worker
-        master._count_restart("scale")
-        # Close our copy first: the worker's close then ends the listener.
-        for sock in slot.sockets:
-            sock.close()
-        if worker is None:
-            self._gone(master)
-        else:
-            master._stop_worker(worker, StopReason.SCALE_DOWN)
-
-    def on_exit(self, master: Master, worker: Worker) -> None:
-        slot = getattr(self, "slot", None)
-        if slot is not None and worker.slot is slot and slot.worker is None and not self.done:
-            self._gone(master)
-
-    def _gone(self, master: Master) -> None:
-        if self.slot in master.slots:
-            master.slots.remove(self.slot)
-        remaining = [s for slot in master.slots for s in slot.sockets]
-        for sock in remaining:
-            reuseport.stop_steering(sock)
-        log.info("TTOU: %d workers", len(master.slots))
-        self.done = True
-
-
-def _describe_exit(code: int | None) -> str:
-    if code is None:
-        return "still running"
-    if code < 0:
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
-    if code == EXIT_BOOT_FAILED:
-        return "exit 3: the application failed to boot"
-    return f"exit {code}"
 
 
 def write_pid_file(path: str) -> None:
