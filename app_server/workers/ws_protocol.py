@@ -212,9 +212,7 @@ class WebSocketConnection(asyncio.Protocol):
                     self.received += 1
             elif kind is PING:
                 if not session.close_sent:
-                    if self.out:
-                        self.flush()
-                    self.transport.write(session.encode_pong(value))
+                    self._write(session.encode_pong(value))
             elif kind is PONG:
                 self._on_pong(value)
             elif kind is CLOSE:
@@ -305,9 +303,7 @@ class WebSocketConnection(asyncio.Protocol):
 
     async def send(self, data: str | bytes) -> None:
         self.check_open()
-        if self.out:
-            self.flush()
-        self.transport.write(self.encode(data))
+        self._write(self.encode(data))
         self.sent += 1
         if self.write_paused:
             await self.drained()
@@ -341,6 +337,12 @@ class WebSocketConnection(asyncio.Protocol):
                 self.flush()
         return True
 
+    def _write(self, data: bytes) -> None:
+        """Every write but a broadcast's: corked frames go first, keeping order."""
+        if self.out:
+            self.flush()
+        self.transport.write(data)
+
     def flush(self) -> None:
         """Write the corked frames now (the connection stays on the flush list)."""
         out = self.out
@@ -372,16 +374,12 @@ class WebSocketConnection(asyncio.Protocol):
             payload = payload + _PING_PAYLOAD.pack(self.ping_count)
         waiter: asyncio.Future[float] = self.loop.create_future()
         self.pings[payload] = (waiter, time.perf_counter())
-        if self.out:
-            self.flush()
-        self.transport.write(self.session.encode_ping(payload))  # type: ignore[union-attr]
+        self._write(self.session.encode_ping(payload))  # type: ignore[union-attr]
         return waiter
 
     def pong(self, payload: bytes = b"") -> None:
         self.check_open()
-        if self.out:
-            self.flush()
-        self.transport.write(self.session.encode_pong(payload))  # type: ignore[union-attr]
+        self._write(self.session.encode_pong(payload))  # type: ignore[union-attr]
 
     def _on_pong(self, payload: bytes) -> None:
         if payload not in self.pings:
@@ -405,9 +403,7 @@ class WebSocketConnection(asyncio.Protocol):
         self.ping_count += 1
         payload = _PING_PAYLOAD.pack(self.ping_count)
         self.pings[payload] = (None, time.perf_counter())
-        if self.out:
-            self.flush()
-        self.transport.write(self.session.encode_ping(payload))  # type: ignore[union-attr]
+        self._write(self.session.encode_ping(payload))  # type: ignore[union-attr]
         self.next_ping_at = now + (self.limits.ping_interval_s or INF)
         if self.limits.ping_timeout_s and self.pong_deadline == INF:
             self.pong_deadline = now + self.limits.ping_timeout_s
@@ -446,9 +442,7 @@ class WebSocketConnection(asyncio.Protocol):
         if not frame:
             return
         self.sent_close = (code, reason)
-        if self.out:
-            self.flush()
-        self.transport.write(frame)
+        self._write(frame)
         if self.close_code is not None:
             # The peer closed first and we just answered: the handshake is complete.
             self._close_transport()
@@ -477,9 +471,7 @@ class WebSocketConnection(asyncio.Protocol):
             return
         # Answer with the same code (1005 means "none": an empty Close).
         if session is not None:
-            if self.out:
-                self.flush()
-            self.transport.write(session.encode_close(code, reason))
+            self._write(session.encode_close(code, reason))
         self._close_transport()
 
     def _fail(self, code: int, reason: str) -> None:
@@ -493,9 +485,7 @@ class WebSocketConnection(asyncio.Protocol):
             frame = session.encode_close(code, reason)
             if frame:
                 self.sent_close = (code, reason)
-                if self.out:
-                    self.flush()
-                self.transport.write(frame)
+                self._write(frame)
         self._wake_receiver()
         # Let the Close frame reach the peer before the TCP close: closing with
         # unread input would reset the connection and could destroy it. So
@@ -561,12 +551,8 @@ def _flush_corked(corked: list[WebSocketConnection]) -> None:
     conns = corked[:]
     corked.clear()
     for conn in conns:
-        out = conn.out
-        conn.out = None
-        if out:
-            conn.out_size = 0
-            if not conn.closed and not conn.lost:
-                conn.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        conn.flush()
+        conn.out = None  # off the list: the next broadcast puts it back
 
 
 def _pairs(headers: Any) -> list[tuple[str, str]]:
