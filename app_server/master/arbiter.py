@@ -97,7 +97,6 @@ class Master:
         spawn_target: SpawnTarget,
         notifier: Any = None,
         watchdog_s: float | None = None,
-        heartbeat_s: float | None = None,
         watch_dir: str | None = None,
         metrics_listener: socket.socket | None = None,
     ) -> None:
@@ -108,8 +107,7 @@ class Master:
         self.notifier = notifier
         self.watchdog_s = watchdog_s
         self.timeout_s = settings.timeout_s
-        self.heartbeat_s = heartbeat_s or max(0.05, min(1.0, self.timeout_s / 4))
-        self.pid = os.getpid()
+        self.heartbeat_s = control.heartbeat_interval(self.timeout_s)
         self.slots: list[Slot] = []
         self.workers: dict[int, Worker] = {}  # pid -> worker, every live child
         self.selector = selectors.DefaultSelector()
@@ -311,11 +309,9 @@ class Master:
             except control.ControlError as exc:
                 log.error("worker %d: %s", worker.pid, exc)
                 continue
-            worker.last_seen = time.monotonic()
+            worker.last_seen = time.monotonic()  # any message, a HEARTBEAT too, is a sign of life
             if message.kind is Kind.READY:
                 self._on_ready(worker)
-            elif message.kind is Kind.HEARTBEAT:
-                worker.served = message.value
             elif message.kind is Kind.RECYCLE:
                 self._recycle(worker, RecycleReason(message.code))
             elif message.kind is Kind.STATS and self.metrics is not None:

@@ -97,6 +97,11 @@ def decode(packet: bytes) -> Message:
     return Message(_KINDS[kind], code, value)
 
 
+def heartbeat_interval(timeout_s: float) -> float:
+    """Seconds between a worker's heartbeats: a quarter of ``--timeout``, 50 ms to 1 s."""
+    return max(0.05, min(1.0, timeout_s / 4))
+
+
 def channel_pair() -> tuple[socket.socket, socket.socket]:
     """(master end, worker end); both non-blocking and close-on-exec."""
     master_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

@@ -52,7 +52,6 @@ class Worker:
     started: float
     phase: Phase = Phase.BOOTING
     last_seen: float = 0.0
-    served: int = 0
     deadline_kill: float = float("inf")
     aborted: bool = False
     recycle_at: float = float("inf")  # --max-lifetime

@@ -70,9 +70,7 @@ async def _serve(app: Any, settings: Settings, start: WorkerStart) -> int:
     stop = StopControl()
     link = Link(start, stop)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.signalled)
-    loop.add_signal_handler(signal.SIGQUIT, stop.now)
+    # TERM/INT/QUIT are wired to ``stop`` by serve(); USR1 is the worker's own.
     loop.add_signal_handler(signal.SIGUSR1, reopen_log_files)
     link.listen(loop)
     try:
