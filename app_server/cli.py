@@ -30,6 +30,7 @@ from importlib.metadata import version
 from typing import TYPE_CHECKING
 
 from app_server.logs import ERROR_LOGGER, configure_logging
+from app_server.master.control import heartbeat_interval
 from app_server.master.listeners import (
     ListenerError,
     bind_listener,
@@ -125,6 +126,16 @@ def _preloaded(app: object, settings: Settings) -> Boot:
     return lambda: (app, settings)
 
 
+def _import_and_resolve(layers: Layers) -> tuple[object, Settings]:
+    """Import the app and resolve the settings with its app.config (probe and workers).
+
+    Raises ``SettingsError`` or ``_AppNotLoaded``, each one line to show.
+    """
+    settings = resolve(layers)
+    app = _load_app(settings.app, settings.app_dir)
+    return app, resolve(layers, app_config_of(app))
+
+
 def _importer(layers: Layers) -> Boot:
     """What a worker runs after the fork: import the app, resolve with its app.config."""
 
@@ -132,9 +143,7 @@ def _importer(layers: Layers) -> Boot:
         from app_server.workers.supervised import BootError
 
         try:
-            settings = resolve(layers)
-            app = _load_app(settings.app, settings.app_dir)
-            return app, resolve(layers, app_config_of(app))
+            return _import_and_resolve(layers)
         except (SettingsError, _AppNotLoaded) as exc:
             raise BootError(str(exc)) from exc
 
@@ -152,10 +161,7 @@ def _probe_app(layers: Layers) -> Settings | str:
         code = 1
         try:
             try:
-                settings = resolve(layers)
-                app = _load_app(settings.app, settings.app_dir)
-                settings = resolve(layers, app_config_of(app))
-                result = ("ok", settings)
+                result = ("ok", _import_and_resolve(layers)[1])
             except (SettingsError, _AppNotLoaded) as exc:
                 result = ("error", str(exc))
             with os.fdopen(write_end, "wb") as out:
@@ -191,17 +197,20 @@ def _serve(settings: Settings, boot: Boot, worker_settings: Settings) -> int:
         activated = systemd.listen_fds(os.environ, os.getpid())
     except systemd.SystemdError as exc:
         return _fail(f"app-server: {exc}", EXIT_LISTEN_FAILED)
-    try:
-        listeners = _listeners(settings, [sock for sock, _ in activated])
-    except ListenerError as exc:
-        return _fail(f"app-server: {exc}", EXIT_LISTEN_FAILED)
+    # The metrics listener first: if the server's own listeners then fail,
+    # it is the one socket to close, and no unix socket file is left behind.
     metrics_listener = None
     if supervisor.metrics_bind is not None:
         try:
             metrics_listener = _bind_metrics(supervisor.metrics_bind)
         except ListenerError as exc:
-            close_listeners(listeners.first_slot + listeners.shared, ())
             return _fail(f"app-server: {exc} (--metrics-bind)", EXIT_LISTEN_FAILED)
+    try:
+        listeners = _listeners(settings, [sock for sock, _ in activated])
+    except ListenerError as exc:
+        if metrics_listener is not None:
+            metrics_listener.close()
+        return _fail(f"app-server: {exc}", EXIT_LISTEN_FAILED)
     notifier = systemd.Notifier.from_environ(os.environ)
     watchdog_s = systemd.watchdog_interval(os.environ)
 
@@ -209,7 +218,7 @@ def _serve(settings: Settings, boot: Boot, worker_settings: Settings) -> int:
               max_requests: int) -> int:
         from app_server.workers.supervised import WorkerStart, run_supervised
 
-        heartbeat_s = max(0.05, min(1.0, supervisor.timeout_s / 4))
+        heartbeat_s = heartbeat_interval(supervisor.timeout_s)
         return run_supervised(
             WorkerStart(slot, sockets, channel, heartbeat_s, max_requests), boot
         )
