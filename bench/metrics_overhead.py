@@ -28,6 +28,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -93,9 +94,10 @@ def stop_server(server: subprocess.Popen[Any]) -> None:
         server.wait()
 
 
-def wrk(port: int, seconds: int) -> subprocess.Popen[str]:
+def wrk(port: int, seconds: int, path: str = "/") -> subprocess.Popen[str]:
     return subprocess.Popen(
-        ["taskset", "-c", "1", "wrk", "-t1", "-c32", f"-d{seconds}s", f"http://{HOST}:{port}/"],
+        ["taskset", "-c", "1", "wrk", "-t1", "-c32", f"-d{seconds}s",
+         f"http://{HOST}:{port}{path}"],
         stdout=subprocess.PIPE, text=True,
     )
 
@@ -103,6 +105,17 @@ def wrk(port: int, seconds: int) -> subprocess.Popen[str]:
 def requests_of(process: subprocess.Popen[str]) -> int:
     out, _ = process.communicate(timeout=120)
     return int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+
+
+def side_by_side_round(
+    cpu_of: dict[str, Callable[[], float]], ports: dict[str, int], seconds: int, path: str = "/"
+) -> tuple[dict[str, float], dict[str, int]]:
+    """Load every server at once for ``seconds``: (µs of CPU per request, requests) by name."""
+    before = {name: cpu() for name, cpu in cpu_of.items()}
+    loads = {name: wrk(port, seconds, path) for name, port in ports.items()}
+    done = {name: requests_of(load) for name, load in loads.items()}
+    us = {name: (cpu_of[name]() - before[name]) / done[name] * 1e6 for name in done}
+    return us, done
 
 
 def main() -> int:
@@ -115,15 +128,13 @@ def main() -> int:
         servers["on"] = start_server(True)
         servers["off"] = start_server(False)
         workers = {name: worker_of(server.pid) for name, (server, _) in servers.items()}
-        for name in servers:  # warm-up
-            requests_of(wrk(servers[name][1], 1))
+        cpu_of = {name: partial(cpu_seconds, pid) for name, pid in workers.items()}
+        ports = {name: port for name, (_, port) in servers.items()}
+        for port in ports.values():  # warm-up
+            requests_of(wrk(port, 1))
         ratios, costs = [], []
         for index in range(args.rounds):
-            cpu0 = {name: cpu_seconds(pid) for name, pid in workers.items()}
-            loads = {name: wrk(port, args.duration) for name, (_, port) in servers.items()}
-            done = {name: requests_of(load) for name, load in loads.items()}
-            used = {name: cpu_seconds(pid) - cpu0[name] for name, pid in workers.items()}
-            us = {name: used[name] / done[name] * 1e6 for name in done}
+            us, done = side_by_side_round(cpu_of, ports, args.duration)
             ratio = us["on"] / us["off"]
             ratios.append(ratio)
             costs.append(us["on"] - us["off"])

@@ -21,6 +21,7 @@ import argparse
 import statistics
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -30,7 +31,9 @@ from bench.metrics_overhead import (  # noqa: E402
     cpu_seconds,
     launch_pinned,
     requests_of,
+    side_by_side_round,
     stop_server,
+    wrk,
 )
 
 HOST = "127.0.0.1"
@@ -63,13 +66,12 @@ def main() -> int:
     try:
         for name in (args.a, args.b):
             servers[name] = start(name)
-        for _, port in servers.values():  # warm-up
-            requests_of(_wrk(port, 1, args.path))
+        cpu_of = {name: partial(tree_cpu, server.pid) for name, (server, _) in servers.items()}
+        ports = {name: port for name, (_, port) in servers.items()}
+        for port in ports.values():  # warm-up
+            requests_of(wrk(port, 1, args.path))
         for index in range(args.rounds):
-            cpu0 = {n: tree_cpu(s.pid) for n, (s, _) in servers.items()}
-            loads = {n: _wrk(port, args.duration, args.path) for n, (_, port) in servers.items()}
-            done = {n: requests_of(load) for n, load in loads.items()}
-            us = {n: (tree_cpu(servers[n][0].pid) - cpu0[n]) / done[n] * 1e6 for n in done}
+            us, _ = side_by_side_round(cpu_of, ports, args.duration, args.path)
             ratio = us[args.b] / us[args.a]
             ratios.append(ratio)
             print(f"round {index + 1}: {args.a} {us[args.a]:6.2f} µs CPU/request, "
@@ -81,14 +83,6 @@ def main() -> int:
     print(f"\nmedian: {args.a} serves {statistics.median(ratios):.2f}× the requests of "
           f"{args.b} per CPU second (path {args.path})")
     return 0
-
-
-def _wrk(port: int, seconds: int, path: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        ["taskset", "-c", "1", "wrk", "-t1", "-c32", f"-d{seconds}s",
-         f"http://{HOST}:{port}{path}"],
-        stdout=subprocess.PIPE, text=True,
-    )
 
 
 if __name__ == "__main__":
