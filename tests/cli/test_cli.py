@@ -208,6 +208,18 @@ def test_app_dir_chooses_where_to_import_from(
     assert line == "app-server: module 'plainapp' has no attribute 'nope'"
 
 
+def test_metrics_port_in_use_exits_1_and_leaves_no_socket_file(project: Path) -> None:
+    sock_path = project / "app.sock"
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = run_cli(project, "realapp:app", "--bind", f"unix:{sock_path}",
+                         "--metrics-bind", f"127.0.0.1:{port}")
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"app-server: cannot listen on 127.0.0.1:{port}: ")
+    assert result.stderr.rstrip().endswith("(--metrics-bind)")
+    assert not sock_path.exists()
+
+
 def test_port_in_use_exits_1(project: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
