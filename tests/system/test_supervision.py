@@ -28,7 +28,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
-from tests.system.harness import Master, poll
+from tests.system.harness import Master, free_port, poll
 
 APP = """
 import asyncio
@@ -385,6 +385,27 @@ def test_master_imports_the_app_only_with_preload(
         assert {"app_server.framework", "app"} <= modules
     else:
         assert not (framework & modules), sorted(framework & modules)
+
+
+def test_shared_listeners_no_reuse_port_tcp_and_unix(master: StartMaster, tmp_path: Path) -> None:
+    """--no-reuse-port: one TCP listener and a unix one, shared by both workers."""
+    port = free_port()
+    sock_path = tmp_path / "app.sock"
+    m = _start(master, ["--workers", "2", "--no-reuse-port", "--bind", f"127.0.0.1:{port}",
+                        "--bind", f"unix:{sock_path}"])
+    m.wait_log("all 2 workers ready")
+    workers = m.wait_workers(lambda p: len(p) == 2)
+    tcp_listeners = [c for c in psutil.Process(m.pid).net_connections("tcp")
+                     if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+    assert len(tcp_listeners) == 1  # one socket, not one per slot
+    served = {int(_get(f"http://127.0.0.1:{port}/").text) for _ in range(40)}
+    assert served <= set(workers)
+    transport = httpx.HTTPTransport(uds=str(sock_path))
+    with httpx.Client(transport=transport) as client:
+        assert int(client.get("http://app/").text) in workers
+    m.signal(signal.SIGTERM)
+    assert m.wait_exit(30) == 0
+    assert not sock_path.exists()
 
 
 def test_pid_file_holds_the_master_pid_and_is_removed(
