@@ -292,8 +292,8 @@ class App(Registrar):
         normally (1000) when the handler returns without closing it.
         """
         if routing.__class__ is Route:
-            options = routing.options  # type: ignore[union-attr]
-            before = routing.request_middleware  # type: ignore[union-attr]
+            options = routing.options
+            before = routing.request_middleware
         else:
             options, before = {}, self._request_chain
         ws = WebSocket(request, channel, options)
@@ -364,8 +364,8 @@ class App(Registrar):
     async def handle_http(self, request: Request, routing: Route | HTTPError) -> BaseResponse:
         """Run authentication, middleware and the handler; never raises for app errors."""
         if routing.__class__ is Route:
-            before = routing.request_middleware  # type: ignore[union-attr]
-            after = routing.response_middleware  # type: ignore[union-attr]
+            before = routing.request_middleware
+            after = routing.response_middleware
         else:
             before, after = self._request_chain, self._response_chain
         try:
