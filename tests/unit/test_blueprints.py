@@ -261,3 +261,33 @@ def test_add_route_returns_the_handler_on_app_and_blueprint() -> None:
     assert bp.add_route(handler, "/b") is handler
     assert app.add_websocket_route(handler, "/c") is handler
     assert bp.add_websocket_route(handler, "/d") is handler
+
+
+def test_route_added_to_a_mounted_blueprint_joins_the_app() -> None:
+    app, bp = App("late"), Blueprint("late_bp", url_prefix="/late")
+    app.blueprint(bp)
+
+    @bp.get("/added")
+    async def added(request: Request) -> Any:
+        return text("added after mounting")
+
+    with TestClient(app) as client:
+        assert client.get("/late/added").text == "added after mounting"
+    with pytest.raises(AppFrozenError):
+        bp.get("/too-late")(added)
+
+
+def test_error_format_shapes_a_refused_websocket_handshake() -> None:
+    app, bp = App("ws-format"), Blueprint("wsf")
+
+    @bp.websocket("/private", error_format="json", auto_accept=False)
+    async def private(ws: Any) -> None:
+        raise NotFound("no such room")
+
+    app.blueprint(bp)
+    with TestClient(app) as client, pytest.raises(WebSocketRejected) as info:
+        client.websocket_connect("/private")
+    assert info.value.response.status == 404
+    assert info.value.response.json() == {
+        "status": 404, "description": "Not Found", "message": "no such room",
+    }
