@@ -1,11 +1,13 @@
 """The application object.
 
 Owns: ``App``, which *composes* a router, middleware chains, lifecycle hooks,
-error handlers, authentication and ``AppConfig``; its decorators only record
-into those parts. It implements what the worker needs from an application
-(``freeze``, ``prepare``, ``handle_http``, ``render_error``, ``startup``,
-``shutdown``) and freezes itself at startup: from then on every handler's
-arguments are resolved by callers built once, and no route can be added.
+error handlers, authentication and ``AppConfig``; its decorators (shared with
+``Blueprint`` through ``Registrar``) only record into those parts. It
+implements what the worker needs from an application (``freeze``,
+``prepare``, ``handle_http``, ``render_error``, ``startup``, ``shutdown``) and
+freezes itself at startup: from then on every handler's arguments are resolved
+by callers built once, each route carries its middleware chains (the app's
+plus its blueprint's) and exception-handler scopes, and no route can be added.
 """
 
 from __future__ import annotations
@@ -21,8 +23,20 @@ from app_server.exceptions import HTTPError, ServerError, WebSocketClosed
 from app_server.framework.auth import requirement_of
 from app_server.framework.blueprints import Blueprint
 from app_server.framework.config import AppConfig
+from app_server.framework.errors import ExceptionHandlers, error_response, find_handler
 from app_server.framework.handlers import bind
 from app_server.framework.handlers import ensure_async as _ensure_async
+from app_server.framework.registrar import (
+    ROUTE_OPTIONS,
+    ROUTE_PARAMETERS,
+    WEBSOCKET_DEFAULTS,
+    WEBSOCKET_OPTIONS,
+    WEBSOCKET_PARAMETERS,
+    Registrar,
+    check_error_format,
+    check_methods,
+    check_options,
+)
 from app_server.framework.request import Request
 from app_server.framework.responses import BaseResponse, HTTPResponse, text, to_response
 from app_server.framework.routing.router import Route, Router
@@ -38,23 +52,16 @@ HOOK_EVENTS = (
     "before_server_stop",
     "after_server_stop",
 )
-_WS_DEFAULTS: dict[str, Any] = {
-    "subprotocols": None,
-    "apply": None,
-    "error_format": None,
-    "auto_accept": True,
-    "value_type": None,
-    "receive_type": None,
-    "send_type": None,
-    "caught_close_codes": (1000, 1001),
-}
+# Options that place a route rather than describe it: not kept in Route.options.
+_ADDRESSING = frozenset({"name", "host", "strict_slashes", "version", "version_prefix"})
+Middleware = tuple[Callable[..., Any], ...]
 
 
 class AppFrozenError(RuntimeError):
     pass
 
 
-class App:
+class App(Registrar):
     def __init__(self, name: str | None = None, *, config: Mapping[str, Any] | None = None) -> None:
         self.name = name or "app"
         self.config = AppConfig(**(config or {}))
@@ -62,11 +69,14 @@ class App:
         self.ctx: Any = type("Context", (), {})()
         self.draining = asyncio.Event()
         self.blueprints: dict[str, Blueprint] = {}
-        self._request_middleware: list[Callable[..., Any]] = []
-        self._response_middleware: list[Callable[..., Any]] = []
+        self.request_middleware: list[Callable[..., Any]] = []
+        self.response_middleware: list[Callable[..., Any]] = []
+        self.exception_handlers = ExceptionHandlers()
+        # Frozen copies for requests that matched no route (404/405...).
+        self._request_chain: Middleware = ()
+        self._response_chain: Middleware = ()
+        self._error_scopes = (self.exception_handlers,)
         self._hooks: dict[str, list[Hook]] = {event: [] for event in HOOK_EVENTS}
-        self._error_handlers: dict[type[BaseException], Callable[..., Any]] = {}
-        self._error_handler_cache: dict[type[BaseException], Callable[..., Any] | None] = {}
         self._authenticator: Callable[[Request], Awaitable[Any]] | None = None
         self._frozen = False
 
@@ -79,6 +89,8 @@ class App:
         if self._frozen:
             raise AppFrozenError(f"cannot {what}: the app is already serving")
 
+    _check_open = _check_not_frozen
+
     def route(
         self,
         uri: str,
@@ -90,64 +102,25 @@ class App:
         version_prefix: str = "/v",
         stream: bool = False,
         apply: Iterable[Callable[[Any], Any]] | None = None,
-        **_ignored: Any,
+        error_format: str | None = None,
+        **unknown: Any,
     ) -> Callable[[F], F]:
-        """Register an HTTP handler; ``stream=True`` hands it the body unbuffered."""
+        """Register an HTTP handler; ``stream=True`` hands it the body unbuffered.
+
+        ``error_format`` ("text", "json" or "html") shapes the body of the
+        errors this route's requests end with when no exception handler takes
+        them; None keeps plain text.
+        """
+        check_options("App.route", unknown, ROUTE_OPTIONS, ROUTE_PARAMETERS)
         self._check_not_frozen("add a route")
-        given = [methods] if isinstance(methods, str) else methods
-        method_list = [_check_method(m) for m in given]
-
-        def register(handler: F) -> F:
-            target: Callable[..., Any] = handler
-            for decorator in apply or ():
-                target = decorator(target)
-            self.router.add(
-                _versioned(uri, version, version_prefix),
-                method_list,
-                target,
-                name=self._route_name(name, handler),
-                host=host,
-                strict_slashes=bool(strict_slashes),
-                options={"stream": stream},
-            )
-            return handler
-
-        return register
-
-    def _route_name(self, name: str | None, handler: Callable[..., Any]) -> str:
-        if name is not None:
-            return name
-        base = getattr(handler, "__name__", "handler")
-        candidate, n = base, 1
-        while candidate in self.router.names:
-            n += 1
-            candidate = f"{base}_{n}"
-        return candidate
-
-    def add_route(self, handler: Callable[..., Any], uri: str, methods: Iterable[str] = ("GET",),
-                  **options: Any) -> Callable[..., Any]:
-        return self.route(uri, methods, **options)(handler)
-
-    def get(self, uri: str, **options: Any) -> Callable[[F], F]:
-        return self.route(uri, ("GET",), **options)
-
-    def post(self, uri: str, **options: Any) -> Callable[[F], F]:
-        return self.route(uri, ("POST",), **options)
-
-    def put(self, uri: str, **options: Any) -> Callable[[F], F]:
-        return self.route(uri, ("PUT",), **options)
-
-    def patch(self, uri: str, **options: Any) -> Callable[[F], F]:
-        return self.route(uri, ("PATCH",), **options)
-
-    def delete(self, uri: str, **options: Any) -> Callable[[F], F]:
-        return self.route(uri, ("DELETE",), **options)
-
-    def head(self, uri: str, **options: Any) -> Callable[[F], F]:
-        return self.route(uri, ("HEAD",), **options)
-
-    def options(self, uri: str, **options: Any) -> Callable[[F], F]:
-        return self.route(uri, ("OPTIONS",), **options)
+        method_list = check_methods(methods)
+        check_error_format(error_format)
+        options = {
+            "name": name, "host": host, "strict_slashes": strict_slashes, "version": version,
+            "version_prefix": version_prefix, "stream": stream, "apply": apply,
+            "error_format": error_format,
+        }
+        return lambda handler: self._register(handler, uri, method_list, options)
 
     def websocket(
         self,
@@ -160,41 +133,51 @@ class App:
         **options: Any,
     ) -> Callable[[F], F]:
         """Register a WebSocket handler (options as in the specification §2.1)."""
+        check_options("App.websocket", options, WEBSOCKET_OPTIONS, WEBSOCKET_PARAMETERS)
         self._check_not_frozen("add a route")
-        unknown = set(options) - set(_WS_DEFAULTS)
-        if unknown:
-            raise TypeError(f"unknown WebSocket route option(s): {', '.join(sorted(unknown))}")
-        merged = {**_WS_DEFAULTS, **options}
+        check_error_format(options.get("error_format"))
+        merged = {
+            **WEBSOCKET_DEFAULTS, **options, "name": name, "host": host,
+            "strict_slashes": strict_slashes, "version": version,
+            "version_prefix": version_prefix,
+        }
+        return lambda handler: self._register(handler, uri, None, merged)
 
-        def register(handler: F) -> F:
-            target: Callable[..., Any] = handler
-            for decorator in merged["apply"] or ():
-                target = decorator(target)
-            self.router.add(
-                _versioned(uri, version, version_prefix),
-                ("GET",),
-                target,
-                name=self._route_name(name, handler),
-                host=host,
-                websocket=True,
-                strict_slashes=bool(strict_slashes),
-                options=merged,
-            )
-            return handler
+    def _register(
+        self, handler: F, uri: str, methods: list[str] | None, options: dict[str, Any],
+        blueprint: Blueprint | None = None,
+    ) -> F:
+        """Add one route: HTTP with ``methods``, WebSocket when they are None."""
+        self._check_not_frozen("add a route")
+        target: Callable[..., Any] = handler
+        for decorator in options["apply"] or ():
+            target = decorator(target)
+        if methods is None:
+            route_options = {k: v for k, v in options.items() if k not in _ADDRESSING}
+        else:
+            route_options = {"stream": options["stream"], "error_format": options["error_format"]}
+        self.router.add(
+            _versioned(uri, options["version"], options["version_prefix"]),
+            methods or ("GET",),
+            target,
+            name=self._route_name(options["name"], handler),
+            host=options["host"],
+            websocket=methods is None,
+            strict_slashes=bool(options["strict_slashes"]),
+            options=route_options,
+            blueprint=blueprint,
+        )
+        return handler
 
-        return register
-
-    ws = websocket
-
-    def websocket_route(self, uri: str, **options: Any) -> Callable[[F], F]:
-        """``websocket`` with Bocadillo's defaults (text in, text out)."""
-        if options.get("value_type") is None:
-            options.setdefault("receive_type", "text")
-            options.setdefault("send_type", "text")
-        return self.websocket(uri, **options)
-
-    def add_websocket_route(self, handler: Callable[..., Any], uri: str, **options: Any) -> None:
-        self.websocket(uri, **options)(handler)
+    def _route_name(self, name: str | None, handler: Callable[..., Any]) -> str:
+        if name is not None:
+            return name
+        base = getattr(handler, "__name__", "handler")
+        candidate, n = base, 1
+        while candidate in self.router.names:
+            n += 1
+            candidate = f"{base}_{n}"
+        return candidate
 
     def blueprint(self, bp: Blueprint | Iterable[Blueprint]) -> None:
         for item in [bp] if isinstance(bp, Blueprint) else bp:
@@ -206,28 +189,7 @@ class App:
     def url_for(self, view_name: str, /, **params: Any) -> str:
         return self.router.url_for(view_name, **params)
 
-    # -- middleware, hooks, errors, authentication -------------------------
-
-    def middleware(self, kind: str | Callable[..., Any] = "request") -> Any:
-        if callable(kind):
-            self._request_middleware.append(_ensure_async(kind))
-            return kind
-        if kind not in ("request", "response"):
-            raise ValueError(f"middleware kind must be 'request' or 'response', got {kind!r}")
-        chain = self._request_middleware if kind == "request" else self._response_middleware
-
-        def register(fn: F) -> F:
-            self._check_not_frozen("add middleware")
-            chain.append(_ensure_async(fn))
-            return fn
-
-        return register
-
-    def on_request(self, fn: F) -> F:
-        return self.middleware("request")(fn)  # type: ignore[no-any-return]  # decorator
-
-    def on_response(self, fn: F) -> F:
-        return self.middleware("response")(fn)  # type: ignore[no-any-return]  # decorator
+    # -- hooks, authentication ---------------------------------------------
 
     def _hook(self, event: str, fn: F) -> F:
         count = len(inspect.signature(fn).parameters)
@@ -255,18 +217,6 @@ class App:
             raise ValueError(f"unknown listener event {event!r}: expected one of {HOOK_EVENTS}")
         return lambda fn: self._hook(event, fn)
 
-    def exception(self, *exceptions: type[BaseException]) -> Callable[[F], F]:
-        if not exceptions:
-            raise TypeError("exception() needs at least one exception class")
-
-        def register(fn: F) -> F:
-            for exc_type in exceptions:
-                self._error_handlers[exc_type] = _ensure_async(fn)
-            self._error_handler_cache.clear()
-            return fn
-
-        return register
-
     def use_authentication(self, handler: Callable[[Request], Awaitable[Any]]) -> None:
         """Register ``async def handler(request) -> identity | None`` for every request."""
         self._authenticator = _ensure_async(handler)
@@ -283,7 +233,24 @@ class App:
             else:
                 caller = bind(route.handler, route.pattern.param_names)
             route.call = _with_auth(route, caller)
+            self._scope_route(route)
+        self._request_chain = tuple(self.request_middleware)
+        self._response_chain = tuple(self.response_middleware)
         self._frozen = True
+
+    def _scope_route(self, route: Route) -> None:
+        """Precompute what runs around ``route``: the app's request middleware,
+        then its blueprint's; the blueprint's response middleware, then the
+        app's; the blueprint's exception handlers before the app's (Sanic)."""
+        bp = route.blueprint
+        if bp is None:
+            route.request_middleware = tuple(self.request_middleware)
+            route.response_middleware = tuple(self.response_middleware)
+            route.error_scopes = (self.exception_handlers,)
+            return
+        route.request_middleware = (*self.request_middleware, *bp.request_middleware)
+        route.response_middleware = (*bp.response_middleware, *self.response_middleware)
+        route.error_scopes = (bp.exception_handlers, self.exception_handlers)
 
     async def run_hooks(self, event: str) -> None:
         if event == "before_server_stop":
@@ -324,14 +291,18 @@ class App:
         after accepting); after it, a 1011 close. The connection is closed
         normally (1000) when the handler returns without closing it.
         """
-        options = routing.options if routing.__class__ is Route else {}  # type: ignore[union-attr]
+        if routing.__class__ is Route:
+            options = routing.options
+            before = routing.request_middleware
+        else:
+            options, before = {}, self._request_chain
         ws = WebSocket(request, channel, options)
         request.websocket = ws
         try:
             if self._authenticator is not None:
                 request.identity = await self._authenticator(request)
-            if self._request_middleware:
-                response = await self._run_request_middleware(request)
+            if before:
+                response = await _run_request_middleware(before, request)
                 if response is not None:
                     channel.reject(response)
                     return
@@ -392,12 +363,17 @@ class App:
 
     async def handle_http(self, request: Request, routing: Route | HTTPError) -> BaseResponse:
         """Run authentication, middleware and the handler; never raises for app errors."""
+        if routing.__class__ is Route:
+            before = routing.request_middleware
+            after = routing.response_middleware
+        else:
+            before, after = self._request_chain, self._response_chain
         try:
             response = None
             if self._authenticator is not None:
                 request.identity = await self._authenticator(request)
-            if self._request_middleware:
-                response = await self._run_request_middleware(request)
+            if before:
+                response = await _run_request_middleware(before, request)
             if response is None:
                 if routing.__class__ is not Route:
                     raise routing  # type: ignore[misc]  # an HTTPError from prepare()
@@ -406,21 +382,14 @@ class App:
                     response = to_response(response)
         except Exception as exc:  # noqa: BLE001  every app error becomes a response
             response = await self.render_error(request, exc)
-        if self._response_middleware:
-            response = await self._run_response_middleware(request, response)
+        if after:
+            response = await self._run_response_middleware(after, request, response)
         return response
 
-    async def _run_request_middleware(self, request: Request) -> BaseResponse | None:
-        for mw in self._request_middleware:
-            result = await mw(request)
-            if result is not None:
-                return to_response(result)
-        return None
-
     async def _run_response_middleware(
-        self, request: Request, response: BaseResponse
+        self, chain: Middleware, request: Request, response: BaseResponse
     ) -> BaseResponse:
-        for mw in self._response_middleware:
+        for mw in chain:
             try:
                 result = await mw(request, response)
             except Exception as exc:  # noqa: BLE001
@@ -429,35 +398,29 @@ class App:
                 response = to_response(result)
         return response
 
-    def _find_error_handler(self, exc_type: type[BaseException]) -> Callable[..., Any] | None:
-        cache = self._error_handler_cache
-        if exc_type in cache:
-            return cache[exc_type]
-        found = None
-        for klass in exc_type.__mro__:
-            found = self._error_handlers.get(klass)
-            if found is not None:
-                break
-        cache[exc_type] = found
-        return found
-
     async def render_error(self, request: Request | None, exc: BaseException) -> BaseResponse:
-        """The response for an exception: a registered handler's, else the default."""
-        handler = self._find_error_handler(type(exc))
+        """The response for an exception: a handler's (the matched route's
+        blueprint first, then the app's), else the default in the route's
+        ``error_format``."""
+        route = request.route if request is not None else None
+        scopes = route.error_scopes if route is not None and route.error_scopes else \
+            self._error_scopes
+        handler = find_handler(scopes, type(exc))
         if handler is not None:
             try:
                 return to_response(await handler(request, exc))
             except Exception as inner:  # noqa: BLE001
                 error_log.exception("error handler for %s failed", type(exc).__name__)
                 exc = inner
+        error_format = route.options.get("error_format") if route is not None else None
         if isinstance(exc, HTTPError):
-            return text(exc.message, exc.status, exc.headers)
+            return error_response(exc.status, exc.message, exc.headers, error_format)
         where = f" in {request.method} {request.path}" if request is not None else ""
         error_log.error("unhandled exception%s", where, exc_info=exc)
         if self.config.get("DEBUG"):
             body = "".join(traceback.format_exception(exc))
-            return text(body, 500)
-        return text(ServerError().message, 500)
+            return error_response(500, body, None, error_format)
+        return error_response(500, ServerError().message, None, error_format)
 
     # -- running -----------------------------------------------------------
 
@@ -478,6 +441,14 @@ class App:
         return run_app(self, host=host, port=port, workers=workers, **options)
 
 
+async def _run_request_middleware(chain: Middleware, request: Request) -> BaseResponse | None:
+    for mw in chain:
+        result = await mw(request)
+        if result is not None:
+            return to_response(result)
+    return None
+
+
 def _websocket_of(request: Request) -> WebSocket:
     return request.websocket  # type: ignore[no-any-return]
 
@@ -488,15 +459,6 @@ def _versioned(uri: str, version: int | str | None, prefix: str) -> str:
     if version is None:
         return uri
     return f"{prefix.rstrip('/')}{version}{uri if uri != '/' else ''}" or "/"
-
-
-_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-
-
-def _check_method(method: str) -> str:
-    if not method or not _TOKEN.issuperset(method):
-        raise ValueError(f"invalid HTTP method {method!r}: expected an RFC 9110 token")
-    return method.upper()
 
 
 def _with_auth(

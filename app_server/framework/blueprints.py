@@ -1,8 +1,13 @@
 """Blueprints: groups of routes mounted onto an app with a prefix.
 
-Owns: ``Blueprint``, which records registrations made with the same
-decorators as ``App`` and replays them when ``app.blueprint(bp)`` mounts it,
-adding ``url_prefix``, ``version`` and the ``<blueprint>.<handler>`` route name.
+Owns: ``Blueprint``, which takes the same decorators as ``App`` (through
+``Registrar``), checks their options when they are written, and adds its
+routes to an app when ``app.blueprint(bp)`` mounts it, with ``url_prefix``,
+``version`` and the ``<blueprint>.<handler>`` route name. Its middleware and
+exception handlers belong to its own routes only (Sanic's semantics): the app
+reads them from each route's ``blueprint`` when it freezes, after the app's
+request middleware and before the app's response middleware and exception
+handlers.
 """
 
 from __future__ import annotations
@@ -10,14 +15,35 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from app_server.framework.errors import ExceptionHandlers
+from app_server.framework.registrar import (
+    ROUTE_OPTIONS,
+    ROUTE_PARAMETERS,
+    WEBSOCKET_DEFAULTS,
+    WEBSOCKET_OPTIONS,
+    WEBSOCKET_PARAMETERS,
+    Registrar,
+    check_error_format,
+    check_methods,
+    check_options,
+)
+
 if TYPE_CHECKING:
     from app_server.framework.app import App
 
 F = TypeVar("F", bound=Callable[..., Any])
-_Replay = Callable[["App", "Blueprint"], None]
+_Mount = Callable[["App"], None]
+_ROUTE_DEFAULTS: dict[str, Any] = {
+    "name": None, "host": None, "strict_slashes": None, "version": None,
+    "version_prefix": "/v", "stream": False, "apply": None, "error_format": None,
+}
+_WEBSOCKET_ROUTE_DEFAULTS: dict[str, Any] = {
+    "name": None, "host": None, "strict_slashes": None, "version": None,
+    "version_prefix": "/v", **WEBSOCKET_DEFAULTS,
+}
 
 
-class Blueprint:
+class Blueprint(Registrar):
     def __init__(
         self,
         name: str,
@@ -37,11 +63,27 @@ class Blueprint:
         self.version_prefix = version_prefix
         self.strict_slashes = strict_slashes
         self.host = host
-        self._replays: list[_Replay] = []
+        self.request_middleware: list[Callable[..., Any]] = []
+        self.response_middleware: list[Callable[..., Any]] = []
+        self.exception_handlers = ExceptionHandlers()
+        self._mounts: list[_Mount] = []
+        self._apps: list[App] = []
 
-    def _route_options(self, uri: str, options: dict[str, Any], handler: Callable[..., Any]) -> \
-            tuple[str, dict[str, Any]]:
-        merged = dict(options)
+    def __repr__(self) -> str:
+        return f"<Blueprint {self.name!r} url_prefix={self.url_prefix!r}>"
+
+    def _check_open(self, what: str) -> None:
+        # Middleware is read when an app freezes: after that it would be ignored.
+        for app in self._apps:
+            app._check_not_frozen(f"{what} to blueprint {self.name!r}")
+
+    def _placed(
+        self, uri: str, given: dict[str, Any], defaults: dict[str, Any],
+        handler: Callable[..., Any],
+    ) -> tuple[str, dict[str, Any]]:
+        """The route's path and options: what the route gave, else this
+        blueprint's version/strict_slashes/host, else the defaults."""
+        merged = dict(given)
         if merged.get("version") is None and self.version is not None:
             merged["version"] = self.version
             merged.setdefault("version_prefix", self.version_prefix)
@@ -50,90 +92,42 @@ class Blueprint:
         if merged.get("host") is None:
             merged["host"] = self.host
         merged["name"] = f"{self.name}.{merged.get('name') or handler.__name__}"
+        if not uri.startswith("/"):
+            uri = "/" + uri
         path = self.url_prefix + uri if uri != "/" or not self.url_prefix else self.url_prefix
-        return path, merged
+        return path, {**defaults, **merged}
+
+    def _record(
+        self, uri: str, methods: list[str] | None, given: dict[str, Any],
+        defaults: dict[str, Any],
+    ) -> Callable[[F], F]:
+        def register(handler: F) -> F:
+            def mount(app: App) -> None:
+                path, options = self._placed(uri, given, defaults, handler)
+                app._register(handler, path, methods, options, blueprint=self)
+
+            self._mounts.append(mount)
+            for app in self._apps:  # already mounted: the route joins those apps too
+                mount(app)
+            return handler
+
+        return register
 
     # -- routes ------------------------------------------------------------
 
     def route(self, uri: str, methods: Iterable[str] = ("GET",), **options: Any) \
             -> Callable[[F], F]:
-        def register(handler: F) -> F:
-            def replay(app: App, bp: Blueprint) -> None:
-                path, merged = bp._route_options(uri, options, handler)
-                app.route(path, methods, **merged)(handler)
-
-            self._replays.append(replay)
-            return handler
-
-        return register
-
-    def add_route(self, handler: Callable[..., Any], uri: str, methods: Iterable[str] = ("GET",),
-                  **options: Any) -> None:
-        self.route(uri, methods, **options)(handler)
-
-    def get(self, uri: str, **options: Any) -> Callable[[F], F]:
-        return self.route(uri, ("GET",), **options)
-
-    def post(self, uri: str, **options: Any) -> Callable[[F], F]:
-        return self.route(uri, ("POST",), **options)
-
-    def put(self, uri: str, **options: Any) -> Callable[[F], F]:
-        return self.route(uri, ("PUT",), **options)
-
-    def patch(self, uri: str, **options: Any) -> Callable[[F], F]:
-        return self.route(uri, ("PATCH",), **options)
-
-    def delete(self, uri: str, **options: Any) -> Callable[[F], F]:
-        return self.route(uri, ("DELETE",), **options)
-
-    def head(self, uri: str, **options: Any) -> Callable[[F], F]:
-        return self.route(uri, ("HEAD",), **options)
-
-    def options(self, uri: str, **options: Any) -> Callable[[F], F]:
-        return self.route(uri, ("OPTIONS",), **options)
+        check_options("Blueprint.route", options, ROUTE_OPTIONS, ROUTE_PARAMETERS)
+        check_error_format(options.get("error_format"))
+        return self._record(uri, check_methods(methods), options, _ROUTE_DEFAULTS)
 
     def websocket(self, uri: str, **options: Any) -> Callable[[F], F]:
-        def register(handler: F) -> F:
-            def replay(app: App, bp: Blueprint) -> None:
-                path, merged = bp._route_options(uri, options, handler)
-                app.websocket(path, **merged)(handler)
-
-            self._replays.append(replay)
-            return handler
-
-        return register
-
-    ws = websocket
-
-    def add_websocket_route(self, handler: Callable[..., Any], uri: str, **options: Any) -> None:
-        self.websocket(uri, **options)(handler)
-
-    # -- middleware and errors --------------------------------------------
-
-    def middleware(self, kind: str | Callable[..., Any] = "request") -> Any:
-        if callable(kind):
-            self._replays.append(lambda app, bp: app.middleware("request")(kind))
-            return kind
-
-        def register(fn: F) -> F:
-            self._replays.append(lambda app, bp: app.middleware(kind)(fn))
-            return fn
-
-        return register
-
-    def on_request(self, fn: F) -> F:
-        return self.middleware("request")(fn)  # type: ignore[no-any-return]  # decorator
-
-    def on_response(self, fn: F) -> F:
-        return self.middleware("response")(fn)  # type: ignore[no-any-return]  # decorator
-
-    def exception(self, *exceptions: type[BaseException]) -> Callable[[F], F]:
-        def register(fn: F) -> F:
-            self._replays.append(lambda app, bp: app.exception(*exceptions)(fn))
-            return fn
-
-        return register
+        check_options("Blueprint.websocket", options, WEBSOCKET_OPTIONS, WEBSOCKET_PARAMETERS)
+        check_error_format(options.get("error_format"))
+        return self._record(uri, None, options, _WEBSOCKET_ROUTE_DEFAULTS)
 
     def register(self, app: App) -> None:
-        for replay in self._replays:
-            replay(app, self)
+        """Add this blueprint's routes to ``app`` (``app.blueprint(bp)`` calls it)."""
+        for mount in self._mounts:
+            mount(app)
+        self._apps.append(app)

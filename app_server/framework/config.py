@@ -1,10 +1,15 @@
-"""``app.config``: the settings an application sets in code.
+"""``app.config``: the settings an application sets in code, and reads.
 
-Owns: an attribute bag of UPPER_CASE keys. Server keys (``REQUEST_MAX_SIZE``,
-``WEBSOCKET_PING_INTERVAL``...) are validated later, when the server merges
-this layer under the CLI, environment and config file; any other UPPER_CASE
+Owns: an attribute bag of UPPER_CASE keys. Every server key app.config may set
+(``REQUEST_MAX_SIZE``, ``WEBSOCKET_PING_INTERVAL``, ``DEBUG``..., taken from
+the settings schema, never listed here) reads as its default until the app
+sets it, and as the value in force once a worker has started (the worker
+writes the resolved values back with ``use_effective``, after the command
+line, environment and config file have had their say). Any other UPPER_CASE
 key is the application's own. ``user_settings()`` returns only what code set,
-so defaults never mask a higher-precedence layer.
+so neither defaults nor effective values ever mask a higher-precedence layer.
+
+Rule: imports only ``settings.schema`` from the package.
 """
 
 from __future__ import annotations
@@ -12,11 +17,17 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from app_server.settings.schema import BY_APP_CONFIG_KEY
+
+
+def _defaults() -> dict[str, Any]:
+    return {key: setting.default for key, setting in BY_APP_CONFIG_KEY.items()}
+
 
 class AppConfig:
     def __init__(self, **initial: Any) -> None:
-        object.__setattr__(self, "_values", {"DEBUG": False})
-        object.__setattr__(self, "_set_in_code", set())
+        object.__setattr__(self, "_values", _defaults())
+        object.__setattr__(self, "_set_in_code", {})
         self.update(initial)
 
     def __getattr__(self, key: str) -> Any:
@@ -29,7 +40,7 @@ class AppConfig:
         if not key.isupper():
             raise AttributeError(f"config keys are UPPER_CASE: got {key!r}")
         self._values[key] = value
-        self._set_in_code.add(key)
+        self._set_in_code[key] = value
 
     __getitem__ = __getattr__
 
@@ -51,7 +62,14 @@ class AppConfig:
 
     def user_settings(self) -> dict[str, Any]:
         """The keys set in code (not defaults), for the settings resolver."""
-        return {k: self._values[k] for k in self._set_in_code}
+        return dict(self._set_in_code)
+
+    def use_effective(self, values: Mapping[str, Any]) -> None:
+        """Make reads return the values in force (the worker calls this at start).
+
+        They do not count as set in code: ``user_settings()`` is unchanged.
+        """
+        self._values.update(values)
 
     def __repr__(self) -> str:
         return f"AppConfig({self._values!r})"

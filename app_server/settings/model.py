@@ -7,6 +7,7 @@ from the rest of the package.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -99,3 +100,6 @@ class Settings:
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
     supervisor: SupervisorSettings = field(default_factory=SupervisorSettings)
     debug: bool = False
+    # Every resolved value by setting name (the views above are built from it);
+    # empty when a Settings is built by hand. Not part of equality.
+    values: Mapping[str, object] = field(default_factory=dict, compare=False)

@@ -10,7 +10,11 @@ it came from and what was expected. Pure apart from ``os.cpu_count()`` for
 app.config may set only worker-scope keys (``REQUEST_MAX_SIZE``,
 ``WEBSOCKET_PING_INTERVAL``, ``DEBUG``...): the master decides the others
 before, or without, importing the application. Other UPPER_CASE keys are the
-application's own and are ignored here.
+application's own and are ignored here, except that one which looks like a
+server setting (a setting's name in another spelling, a master-scope key, or
+a near miss of a key) gets a warning line naming the nearest valid key
+(``app_config_warnings``). ``app_config_values`` gives the value in force of
+every app.config key, for the worker to write back into app.config.
 
 Rule: imports only ``settings.schema``, ``settings.sources`` and
 ``settings.model`` from the package.
@@ -18,6 +22,7 @@ Rule: imports only ``settings.schema``, ``settings.sources`` and
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import math
 import os
@@ -37,6 +42,7 @@ from app_server.settings.model import (
 )
 from app_server.settings.schema import (
     BY_APP_CONFIG_KEY,
+    BY_NAME,
     COMPRESSION_DEFLATE,
     DEFAULT_SOURCE,
     LOG_FORMATS,
@@ -65,6 +71,8 @@ __all__ = [
     "UnknownSettingError",
     "UsageError",
     "app_config_of",
+    "app_config_values",
+    "app_config_warnings",
     "format_help",
     "parse_bind",
     "read_layers",
@@ -105,6 +113,69 @@ def app_config_of(app: object) -> Mapping[str, object]:
         chosen = user_settings()
         return chosen if isinstance(chosen, Mapping) else {}
     return config if isinstance(config, Mapping) else {}
+
+
+def app_config_values(settings: Settings) -> dict[str, object]:
+    """The value in force of every app.config key, by app.config key (empty
+    when ``settings`` was built by hand rather than resolved)."""
+    return {
+        key: settings.values[setting.name]
+        for key, setting in BY_APP_CONFIG_KEY.items()
+        if setting.name in settings.values
+    }
+
+
+# A near miss of a key: a misspelling (this close overall), or the same first
+# word and at least one more word in common (KEEP_ALIVE for
+# KEEP_ALIVE_TIMEOUT, Sanic's GRACEFUL_SHUTDOWN_TIMEOUT for GRACEFUL_TIMEOUT),
+# which an application's own ACCESS_TOKEN, DEBUG_SQL or CACHE_MAX_SIZE is not.
+NEAR_MISS_RATIO = 0.85
+CANDIDATE_RATIO = 0.6
+
+
+def app_config_warnings(app_config: Mapping[str, object]) -> list[str]:
+    """One line for each key set in app.config that looks like a server
+    setting but is not one app.config can set, with the key to use instead."""
+    lines = []
+    for key in sorted(app_config):
+        if key in BY_APP_CONFIG_KEY:
+            continue
+        setting = BY_NAME.get(key.lower())
+        if setting is None:
+            setting = _near_miss(key)
+            if setting is None:
+                continue  # the application's own key
+        lines.append(_config_warning(key, setting))
+    return lines
+
+
+def _config_key(setting: Setting) -> str:
+    return setting.app_config_key or setting.name.upper()
+
+
+def _near_miss(key: str) -> Setting | None:
+    by_key = {_config_key(s): s for s in SETTINGS}
+    close = difflib.get_close_matches(key, list(by_key), n=1, cutoff=CANDIDATE_RATIO)
+    if not close:
+        return None
+    found = close[0]
+    if difflib.SequenceMatcher(None, key, found).ratio() >= NEAR_MISS_RATIO:
+        return by_key[found]
+    words, found_words = key.split("_"), found.split("_")
+    shared = len(set(words) & set(found_words))
+    return by_key[found] if words[0] == found_words[0] and shared >= 2 else None
+
+
+def _config_warning(key: str, setting: Setting) -> str:
+    where = f"{setting.flags[0]}, {setting.env} or {setting.name!r} in the config file"
+    if setting.app_config_key is None:
+        if key == setting.name.upper():
+            return (f"app.config.{key} has no effect: the master decides {setting.name} "
+                    f"before the application is imported; set it with {where}")
+        return (f"app.config.{key} is not a setting app.config can set; did you mean "
+                f"{setting.name.upper()}? (the master's setting: set it with {where})")
+    return (f"app.config.{key} is not an app-server setting and the server ignores it; "
+            f"did you mean {setting.app_config_key}?")
 
 
 def parse_bind(text: str) -> BindSpec:
@@ -429,6 +500,7 @@ def _build(values: dict[str, Sourced], app: Sourced | None) -> Settings:
         forwarded_allow_ips=v["forwarded_allow_ips"],
         supervisor=_supervisor(v),
         debug=v["debug"],
+        values=v,
     )
 
 

@@ -21,6 +21,7 @@ from app_server.logs import AccessLog
 from app_server.master.control import StopReason
 from app_server.metrics.recorder import Recorder
 from app_server.settings.model import Settings
+from app_server.settings.resolve import app_config_of, app_config_values, app_config_warnings
 from app_server.workers.server import WorkerServer, make_ssl_context
 from app_server.workers.state import ServerState
 
@@ -102,8 +103,7 @@ async def serve(
     ``stop``.
     """
     loop = asyncio.get_running_loop()
-    if settings.debug:
-        app.config.DEBUG = True
+    use_effective_config(app, settings)
     try:
         app.freeze()
         await app.run_hooks("before_server_start")
@@ -147,6 +147,20 @@ async def serve(
     except Exception:
         log.exception("after_server_stop hook failed")
     return EXIT_OK
+
+
+def use_effective_config(app: Any, settings: Settings) -> None:
+    """Warn once about app.config keys that look like server settings but are
+    not; then make app.config read the values in force, whichever layer set them."""
+    for line in app_config_warnings(app_config_of(app)):
+        log.warning(line)
+    use_effective = getattr(getattr(app, "config", None), "use_effective", None)
+    if use_effective is None:
+        return
+    values = app_config_values(settings)
+    if not values and settings.debug:  # a Settings built by hand, not resolved
+        values = {"DEBUG": True}
+    use_effective(values)
 
 
 async def _drain(app: Any, server: WorkerServer, graceful_s: float, reason: StopReason) -> None:

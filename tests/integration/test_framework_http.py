@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from http_helpers import RunningServer, serve_app
+from http_helpers import RunningServer, raw_client, serve_app
 
 from app_server import (
     App,
@@ -693,6 +693,82 @@ def test_error_handlers_for_not_found_and_custom_exception() -> None:
     assert raised.json() == {"error": "not found", "detail": "no such widget"}
     assert custom.status_code == 418
     assert custom.text == "I'm a teapot: short and stout"
+
+
+def test_error_format_shapes_unhandled_errors_of_its_route(
+    error_log: pytest.LogCaptureFixture,
+) -> None:
+    app = App("formats")
+    bp = Blueprint("api", url_prefix="/api")
+
+    @app.get("/j/{n:int}", error_format="json")
+    async def as_json(request, n: int):  # type: ignore[no-untyped-def]
+        if n == 0:
+            raise ZeroDivisionError("secret-internal-detail")
+        raise NotFound("no <widget> here")
+
+    @app.get("/h", error_format="html")
+    async def as_html(request):  # type: ignore[no-untyped-def]
+        raise NotFound("no <widget> here")
+
+    @bp.get("/need", error_format="json")
+    async def need(request, q: int):  # type: ignore[no-untyped-def]
+        return text(str(q))
+
+    @app.get("/t")
+    async def as_text(request):  # type: ignore[no-untyped-def]
+        raise NotFound("no <widget> here")
+
+    app.blueprint(bp)
+    with serve_app(app, **FAST_STOP) as srv, httpx.Client(base_url=srv.url) as client:
+        json_404 = client.get("/j/1")
+        json_500 = client.get("/j/0")
+        html_404 = client.get("/h")
+        missing_query = client.get("/api/need")
+        plain = client.get("/t")
+    assert json_404.status_code == 404
+    assert json_404.headers["content-type"].startswith("application/json")
+    assert json_404.json() == {
+        "status": 404, "description": "Not Found", "message": "no <widget> here",
+    }
+    assert json_500.status_code == 500
+    assert json_500.json()["description"] == "Internal Server Error"
+    assert "secret-internal-detail" not in json_500.text
+    assert html_404.status_code == 404
+    assert html_404.headers["content-type"].startswith("text/html")
+    assert "<h1>404 Not Found</h1>" in html_404.text
+    assert "no &lt;widget&gt; here" in html_404.text  # the message is escaped
+    assert missing_query.status_code == 400
+    assert missing_query.json()["message"] == "Missing required parameter 'q'"
+    assert (plain.headers["content-type"].split(";")[0], plain.text) == (
+        "text/plain", "no <widget> here",
+    )
+
+
+def test_registered_method_token_routes_and_others_get_405_or_501() -> None:
+    app = App("methods")
+
+    @app.route("/cache", methods=["PURGE"])
+    async def purge(request):  # type: ignore[no-untyped-def]
+        return text(f"purged by {request.method}")
+
+    @app.get("/page")
+    async def page(request):  # type: ignore[no-untyped-def]
+        return text("page")
+
+    with serve_app(app, **FAST_STOP) as srv, raw_client(srv) as conn:
+        results = []
+        for method in ("PURGE", "GET", "DELETE", "PROPFIND"):
+            conn.send(f"{method} /cache HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            results.append(conn.response())
+        conn.send(b"PURGE /page HTTP/1.1\r\nHost: t\r\n\r\n")
+        on_page = conn.response()
+    purged, get, delete, propfind = results
+    assert (purged.status, purged.body) == (200, b"purged by PURGE")
+    assert (get.status, get.header("allow")) == (405, "PURGE")
+    assert (delete.status, delete.header("allow")) == (405, "PURGE")
+    assert propfind.status == 501  # no route takes it: not implemented (RFC 9110 §15.6.2)
+    assert (on_page.status, on_page.header("allow")) == (405, "GET, HEAD")
 
 
 # -- authentication ----------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The route table and route templates, without a server.
 
 Static lookups, dynamic buckets, typed parameters (a value that does not
-convert is a 404, never a 500), 404/405/426, HEAD from GET, hosts,
-strict_slashes, conflicts and ``url_for``.
+convert is a 404, never a 500), 404/405/426/501, any RFC 9110 method token,
+HEAD from GET, hosts, strict_slashes, conflicts and ``url_for``; the options
+``route()``/``websocket()`` accept.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from urllib.parse import unquote
 
 import pytest
 
-from app_server.exceptions import MethodNotAllowed, NotFound, UpgradeRequired
+from app_server import App
+from app_server.exceptions import HTTPError, MethodNotAllowed, NotFound, UpgradeRequired
 from app_server.framework.routing.patterns import TemplateError, compile_template
 from app_server.framework.routing.router import Router
 
@@ -178,6 +180,99 @@ def test_405_on_dynamic_route() -> None:
     with pytest.raises(MethodNotAllowed) as info:
         router.match_http("GET", "/u/1", "h")
     assert info.value.allowed == ("PUT",)
+
+
+def test_any_registered_method_token_routes() -> None:
+    app = App("tokens")
+
+    @app.route("/cache", methods=["PURGE", "conformance-check"])
+    async def purge(request):  # type: ignore[no-untyped-def]
+        return None
+
+    router = app.router
+    assert router.match_http("PURGE", "/cache", "h")[0].name == "purge"
+    assert router.match_http("CONFORMANCE-CHECK", "/cache", "h")[0].name == "purge"
+    with pytest.raises(MethodNotAllowed) as info:
+        router.match_http("GET", "/cache", "h")
+    assert set(info.value.allowed) == {"PURGE", "CONFORMANCE-CHECK"}
+
+
+@pytest.mark.parametrize("method", ["GE T", "", "GET\r\n", "caf\u00e9", "(GET)"])
+def test_a_method_that_is_no_token_is_refused_at_registration(method: str) -> None:
+    with pytest.raises(ValueError, match="RFC 9110 token"):
+        App("bad").route("/x", methods=[method])
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("PURGE", "/a", 405),  # registered elsewhere: this path does not take it
+        ("DELETE", "/a", 405),  # defined by RFC 9110: 405 with Allow
+        ("DELETE", "/nope", 404),
+        ("PROPFIND", "/a", 501),  # no route anywhere and not an RFC 9110 method
+        ("PROPFIND", "/nope", 501),
+        ("get", "/a", 501),  # methods are case-sensitive (RFC 9110 §9.1)
+        ("CONFORMANCE-CHECK", "/ws", 501),
+    ],
+)
+def test_a_method_no_route_registered_is_405_or_501_never_400(
+    method: str, path: str, status: int
+) -> None:
+    router = make_router(("/a", ("GET",)), ("/b", ("PURGE",)))
+    router.add("/ws", ("GET",), handler, name="ws", websocket=True)
+    with pytest.raises(HTTPError) as info:
+        router.match_http(method, path, "h")
+    assert info.value.status == status
+    if status == 405:
+        assert "GET" in info.value.headers["Allow"]
+
+
+def test_websocket_routes_do_not_make_a_method_known() -> None:
+    router = Router()
+    router.add("/ws", ("GET",), handler, name="ws", websocket=True)
+    with pytest.raises(UpgradeRequired):
+        router.match_http("GET", "/ws", "h")
+
+
+# -- registration options ---------------------------------------------------------
+
+
+def test_route_rejects_a_misspelt_keyword_naming_it_and_the_nearest() -> None:
+    app = App("typos")
+    with pytest.raises(TypeError) as info:
+        app.route("/x", method=["POST"])
+    assert str(info.value) == (
+        "App.route() got an unexpected keyword argument 'method'; did you mean 'methods'?"
+    )
+    with pytest.raises(TypeError, match="'nmae'; did you mean 'name'"):
+        app.get("/x", nmae="x")
+    with pytest.raises(TypeError, match="unexpected keyword arguments 'colour', 'size'"):
+        app.post("/x", size=1, colour="red")
+    with pytest.raises(TypeError, match=r"^App\.route\(\) got an unexpected keyword argument "
+                                        r"'zzzzzz'$"):
+        app.route("/x", zzzzzz=1)
+    assert not app.router.routes
+
+
+def test_websocket_rejects_a_misspelt_keyword_naming_it_and_the_nearest() -> None:
+    app = App("ws-typos")
+    with pytest.raises(TypeError, match=r"App\.websocket\(\) got an unexpected keyword "
+                                        r"argument 'auto_acept'; did you mean 'auto_accept'\?"):
+        app.websocket("/ws", auto_acept=False)
+    with pytest.raises(TypeError, match="'recieve_type'; did you mean 'receive_type'"):
+        app.websocket_route("/ws", recieve_type="json")
+    with pytest.raises(TypeError, match=r"App\.websocket\(\)"):
+        app.add_websocket_route(handler, "/ws", stream=True)  # an HTTP-only option
+
+
+def test_error_format_is_checked_and_kept_on_the_route() -> None:
+    app = App("formats")
+    app.get("/j", error_format="json")(handler)
+    app.websocket("/w", error_format="html")(handler)
+    assert app.router.names["handler"].options["error_format"] == "json"
+    assert app.router.names["handler_2"].options["error_format"] == "html"
+    with pytest.raises(ValueError, match="error_format must be one of 'text', 'json', 'html'"):
+        app.get("/x", error_format="xml")
 
 
 def test_head_is_served_by_get() -> None:

@@ -13,12 +13,14 @@ from app_server.settings.model import BindKind, BindSpec, Settings
 from app_server.settings.resolve import (
     SettingsError,
     app_config_of,
+    app_config_values,
+    app_config_warnings,
     parse_bind,
     read_layers,
     read_option_layers,
     resolve,
 )
-from app_server.settings.schema import BY_NAME, SETTINGS, FlagStyle, Scope
+from app_server.settings.schema import BY_APP_CONFIG_KEY, BY_NAME, SETTINGS, FlagStyle, Scope
 from app_server.settings.sources import Layers, Sourced
 
 APP = "myapp:app"
@@ -171,6 +173,87 @@ def test_app_config_of_accepts_a_mapping_or_nothing() -> None:
 
     assert app_config_of(WithMapping()) == {"DEBUG": True}
     assert app_config_of(object()) == {}
+
+
+def test_app_config_reads_every_server_key_as_its_default_before_start() -> None:
+    config = AppConfig(REQUEST_MAX_SIZE=10)
+    for key, setting in BY_APP_CONFIG_KEY.items():
+        expected = 10 if key == "REQUEST_MAX_SIZE" else setting.default
+        assert config[key] == expected, key
+        assert getattr(config, key) == expected
+    assert config.user_settings() == {"REQUEST_MAX_SIZE": 10}  # defaults are not "set"
+    with pytest.raises(AttributeError, match="no setting 'MY_OWN'"):
+        config.MY_OWN  # noqa: B018
+
+
+def test_effective_values_follow_precedence_and_do_not_count_as_set_in_code(
+    tmp_path: Path,
+) -> None:
+    toml = write_toml(tmp_path, "ws_max_size = 2048\nrequest_timeout = 5\n")
+    code = {"REQUEST_MAX_SIZE": 1234, "REQUEST_TIMEOUT": 3, "KEEP_ALIVE_TIMEOUT": 1.5,
+            "WEBSOCKET_MAX_SIZE": 99}
+    settings = settings_from(
+        ["--request-timeout", "7", "--config", str(toml)],
+        {"APP_SERVER_KEEP_ALIVE_TIMEOUT": "3"}, app_config=code,
+    )
+    values = app_config_values(settings)
+    assert set(values) == set(BY_APP_CONFIG_KEY)  # every app.config key, none by hand
+    assert values["REQUEST_TIMEOUT"] == 7.0  # command line > file > code
+    assert values["KEEP_ALIVE_TIMEOUT"] == 3.0  # environment > code
+    assert values["WEBSOCKET_MAX_SIZE"] == 2048  # file > code
+    assert values["REQUEST_MAX_SIZE"] == 1234  # code > default
+    assert values["RESPONSE_TIMEOUT"] == BY_NAME["response_timeout"].default
+    config = AppConfig(**code)
+    config.use_effective(values)
+    assert (config.REQUEST_TIMEOUT, config.KEEP_ALIVE_TIMEOUT) == (7.0, 3.0)
+    assert config.user_settings() == code  # a re-resolve sees only what code set
+
+
+def test_a_settings_built_by_hand_has_no_effective_values() -> None:
+    assert app_config_values(Settings()) == {}
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("REQUEST_TIMOUT", "app.config.REQUEST_TIMOUT is not an app-server setting and the "
+                           "server ignores it; did you mean REQUEST_TIMEOUT?"),
+        ("REQEST_TIMEOUT", "did you mean REQUEST_TIMEOUT?"),
+        ("WS_MAX_SIZE", "did you mean WEBSOCKET_MAX_SIZE?"),
+        ("KEEP_ALIVE", "did you mean KEEP_ALIVE_TIMEOUT?"),  # Sanic's names
+        ("GRACEFUL_SHUTDOWN_TIMEOUT", "did you mean GRACEFUL_TIMEOUT?"),
+        ("WORKERS", "app.config.WORKERS has no effect: the master decides workers before the "
+                    "application is imported; set it with --workers, APP_SERVER_WORKERS or "
+                    "'workers' in the config file"),
+        ("MAX_REQUEST", "did you mean MAX_REQUESTS? (the master's setting: set it with "
+                        "--max-requests, APP_SERVER_MAX_REQUESTS or 'max_requests' in the "
+                        "config file)"),
+    ],
+)
+def test_app_config_key_that_looks_like_a_server_setting_warns(key: str, expected: str) -> None:
+    lines = app_config_warnings({key: 1})
+    assert len(lines) == 1
+    assert lines[0].endswith(expected) and lines[0].startswith(f"app.config.{key} ")
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["ACCESS_TOKEN", "API_TIMEOUT", "DEBUG_SQL", "CACHE_MAX_SIZE", "SECRET_KEY", "DATABASE_URL",
+     "SSL_VERIFY", "REDIS_PORT", *BY_APP_CONFIG_KEY],
+)
+def test_application_keys_and_valid_server_keys_do_not_warn(key: str) -> None:
+    assert app_config_warnings({key: 1}) == []
+
+
+def test_warnings_cover_keys_added_to_the_schema() -> None:
+    # Derived from the schema: every worker key's near miss is caught, by its own name.
+    for key in BY_APP_CONFIG_KEY:
+        if len(key) > 6:
+            typo = key[:-2] + key[-1]  # one letter dropped near the end
+            assert app_config_warnings({typo: 1}) == [
+                f"app.config.{typo} is not an app-server setting and the server ignores it; "
+                f"did you mean {key}?"
+            ], typo
 
 
 # -- coercion -------------------------------------------------------------------------

@@ -5,7 +5,10 @@ Static paths are one dict lookup; dynamic routes are grouped by their first
 path segment so a lookup scans only the routes that could match. The result
 is either a ``(route, params)`` pair or an HTTP error: 404 when nothing has
 the path, 405 (with ``Allow``) when the path exists for other methods, 426
-when only a WebSocket route has it. HEAD is served by a GET route.
+when only a WebSocket route has it, and 501 when the method is one no route
+registered and RFC 9110 does not define (RFC 9110 §15.6.2: the server does
+not support it for any resource), whatever the path. HEAD is served by a GET
+route. Methods are case-sensitive tokens (RFC 9110 §9.1): ``get`` is not GET.
 """
 
 from __future__ import annotations
@@ -14,10 +17,15 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from app_server.exceptions import MethodNotAllowed, NotFound, UpgradeRequired
+from app_server.exceptions import HTTPError, MethodNotAllowed, NotFound, UpgradeRequired
 from app_server.framework.routing.patterns import CompiledPattern, compile_template
 
 _NO_PARAMS: dict[str, Any] = {}
+# The methods RFC 9110 §9 (and RFC 5789, PATCH) define: a request for one of
+# these that no route takes is 404/405, never 501.
+STANDARD_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
 
 
 class Route:
@@ -33,7 +41,11 @@ class Route:
         "websocket",
         "strict_slashes",
         "options",
+        "blueprint",
         "call",
+        "request_middleware",
+        "response_middleware",
+        "error_scopes",
     )
 
     def __init__(
@@ -46,6 +58,7 @@ class Route:
         websocket: bool,
         strict_slashes: bool,
         options: dict[str, Any],
+        blueprint: Any = None,
     ) -> None:
         self.pattern = pattern
         self.template = pattern.template
@@ -56,8 +69,14 @@ class Route:
         self.websocket = websocket
         self.strict_slashes = strict_slashes
         self.options = options
-        # Set by the app when it freezes: the bound caller (see handlers.py).
+        self.blueprint = blueprint  # the Blueprint that registered it, if any
+        # Set by the app when it freezes: the bound caller (see handlers.py),
+        # the middleware that runs around it (the app's and its blueprint's,
+        # in order) and the exception-handler scopes to search, nearest first.
         self.call: Callable[..., Any] | None = None
+        self.request_middleware: tuple[Callable[..., Any], ...] = ()
+        self.response_middleware: tuple[Callable[..., Any], ...] = ()
+        self.error_scopes: tuple[Any, ...] = ()
 
     @property
     def uri(self) -> str:
@@ -156,6 +175,7 @@ class Router:
         self._has_hosts = False
         self.routes: list[Route] = []
         self.names: dict[str, Route] = {}
+        self._known_methods: set[str] = set(STANDARD_METHODS)
 
     def add(
         self,
@@ -168,12 +188,13 @@ class Router:
         websocket: bool = False,
         strict_slashes: bool = False,
         options: dict[str, Any] | None = None,
+        blueprint: Any = None,
     ) -> Route:
         pattern = compile_template(template, strict_slashes=strict_slashes)
-        method_set = frozenset(m.upper() for m in methods)
+        method_set = frozenset(methods)
         route = Route(
             pattern, method_set, handler, name, host, websocket, strict_slashes,
-            dict(options or {}),
+            dict(options or {}), blueprint,
         )
         if name in self.names:
             raise ValueError(f"a route named {name!r} already exists ({self.names[name]!r})")
@@ -188,6 +209,8 @@ class Router:
             tables.setdefault(h, _Table()).add(route, _WS_KEY if websocket else method_set)
         self.routes.append(route)
         self.names[name] = route
+        if not websocket:
+            self._known_methods.update(method_set)
         return route
 
     def _tables(self, tables: dict[str | None, _Table], host: str) -> list[_Table]:
@@ -208,15 +231,22 @@ class Router:
             if route is None and method == "HEAD":
                 route = by_method.get("GET")
             if route is None:
+                self._check_known(method)
                 allowed = set(by_method)
                 if "GET" in allowed:
                     allowed.add("HEAD")
                 raise MethodNotAllowed(f"Method {method} not allowed for {path}", allowed=allowed)
             return route, params
+        self._check_known(method)
         for table in self._tables(self._ws, host):
             if table.lookup(path) is not None:
                 raise UpgradeRequired("This route only accepts WebSocket connections")
         raise NotFound(f"Requested URL {path} not found")
+
+    def _check_known(self, method: str) -> None:
+        # Only on the way to an error, so a matched request pays nothing.
+        if method not in self._known_methods:
+            raise HTTPError(f"Method {method} not implemented", status=501)
 
     def match_websocket(self, path: str, host: str) -> tuple[Route, dict[str, Any]]:
         for table in self._tables(self._ws, host):
