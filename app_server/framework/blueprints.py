@@ -7,6 +7,7 @@ adding ``url_prefix``, ``version`` and the ``<blueprint>.<handler>`` route name.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -107,6 +108,19 @@ class Blueprint:
 
     def add_websocket_route(self, handler: Callable[..., Any], uri: str, **options: Any) -> None:
         self.websocket(uri, **options)(handler)
+
+    def static(self, uri: str, directory: str | os.PathLike[str], **options: Any) -> None:
+        """``app.static`` under this blueprint's prefix (and host)."""
+
+        def replay(app: App, bp: Blueprint) -> None:
+            path = bp.url_prefix + uri if uri != "/" or not bp.url_prefix else bp.url_prefix
+            merged = dict(options)
+            if merged.get("host") is None:
+                merged["host"] = bp.host
+            merged["name"] = f"{bp.name}.{merged.get('name') or 'static'}"
+            app.static(path, directory, **merged)
+
+        self._replays.append(replay)
 
     # -- middleware and errors --------------------------------------------
 
