@@ -365,3 +365,65 @@ def test_static_never_leaves_its_directory(server: RunningServer, target: str) -
 def test_static_nul_byte_is_400(server: RunningServer) -> None:
     status, reply = raw_get(server, "/static/index.html%00.css")
     assert status == 400, reply[:200]
+
+
+# -- the file changing under us ----------------------------------------------------
+
+
+def test_file_removed_after_the_handler_is_a_404(tmp_path: Path) -> None:
+    path = tmp_path / "gone.txt"
+    app = App("gone")
+
+    @app.get("/gone")
+    async def gone(request):  # type: ignore[no-untyped-def]
+        path.write_text("here for a moment")
+        response = file(path)
+        path.unlink()  # removed before the worker opens it
+        return response
+
+    with serve_app(app, **FAST_STOP) as srv, httpx.Client(base_url=srv.url) as client:
+        first = client.get("/gone")
+        second = client.get("/gone")  # the connection is still usable
+    assert (first.status_code, first.text) == (404, "Not Found")
+    assert second.status_code == 404
+
+
+def test_file_truncated_mid_transfer_ends_the_connection(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The head promised N bytes; when the file shrinks, the connection is cut.
+
+    The client stops reading so the server is parked waiting for the socket;
+    the file is then truncated, and the next sendfile finds nothing where
+    bytes were promised. The server must close the connection (the client
+    sees fewer bytes than Content-Length, then EOF or a reset), not hang and
+    not log a traceback.
+    """
+    caplog.set_level(logging.WARNING)
+    path = tmp_path / "shrinks.bin"
+    size = 16 * 1024 * 1024
+    path.write_bytes(b"x" * size)
+    app = App("shrink")
+
+    @app.get("/shrinks")
+    async def shrinks(request):  # type: ignore[no-untyped-def]
+        return file(path)
+
+    with serve_app(app, **FAST_STOP) as srv, srv.connect(timeout=10) as sock:
+        sock.sendall(b"GET /shrinks HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        assert f"content-length: {size}".encode() in head.lower()
+        wait_until(lambda: _queued(sock) >= 65536, timeout=10)
+        os.truncate(path, 1024 * 1024)
+        sock.settimeout(10)
+        got = 0
+        try:
+            while chunk := sock.recv(1 << 20):
+                got += len(chunk)
+        except ConnectionResetError:
+            pass
+    assert 0 < got < size
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert any("ended early" in r.getMessage() for r in caplog.records)
