@@ -14,7 +14,9 @@ transport's own buffer is empty (bytes it holds must go first), then calls
 ``os.sendfile`` on a ``dup`` of the socket's descriptor (the same open file
 description, so the same connection) and waits for writability on that dup.
 Holding the dup also means the descriptor number cannot be reused by another
-connection under us if the transport closes mid-transfer.
+connection under us if the transport closes mid-transfer. sendfile itself
+waits for the disk when the pages are not in memory, so each chunk is first
+probed (``is_cached``) and, when cold, read into the page cache by a thread.
 
 Must not import ``workers.http_protocol``: the connection is reached through
 the small ``ResponseWriter`` interface.
@@ -29,7 +31,7 @@ import socket
 import stat
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from app_server.framework.responses import FileResponse
 from app_server.framework.static import plan_file
@@ -41,6 +43,7 @@ SENDFILE_MAX_BYTES: Final = 1024 * 1024
 READ_CHUNK_BYTES: Final = 256 * 1024
 # sendfile cannot serve this pair of descriptors: copy through userspace instead.
 _NO_SENDFILE: Final = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
+_T = TypeVar("_T")
 _OPEN_FLAGS: Final = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
 _VANISHED_HEAD: Final = b"Content-Type: text/plain; charset=utf-8\r\n"
 _VANISHED_BODY: Final = b"Not Found"
@@ -100,7 +103,7 @@ async def send_file(
             return 0
         sock = _plain_socket(transport)
         if sock is None or not await _send_with_sendfile(
-            writer, sock, fd, plan.offset, plan.length, on_progress
+            writer, sock, handle, plan.offset, plan.length, on_progress
         ):
             await _send_in_chunks(writer, handle, plan.offset, plan.length, on_progress)
         return plan.length
@@ -130,21 +133,27 @@ def _plain_socket(transport: Any) -> Any:
 
 
 async def _send_with_sendfile(
-    writer: ResponseWriter, sock: Any, fd: int, offset: int, length: int,
+    writer: ResponseWriter, sock: Any, handle: _SharedFd, offset: int, length: int,
     on_progress: Callable[[], None] | None,
 ) -> bool:
     """Send ``length`` bytes from ``offset`` with os.sendfile; False if it cannot."""
     transport = writer.transport
     await _flush(writer)
     loop = asyncio.get_running_loop()
+    fd = handle.fd
     out = os.dup(sock.fileno())
     try:
         end = offset + length
         while offset < end:
             if transport.is_closing():
                 raise ConnectionResetError("client disconnected")
+            count = min(end - offset, SENDFILE_MAX_BYTES)
+            if not is_cached(fd, offset, offset + count):
+                # sendfile would wait for the disk on the event loop: bring the
+                # pages into the page cache from a thread first.
+                await loop.run_in_executor(None, handle.call, _load, count, offset)
             try:
-                sent = os.sendfile(out, fd, offset, min(end - offset, SENDFILE_MAX_BYTES))
+                sent = os.sendfile(out, fd, offset, count)
             except BlockingIOError:
                 await _writable(loop, out)
                 continue
@@ -162,6 +171,37 @@ async def _send_with_sendfile(
         return True
     finally:
         os.close(out)
+
+
+def is_cached(fd: int, start: int, end: int) -> bool:
+    """Whether the first and last byte of ``[start, end)`` are in the page cache.
+
+    A read with ``RWF_NOWAIT`` (preadv2) fails with EAGAIN instead of waiting
+    for the disk. Readahead fills a file's pages in sequential windows, so the
+    two ends of a chunk stand for the chunk. Where the flag is not supported
+    the answer is "cached", which is the behaviour without this check.
+    """
+    probe = bytearray(1)
+    try:
+        os.preadv(fd, [probe], start, os.RWF_NOWAIT)
+        if end - start > 1:
+            os.preadv(fd, [probe], end - 1, os.RWF_NOWAIT)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _load(fd: int, length: int, offset: int) -> None:
+    """Read ``length`` bytes from ``offset`` and drop them (run in a thread)."""
+    buf = memoryview(bytearray(min(length, READ_CHUNK_BYTES)))
+    end = offset + length
+    while offset < end:
+        got = os.preadv(fd, [buf[: end - offset]], offset)
+        if got <= 0:
+            return
+        offset += got
 
 
 async def _flush(writer: ResponseWriter) -> None:
@@ -207,7 +247,7 @@ async def _send_in_chunks(
     end = offset + length
     while offset < end:
         data = await loop.run_in_executor(
-            None, handle.pread, min(end - offset, READ_CHUNK_BYTES), offset
+            None, handle.call, os.pread, min(end - offset, READ_CHUNK_BYTES), offset
         )
         if not data:
             raise FileChanged(f"{length} bytes promised, the file ended early")
@@ -235,13 +275,14 @@ class _SharedFd:
         self._reading = False
         self._released = False
 
-    def pread(self, size: int, offset: int) -> bytes:
+    def call(self, fn: Callable[[int, int, int], _T], size: int, offset: int) -> _T | None:
+        """``fn(fd, size, offset)`` in the calling thread; None once released."""
         with self._lock:
             if self._released:
-                return b""
+                return None
             self._reading = True
         try:
-            return os.pread(self.fd, size, offset)
+            return fn(self.fd, size, offset)
         finally:
             with self._lock:
                 self._reading = False

@@ -17,6 +17,7 @@ import os
 import socket
 import struct
 import termios
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from app_server import App, Blueprint, file, raw
 from app_server.framework.static import parse_http_date
 from app_server.settings.model import TlsSettings
 from app_server.testing import TestClient
+from app_server.workers.sendfile import SENDFILE_MAX_BYTES, is_cached
 
 FAST_STOP = {"graceful_timeout_s": 2.0}
 BIG_SIZE = 8 * 1024 * 1024 + 123  # several sendfile calls, more than the socket buffers
@@ -429,3 +431,63 @@ def test_file_truncated_mid_transfer_ends_the_connection(
     assert 0 < got < size
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert any("ended early" in r.getMessage() for r in caplog.records)
+
+
+def _rchar(task: str = "self") -> int:
+    """Bytes read through read-type syscalls, from /proc (per process or thread)."""
+    path = "/proc/self/io" if task == "self" else f"/proc/self/task/{task}/io"
+    fields = dict(line.split(": ") for line in Path(path).read_text().splitlines())
+    return int(fields["rchar"])
+
+
+def test_a_file_not_in_the_page_cache_is_loaded_by_a_thread(tmp_path: Path) -> None:
+    """Before sendfile touches pages that are not in memory, a thread reads them.
+
+    sendfile on pages that must come from disk would wait on the event loop.
+    The evidence is the kernel's per-thread ``rchar``: bytes passed through
+    read-type calls. The file is written, synced and evicted from the page
+    cache (POSIX_FADV_DONTNEED), then served: threads other than the event
+    loop's (and the test's own) must have read at least the first chunk (the
+    later ones may already be in memory by then: the kernel reads ahead), and
+    the client gets the file intact. Served again, now cached, no thread
+    reads it: the sendfile path copies nothing into userspace.
+    """
+    path = tmp_path / "cold.bin"
+    size = 8 * 1024 * 1024
+    data = os.urandom(size)
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    app = App("cold")
+
+    @app.get("/cold")
+    async def cold(request):  # type: ignore[no-untyped-def]
+        return file(path)
+
+    before = {t.ident for t in threading.enumerate()}
+    with serve_app(app, **FAST_STOP) as srv:
+        loop_tid = next(
+            str(t.native_id) for t in threading.enumerate()
+            if t.ident not in before and t.name == "test-worker"
+        )
+        main_tid = str(threading.get_native_id())
+
+        def fetch() -> tuple[bytes, int]:
+            start = _rchar() - _rchar(loop_tid) - _rchar(main_tid)
+            body = httpx.get(srv.url + "/cold", timeout=20).content
+            return body, _rchar() - _rchar(loop_tid) - _rchar(main_tid) - start
+
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            assert not is_cached(fd, 0, size)
+            body, read_elsewhere = fetch()
+            assert body == data
+            assert read_elsewhere >= SENDFILE_MAX_BYTES
+            assert is_cached(fd, 0, size)
+            body, read_elsewhere = fetch()
+            assert body == data
+            assert read_elsewhere < 64 * 1024
+        finally:
+            os.close(fd)
