@@ -79,7 +79,7 @@ async def send_file(
     """
     transport = writer.transport
     try:
-        fd = _open_regular(response.path)
+        fd, st = _open_regular(response.path)
     except OSError:
         # Gone (or replaced by a non-file) between the handler and now.
         response.status = 404
@@ -89,7 +89,6 @@ async def send_file(
         return 0 if method == "HEAD" else len(_VANISHED_BODY)
     handle = _SharedFd(fd)
     try:
-        st = os.fstat(fd)
         plan = plan_file(
             method, request_headers, st.st_size, st.st_mtime_ns, status=response.status,
             etag=response.etag, last_modified=response.last_modified,
@@ -111,14 +110,16 @@ async def send_file(
         handle.release()
 
 
-def _open_regular(path: str) -> int:
+def _open_regular(path: str) -> tuple[int, os.stat_result]:
+    """The open descriptor and status of a regular file (what is sent is what was stat'ed)."""
     # O_NONBLOCK: opening a FIFO that someone put in place of the file must
     # not wait for a writer; it is then refused as not a regular file.
     fd = os.open(path, _OPEN_FLAGS)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise IsADirectoryError(errno.EISDIR, "not a regular file", path)
-    return fd
+    return fd, st
 
 
 def _plain_socket(transport: Any) -> Any:

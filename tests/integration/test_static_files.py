@@ -374,7 +374,7 @@ def test_static_nul_byte_is_400(server: RunningServer) -> None:
 # -- the file changing under us ----------------------------------------------------
 
 
-def test_file_removed_after_the_handler_is_a_404(tmp_path: Path) -> None:
+def test_file_removed_or_replaced_after_the_handler_is_a_404(tmp_path: Path) -> None:
     path = tmp_path / "gone.txt"
     app = App("gone")
 
@@ -385,11 +385,22 @@ def test_file_removed_after_the_handler_is_a_404(tmp_path: Path) -> None:
         path.unlink()  # removed before the worker opens it
         return response
 
+    @app.get("/fifo")
+    async def fifo(request):  # type: ignore[no-untyped-def]
+        target = tmp_path / "fifo"
+        target.write_text("a file for now")
+        response = file(target)
+        target.unlink()
+        os.mkfifo(target)  # opening it for reading would wait for a writer
+        return response
+
     with serve_app(app, **FAST_STOP) as srv, httpx.Client(base_url=srv.url) as client:
         first = client.get("/gone")
         second = client.get("/gone")  # the connection is still usable
+        replaced = client.get("/fifo")
     assert (first.status_code, first.text) == (404, "Not Found")
     assert second.status_code == 404
+    assert replaced.status_code == 404
 
 
 def test_file_truncated_mid_transfer_ends_the_connection(
