@@ -87,6 +87,21 @@ def client(server: RunningServer) -> Iterator[httpx.Client]:
         yield c
 
 
+@pytest.fixture
+def server_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """Warnings and errors of the ``app_server`` loggers, captured on the logger
+    itself (it stops propagating once ``configure_logging`` ran in this process)."""
+    logger = logging.getLogger("app_server")
+    old_level = logger.level
+    logger.setLevel(logging.WARNING)
+    logger.addHandler(caplog.handler)
+    try:
+        yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.setLevel(old_level)
+
+
 def raw_get(server: RunningServer, target: str, extra: str = "") -> tuple[int, bytes]:
     """One raw request (httpx would normalise ``..`` away); status and whole reply."""
     with server.connect() as sock:
@@ -301,8 +316,7 @@ def test_tls_reads_in_a_thread_and_arrives_whole(tls_files: TlsSettings, site: P
 
 
 def test_client_leaving_mid_download_is_quiet(server: RunningServer,
-                                              caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING)
+                                              server_log: pytest.LogCaptureFixture) -> None:
     with server.connect() as sock:
         sock.sendall(b"GET /download/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
         assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
@@ -310,7 +324,7 @@ def test_client_leaving_mid_download_is_quiet(server: RunningServer,
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     with httpx.Client(base_url=server.url, timeout=10) as client:
         assert client.get("/static/index.html").status_code == 200
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not [r for r in server_log.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
 def test_test_client_serves_files_without_a_socket(site: Path) -> None:
@@ -404,7 +418,7 @@ def test_file_removed_or_replaced_after_the_handler_is_a_404(tmp_path: Path) -> 
 
 
 def test_file_truncated_mid_transfer_ends_the_connection(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, server_log: pytest.LogCaptureFixture
 ) -> None:
     """The head promised N bytes; when the file shrinks, the connection is cut.
 
@@ -414,7 +428,6 @@ def test_file_truncated_mid_transfer_ends_the_connection(
     sees fewer bytes than Content-Length, then EOF or a reset), not hang and
     not log a traceback.
     """
-    caplog.set_level(logging.WARNING)
     path = tmp_path / "shrinks.bin"
     size = 16 * 1024 * 1024
     path.write_bytes(b"x" * size)
@@ -440,8 +453,8 @@ def test_file_truncated_mid_transfer_ends_the_connection(
         except ConnectionResetError:
             pass
     assert 0 < got < size
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
-    assert any("ended early" in r.getMessage() for r in caplog.records)
+    assert not [r for r in server_log.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert any("ended early" in r.getMessage() for r in server_log.records)
 
 
 def _rchar(task: str = "self") -> int:
