@@ -515,3 +515,33 @@ def test_a_file_not_in_the_page_cache_is_loaded_by_a_thread(tmp_path: Path) -> N
             assert read_elsewhere < 64 * 1024
         finally:
             os.close(fd)
+
+
+def test_access_log_shows_the_status_and_bytes_sent(site: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("app_server.access")
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(caplog.handler)
+    try:
+        with serve_app(build_app(site), access_log=True, **FAST_STOP) as srv, httpx.Client(
+            base_url=srv.url
+        ) as client:
+            etag = client.get("/static/index.html").headers["etag"]
+            client.get("/static/index.html", headers={"If-None-Match": etag})
+            client.get("/download/big.bin", headers={"Range": "bytes=0-99"})
+            client.get("/static/index.html", headers={"Range": "bytes=100-"})
+
+            def lines() -> list[str]:
+                found = [r.getMessage() for r in caplog.records if r.name == logger.name]
+                return list(dict.fromkeys(found))
+
+            wait_until(lambda: len(lines()) >= 4, timeout=5)
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.setLevel(old_level)
+    full, not_modified, partial, unsatisfiable = lines()[:4]
+    assert '"GET /static/index.html HTTP/1.1" 200 14 ' in full
+    assert '"GET /static/index.html HTTP/1.1" 304 0 ' in not_modified
+    assert '"GET /download/big.bin HTTP/1.1" 206 100 ' in partial
+    assert '"GET /static/index.html HTTP/1.1" 416 0 ' in unsatisfiable
