@@ -3,7 +3,9 @@
 Owns: ``TestClient``, which drives the real worker protocol
 (``workers.http_protocol.HttpProtocol``) over an in-memory transport: the
 request is encoded to bytes, parsed by the same parser, handled by the same
-code, and the response bytes are parsed back. No socket, no thread.
+code, and the response bytes are parsed back. No socket: a ``file()`` body
+is read in a worker thread, as over TLS (``workers/sendfile.py``), so the
+loop is never blocked and conditional and Range requests behave as served.
 
     from app_server.testing import TestClient
 

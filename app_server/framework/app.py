@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
@@ -40,6 +41,7 @@ from app_server.framework.registrar import (
 from app_server.framework.request import Request
 from app_server.framework.responses import BaseResponse, HTTPResponse, text, to_response
 from app_server.framework.routing.router import Route, Router
+from app_server.framework.static import static_route
 from app_server.framework.websocket import WebSocket, broadcast
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -178,6 +180,28 @@ class App(Registrar):
             n += 1
             candidate = f"{base}_{n}"
         return candidate
+
+    def static(
+        self,
+        uri: str,
+        directory: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        host: str | None = None,
+        strict_slashes: bool | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        """Serve the files under ``directory`` at ``uri`` (or one file at ``uri``).
+
+        Sanic's name. Files go out as ``file()`` sends them (sendfile, ETag,
+        Last-Modified, 304, Range); a path that leaves the directory, by
+        ``..``, an escaped ``%2e%2e`` or a symbolic link, is a 404.
+        """
+        self._check_not_frozen("add a route")
+        template, handler = static_route(uri, directory, content_type)
+        self.route(template, ("GET",), name=name, host=host, strict_slashes=strict_slashes)(
+            handler
+        )
 
     def blueprint(self, bp: Blueprint | Iterable[Blueprint]) -> None:
         for item in [bp] if isinstance(bp, Blueprint) else bp:

@@ -12,6 +12,7 @@ handlers.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -125,6 +126,21 @@ class Blueprint(Registrar):
         check_options("Blueprint.websocket", options, WEBSOCKET_OPTIONS, WEBSOCKET_PARAMETERS)
         check_error_format(options.get("error_format"))
         return self._record(uri, None, options, _WEBSOCKET_ROUTE_DEFAULTS)
+
+    def static(self, uri: str, directory: str | os.PathLike[str], **options: Any) -> None:
+        """``app.static`` under this blueprint's prefix (and host)."""
+
+        def mount(app: App) -> None:
+            path = self.url_prefix + uri if uri != "/" or not self.url_prefix else self.url_prefix
+            merged = dict(options)
+            if merged.get("host") is None:
+                merged["host"] = self.host
+            merged["name"] = f"{self.name}.{merged.get('name') or 'static'}"
+            app.static(path, directory, **merged)
+
+        self._mounts.append(mount)
+        for app in self._apps:  # already mounted: the route joins those apps too
+            mount(app)
 
     def register(self, app: App) -> None:
         """Add this blueprint's routes to ``app`` (``app.blueprint(bp)`` calls it)."""

@@ -10,6 +10,7 @@ joins bytes.
 
 from __future__ import annotations
 
+import asyncio
 import json as _json
 import mimetypes
 import os
@@ -76,8 +77,15 @@ class BaseResponse:
         """This response's own header lines, each ending in CRLF."""
         ct = self.content_type
         block = _content_type_line(ct) if ct else b""
+        if self.headers or self._cookies:
+            block += self._extra_lines()
+        return block
+
+    def _extra_lines(self) -> bytes:
+        """The app's header lines and cookies (no Content-Type)."""
+        block = b""
         if self.headers:
-            block += b"".join(
+            block = b"".join(
                 [
                     _header_line(k, v)
                     for k, v in self.headers.items()
@@ -158,9 +166,18 @@ FILE_CHUNK_SIZE: Final = 256 * 1024
 
 
 class FileResponse(StreamingResponse):
-    """A file streamed from disk with a known Content-Length."""
+    """A file sent from disk with a known Content-Length.
 
-    __slots__ = ("path",)
+    The worker sends it with ``os.sendfile`` on a plain socket, or in chunks
+    read by a thread (TLS, the in-process test client), after answering the
+    request's conditional and Range headers (``framework/static.py``); see
+    ``workers/sendfile.py``. ``send_body`` reads in a thread too, so no path
+    reads the file on the event loop. ``status`` is updated to what was sent
+    (304, 206, 416...). The file is stat'ed here, so a missing file raises in
+    the handler, and opened only when the response is sent.
+    """
+
+    __slots__ = ("path", "etag", "last_modified")
 
     def __init__(
         self,
@@ -169,9 +186,11 @@ class FileResponse(StreamingResponse):
         headers: Mapping[str, str] | None = None,
         content_type: str | None = None,
         filename: str | None = None,
+        *,
+        stat_result: os.stat_result | None = None,
     ) -> None:
         self.path = os.fspath(path)
-        size = os.stat(self.path).st_size
+        size = (stat_result or os.stat(self.path)).st_size
         if content_type is None:
             guessed, _ = mimetypes.guess_type(self.path)
             content_type = guessed or OCTET
@@ -182,16 +201,33 @@ class FileResponse(StreamingResponse):
             all_headers["Content-Disposition"] = (
                 f"attachment; filename*=UTF-8''{quote(filename)}"
             )
+        # Validators the app set itself replace the generated ones.
+        self.etag: str | None = None
+        self.last_modified: str | None = None
+        for name, value in all_headers.items():
+            low = name.lower()
+            if low == "etag":
+                self.etag = value
+            elif low == "last-modified":
+                self.last_modified = value
         StreamingResponse.__init__(
             self, self._chunks(), status, all_headers, content_type, content_length=size
         )
 
+    def head_block(self, with_content_type: bool) -> bytes:
+        """The header lines, without Content-Type for a body-less 304/412/416."""
+        if with_content_type:
+            return self.header_block()
+        return self._extra_lines() if self.headers or self._cookies else b""
+
     async def _chunks(self) -> AsyncIterator[bytes]:
-        # Disk reads of page-cache-resident files are fast; a thread pool would
-        # cost more than it saves for the typical static asset.
-        with open(self.path, "rb") as fh:
-            while chunk := fh.read(FILE_CHUNK_SIZE):
+        loop = asyncio.get_running_loop()
+        fh = await loop.run_in_executor(None, open, self.path, "rb")
+        try:
+            while chunk := await loop.run_in_executor(None, fh.read, FILE_CHUNK_SIZE):
                 yield chunk
+        finally:
+            fh.close()
 
 
 def text(

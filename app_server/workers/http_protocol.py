@@ -20,7 +20,13 @@ from enum import Enum
 from typing import Any
 
 from app_server.framework.request import ConnectionInfo, Request
-from app_server.framework.responses import BaseResponse, HTTPResponse, StreamingResponse, text
+from app_server.framework.responses import (
+    BaseResponse,
+    FileResponse,
+    HTTPResponse,
+    StreamingResponse,
+    text,
+)
 from app_server.framework.routing.router import Route
 from app_server.metrics.recorder import UNMATCHED
 from app_server.protocols.http.events import ProtocolError, RequestHead
@@ -36,6 +42,7 @@ from app_server.protocols.http.framing import (
 )
 from app_server.protocols.http.parser import REQUEST_END, RequestParser
 from app_server.protocols.websocket.handshake import UpgradeRefused, read_offer
+from app_server.workers.sendfile import send_file
 from app_server.workers.state import NEVER, ServerState
 from app_server.workers.ws_protocol import WebSocketConnection
 
@@ -420,6 +427,10 @@ class HttpProtocol(asyncio.Protocol):
                 )
             )
             size = len(body)
+        elif isinstance(response, FileResponse):
+            size = await send_file(
+                self, response, head.method, head.headers, self.state.date, connection
+            )
         else:
             size = await self._send_streaming(response, connection, head_only)
         if self.state.access_log is not None:
