@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import re
+import selectors
 import signal
 import socket
 import subprocess
@@ -111,6 +112,111 @@ def test_load_client_counts_refused_and_eof_on_a_reused_connection():
     assert caught.value.kind in ("eof", "reset")
 
 
+def test_load_client_retries_once_when_a_reused_connection_closes_before_any_byte():
+    """As HTTP clients do (RFC 9112 §9.3.1): a GET on a reused connection that
+    the server closed before any byte of the response is retried once on a new
+    connection; that is counted in ``retries``, not as a failure."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nv0 4242"
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(0.2)
+        stop = threading.Event()
+
+        def serve_one_per_connection():
+            while not stop.is_set():
+                try:
+                    conn, _ = server.accept()
+                except TimeoutError:
+                    continue
+                with conn:
+                    conn.recv(4096)
+                    conn.sendall(answer)  # keep-alive: the client will reuse it
+                    conn.recv(4096)  # the reused request: closed with no answer
+
+        thread = threading.Thread(target=serve_one_per_connection, daemon=True)
+        thread.start()
+        try:
+            with Load(server.getsockname()[1], "keepalive", connections=1) as load:
+                poll(lambda: load.retries >= 5, 10, "retries after idle closes")
+        finally:
+            stop.set()
+            thread.join(5)
+    assert load.failed == 0, load.summary()
+    assert load.ok >= 5
+
+
+# -- idle keep-alive connections at drain -------------------------------------------------
+
+
+def wait_closed(conns: list[Connection], timeout: float) -> list[float]:
+    """The monotonic time each connection was closed by the server (EOF or reset)."""
+    closed_at: dict[int, float] = {}
+    with selectors.DefaultSelector() as selector:
+        for index, conn in enumerate(conns):
+            conn.sock.setblocking(False)
+            selector.register(conn.sock, selectors.EVENT_READ, index)
+        deadline = time.monotonic() + timeout
+        while len(closed_at) < len(conns):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{len(conns) - len(closed_at)} of {len(conns)} idle "
+                                     f"connections still open after {timeout}s")
+            for key, _ in selector.select(remaining):
+                try:
+                    data = key.fileobj.recv(4096)  # type: ignore[union-attr]
+                except ConnectionResetError:
+                    data = b""
+                assert data == b"", f"unexpected bytes on an idle connection: {data!r}"
+                closed_at[key.data] = time.monotonic()
+                selector.unregister(key.fileobj)
+    return [closed_at[i] for i in range(len(conns))]
+
+
+def open_idle(port: int, count: int) -> tuple[list[Connection], Counter[int]]:
+    conns = [Connection(port) for _ in range(count)]
+    pids: Counter[int] = Counter()
+    for conn in conns:
+        status, _, body = conn.get("/")
+        assert status == 200 and conn.open
+        pids[int(body.split()[1])] += 1
+    return conns, pids
+
+
+IDLE_ARGS = ("--keep-alive-timeout", "60", "--graceful-timeout", "30")
+
+
+def test_idle_keepalive_connections_are_closed_when_the_worker_drains(master, tmp_path):
+    m = start(master, tmp_path, workers=1, extra=IDLE_ARGS)
+    conns, _ = open_idle(m.port, 20)
+    try:
+        term = time.monotonic()
+        m.signal(signal.SIGTERM)  # the worker starts draining as the master relays it
+        closed = wait_closed(conns, timeout=10)
+    finally:
+        for conn in conns:
+            conn.close()
+    latest = max(closed) - term
+    print(f"\n20 idle keep-alive connections closed within {latest:.3f}s of SIGTERM")
+    assert latest < 1.0, f"the last idle connection closed {latest:.2f}s after the drain began"
+    assert m.wait_exit(30) == 0
+
+
+def test_idle_keepalive_connections_of_both_workers_are_closed_by_a_reload(master, tmp_path):
+    m = start(master, tmp_path, workers=2, extra=IDLE_ARGS)
+    conns, pids = open_idle(m.port, 32)
+    try:
+        hup = time.monotonic()
+        m.signal(signal.SIGHUP)
+        closed = wait_closed(conns, timeout=20)
+    finally:
+        for conn in conns:
+            conn.close()
+    latest = max(closed) - hup
+    print(f"\n32 idle keep-alive connections over workers {dict(pids)} closed within "
+          f"{latest:.3f}s of SIGHUP")
+    assert latest < 3.0, f"the last idle connection closed {latest:.2f}s after the HUP"
+    m.wait_log("reload complete", timeout=30)
+
+
 # -- rolling reload ----------------------------------------------------------------------
 
 
@@ -120,7 +226,10 @@ def test_five_reloads_under_load_fail_no_request(master, tmp_path, variant):
     master_pid = m.pid
     windows: list[tuple[str, set[int], float, float]] = []  # version, pids, from, to
     stale_after_log: list[int] = []
-    with Load(m.port, variant, connections=3) as load:
+    # Keep-alive clients reuse their connections at random moments, so some
+    # requests meet a draining worker's close of their idle connection.
+    idle_max_s = 0.02 if variant == "keepalive" else 0.0
+    with Load(m.port, variant, connections=3, idle_max_s=idle_max_s) as load:
         load.wait_responses(time.monotonic(), 100)
         for n in range(1, 6):
             old = set(m.workers())
