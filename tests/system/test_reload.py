@@ -395,6 +395,54 @@ def test_max_requests_recycle_under_load(master, tmp_path, variant):
     m.check_alive()
 
 
+MARKING_WS_APP = '''\
+import os
+import sys
+
+from app_server import App, text
+
+app = App("marking")
+
+
+@app.get("/")
+async def index(request):
+    return text(f"v0 {os.getpid()}")
+
+
+@app.websocket("/ws")
+async def ws(request, ws):
+    async for message in ws:
+        print(f"websocket got {message}", file=sys.stderr, flush=True)
+        await ws.send(message)
+'''
+
+
+def test_a_websocket_counts_toward_max_requests_when_it_closes(master, tmp_path):
+    """SPEC §5: counted at close, not at the upgrade. With --max-requests 2, a
+    WebSocket and then one HTTP request reach the limit only once the
+    WebSocket closes; counted at the upgrade, the HTTP request would ask for
+    the recycle (synchronously, before the next message is read) while the
+    WebSocket was still open."""
+    from websockets.sync.client import connect as ws_connect
+
+    m = master(["app:app", "--workers", "1", "--max-requests", "2", "--no-access-log"],
+               files={"app.py": MARKING_WS_APP})
+    m.wait_log("all 1 workers ready", timeout=30)
+    (worker,) = m.wait_workers(lambda pids: len(pids) == 1, timeout=10)
+    with ws_connect(f"ws://127.0.0.1:{m.port}/ws", open_timeout=10) as ws:
+        conn = Connection(m.port)
+        try:
+            assert conn.get("/", close=True)[0] == 200
+        finally:
+            conn.close()
+        ws.send("mark")
+        assert ws.recv(timeout=10) == "mark"
+    log = m.wait_log("asking to be recycled", timeout=30)
+    assert "served 2 requests" in log
+    assert log.index("websocket got mark") < log.index("asking to be recycled"), log[-3000:]
+    m.wait_workers(lambda pids: len(pids) == 1 and worker not in pids, timeout=30)
+
+
 def test_reload_flag_reloads_when_a_source_file_changes(master, tmp_path):
     m = start(master, tmp_path, "v1", workers=1, extra=("--reload",))
     old = set(m.workers())
