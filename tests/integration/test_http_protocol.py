@@ -515,7 +515,7 @@ def long_response_app() -> tuple[App, dict[str, object]]:
     async def pause(request):  # type: ignore[no-untyped-def]
         async def parts() -> AsyncIterator[str]:
             yield "before;"
-            await asyncio.sleep(1.5)  # longer than the write timeout: the app is slow, not the client
+            await asyncio.sleep(1.5)  # over the write timeout: the app is slow, not the client
             yield "after"
 
         return stream(parts())
