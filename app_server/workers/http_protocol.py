@@ -529,7 +529,9 @@ class HttpProtocol(asyncio.Protocol):
     def _body_progress(self) -> None:
         """The body moved (bytes taken by the socket): restart the stall clock.
 
-        Also the hook for a body written outside the transport (sendfile).
+        Also the hook for a body written outside the transport (sendfile):
+        call it after each piece sent, and hold the future awaited for the
+        socket in ``drain_waiter`` so that ``_check_stall`` sees the wait.
         """
         self.deadline = self.loop.time() + self.state.limits.response_write_timeout_s
 
@@ -540,7 +542,8 @@ class HttpProtocol(asyncio.Protocol):
             return
         size = self.transport.get_write_buffer_size()
         if size < self.stall_mark:
-            # Some bytes left (not yet down to the low-water mark): progress.
+            # The client took some bytes, if not yet down to the low-water
+            # mark that resume_writing reports: that is progress.
             self.stall_mark = size
             self.deadline = now + self.state.limits.response_write_timeout_s
             return
