@@ -181,22 +181,44 @@ def open_idle(port: int, count: int) -> tuple[list[Connection], Counter[int]]:
     return conns, pids
 
 
+def unread_by_server(server_port: int, client_port: int) -> int | None:
+    """Bytes in the receive queue of the server's end of a loopback connection
+    (``/proc/net/tcp``), or None if it is not there."""
+    local, remote = f"0100007F:{server_port:04X}", f"0100007F:{client_port:04X}"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local and fields[2] == remote:
+            return int(fields[4].split(":")[1], 16)
+    return None
+
+
 IDLE_ARGS = ("--keep-alive-timeout", "60", "--graceful-timeout", "30")
 
 
 def test_idle_keepalive_connections_are_closed_when_the_worker_drains(master, tmp_path):
+    """Idle ones at once; one with part of its next request received is answered,
+    with Connection: close."""
     m = start(master, tmp_path, workers=1, extra=IDLE_ARGS)
     conns, _ = open_idle(m.port, 20)
+    (reading,), _ = open_idle(m.port, 1)
+    reading.sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")  # the head is not complete
+    poll(lambda: unread_by_server(m.port, reading.local_port) == 0, 10,
+         "the worker has read the partial head")
     try:
         term = time.monotonic()
         m.signal(signal.SIGTERM)  # the worker starts draining as the master relays it
         closed = wait_closed(conns, timeout=10)
+        reading.sock.sendall(b"\r\n")
+        reading.sock.settimeout(10)
+        answer = reading.sock.recv(65536)
     finally:
-        for conn in conns:
+        for conn in [*conns, reading]:
             conn.close()
     latest = max(closed) - term
     print(f"\n20 idle keep-alive connections closed within {latest:.3f}s of SIGTERM")
     assert latest < 1.0, f"the last idle connection closed {latest:.2f}s after the drain began"
+    head = answer.split(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 200 ") and b"\r\nconnection: close" in head, answer
     assert m.wait_exit(30) == 0
 
 
