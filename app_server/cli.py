@@ -249,13 +249,15 @@ def _listeners(settings: Settings, activated: list[socket.socket]) -> Listeners:
         # systemd's sockets: shared by every worker, never bound or shut down here.
         return Listeners(shared=activated, per_slot_binds=())
     binds = settings.binds
+    backlog = settings.supervisor.backlog
     if not settings.supervisor.reuse_port:
-        return Listeners(shared=bind_listeners(binds), per_slot_binds=())
+        return Listeners(shared=bind_listeners(binds, backlog=backlog), per_slot_binds=(),
+                         backlog=backlog)
     tcp = tuple(b for b in binds if b.kind is BindKind.TCP)
     other = tuple(b for b in binds if b.kind is not BindKind.TCP)
-    first = bind_listeners(tcp, reuse_port=True)
+    first = bind_listeners(tcp, reuse_port=True, backlog=backlog)
     try:
-        shared = bind_listeners(other)
+        shared = bind_listeners(other, backlog=backlog)
     except ListenerError:
         close_listeners(first, tcp)
         raise
@@ -264,7 +266,7 @@ def _listeners(settings: Settings, activated: list[socket.socket]) -> Listeners:
         dataclasses.replace(bind, port=int(sock.getsockname()[1]))
         for bind, sock in zip(tcp, first, strict=True)
     )
-    return Listeners(shared=shared, per_slot_binds=actual, first_slot=first)
+    return Listeners(shared=shared, per_slot_binds=actual, first_slot=first, backlog=backlog)
 
 
 def _bind_metrics(address: str) -> socket.socket:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json as _json
 import os
 from collections.abc import Mapping, Sequence
@@ -248,6 +249,7 @@ class TestClient:
         reader = _ResponseReader(head_only=raw[:5] == b"HEAD ")
         fed = 0
         tick_s = tick_interval(state)
+        next_tick = loop.time() + tick_s
         try:
             while True:
                 if len(transport.buffer) > fed:
@@ -255,12 +257,15 @@ class TestClient:
                     fed = len(transport.buffer)
                 if reader.complete or transport.closed:
                     break
+                # Stand in for the server's ticker, on its schedule whether or
+                # not bytes are flowing, so deadlines fire as they would there.
+                now = loop.time()
+                if now >= next_tick:
+                    state.tick(now)
+                    next_tick = now + tick_s
                 transport.changed.clear()
-                try:
-                    await asyncio.wait_for(transport.changed.wait(), tick_s)
-                except TimeoutError:
-                    # Stand in for the server's ticker so deadlines fire.
-                    state.tick(loop.time())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(transport.changed.wait(), next_tick - now)
         finally:
             protocol.connection_lost(None)
         if not reader.complete:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from app_server.master.control import RecycleReason
-from app_server.master.listeners import bind_listener
+from app_server.master.listeners import DEFAULT_BACKLOG, bind_listener
 from app_server.settings.model import BindSpec
 
 EXIT_BOOT_FAILED = 3  # a worker whose application could not be imported or booted
@@ -78,7 +78,7 @@ class Listeners:
     shared: list[socket.socket]
     per_slot_binds: tuple[BindSpec, ...]  # TCP binds with their real port, one socket per slot
     first_slot: list[socket.socket] = field(default_factory=list)
-    backlog: int = 2048
+    backlog: int = DEFAULT_BACKLOG  # --backlog: every listener bound here, first to last
 
     def for_new_slot(self, index: int) -> list[socket.socket]:
         if index == 0 and self.first_slot:

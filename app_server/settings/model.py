@@ -46,6 +46,8 @@ class HttpLimits:
     keep_alive_timeout_s: float = 5.0
     response_timeout_s: float = 60.0
     graceful_timeout_s: float = 30.0
+    response_write_timeout_s: float = 60.0
+    limit_concurrency: int = 0  # open connections per worker; 0: no limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,7 @@ class SupervisorSettings:
     preload: bool = False
     reload: bool = False
     reuse_port: bool = True
+    backlog: int = 2048
     pid_file: str | None = None
     metrics_bind: str | None = "127.0.0.1:9100"
 

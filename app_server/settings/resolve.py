@@ -512,6 +512,8 @@ def _http_limits(v: dict[str, Any]) -> HttpLimits:
         keep_alive_timeout_s=v["keep_alive_timeout"],
         response_timeout_s=v["response_timeout"],
         graceful_timeout_s=v["graceful_timeout"],
+        response_write_timeout_s=v["response_write_timeout"],
+        limit_concurrency=v["limit_concurrency"],
     )
 
 
@@ -539,6 +541,7 @@ def _supervisor(v: dict[str, Any]) -> SupervisorSettings:
         preload=v["preload"],
         reload=v["reload"],
         reuse_port=v["reuse_port"],
+        backlog=v["backlog"],
         pid_file=v["pid"],
         metrics_bind=v["metrics_bind"],
     )

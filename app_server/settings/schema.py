@@ -135,6 +135,9 @@ SETTINGS: tuple[Setting, ...] = (
     _define("reuse_port", T.BOOL, True, M,
             "one SO_REUSEPORT listener per worker slot (--no-reuse-port shares one)",
             style=FlagStyle.SWITCH),
+    _define("backlog", T.POSITIVE_INT, 2048, M,
+            "listen queue length of every listener the master binds "
+            "(the kernel caps it at net.core.somaxconn)", metavar="N"),
     # -- the application --------------------------------------------------------
     _define("app_dir", T.PATH, ".", M, "directory put first on sys.path to import MODULE",
             metavar="DIR"),
@@ -183,7 +186,13 @@ SETTINGS: tuple[Setting, ...] = (
     _define("keep_alive_timeout", T.NON_NEGATIVE_FLOAT, 5.0, W,
             "idle seconds before a keep-alive connection is closed", metavar="S"),
     _define("response_timeout", T.POSITIVE_FLOAT, 60.0, W,
-            "seconds a handler may run (503)", metavar="S"),
+            "seconds a handler may run before its response head is sent (503)", metavar="S"),
+    _define("response_write_timeout", T.POSITIVE_FLOAT, 60.0, W,
+            "seconds a response body may wait for a client that reads nothing "
+            "before the connection is aborted", metavar="S"),
+    _define("limit_concurrency", T.NON_NEGATIVE_INT, 0, W,
+            "open connections per worker, WebSockets included; beyond it requests "
+            "get 503 (0: no limit)", metavar="N"),
     # -- WebSocket -----------------------------------------------------------------
     _define("ws_timeout", T.POSITIVE_FLOAT, 10.0, W,
             "seconds allowed for the opening and the closing handshake", metavar="S"),

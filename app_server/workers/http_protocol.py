@@ -4,8 +4,12 @@ Owns: feeding the parser, the order of pipelined requests, starting one
 handler at a time per connection, writing each response in one
 ``transport.write``, keep-alive and the deadline that applies now
 (``Phase``): idle keep-alive, request head+body (fixed from the first byte,
-so a slow sender cannot extend it), handler run time, and the lingering
-close. Deadlines are checked by the worker's ticker (``ServerState.tick``),
+so a slow sender cannot extend it), handler run time until the response head
+is sent, a streamed body stalled on a client that reads nothing, and the
+lingering close. Also the per-worker connection limit (``--limit-concurrency``:
+a connection beyond it gets one 503 and is closed, no handler runs) and what
+draining does to a connection (an idle keep-alive one is closed at once).
+Deadlines are checked by the worker's ticker (``ServerState.tick``),
 so the hot path arms no timer per request (deadlines are read from the
 loop clock when armed; the ticker only compares).
 """
@@ -59,7 +63,8 @@ INF = float("inf")
 class Phase(Enum):
     IDLE = "idle"  # keep-alive: waiting for a request's first byte
     READING = "reading"  # a request's head or body is arriving
-    HANDLING = "handling"  # a handler is running
+    HANDLING = "handling"  # a handler is running, its response head not yet sent
+    SENDING = "sending"  # a streamed body is being written (the handler may still run)
     CLOSING = "closing"  # response sent, draining input before close
     UPGRADED = "upgraded"  # the socket now speaks WebSocket
     CLOSED = "closed"
@@ -146,6 +151,9 @@ class HttpProtocol(asyncio.Protocol):
         "pending_error",
         "upgrade_tail",
         "_ws_cycle",
+        "over_limit",
+        "went_idle",
+        "stall_mark",
     )
 
     def __init__(self, state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
@@ -172,13 +180,22 @@ class HttpProtocol(asyncio.Protocol):
         # Bytes that followed a WebSocket upgrade request (already frames).
         self.upgrade_tail: bytes | None = None
         self._ws_cycle: _Cycle | None = None
+        # Opened beyond --limit-concurrency: its first request gets a 503.
+        self.over_limit = False
+        # Has been idle after a request: a keep-alive connection, closed by a drain.
+        self.went_idle = False
+        # Bytes the transport held when the body started waiting on the client.
+        self.stall_mark = 0
 
     # -- asyncio.Protocol --------------------------------------------------
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         self.conn = _connection_info(transport, self.state)
-        self.state.connections.add(self)
+        connections = self.state.connections
+        connections.add(self)
+        if len(connections) > self.state.max_connections:
+            self.over_limit = True
         self.deadline = self.loop.time() + self.state.limits.keep_alive_timeout_s
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -209,6 +226,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self.phase is Phase.SENDING:
+            self._body_progress()
         waiter = self.drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -218,6 +237,10 @@ class HttpProtocol(asyncio.Protocol):
         if phase is Phase.CLOSING or self.input_closed:
             return  # lingering close or no more requests: read and discard
         if phase is Phase.IDLE:
+            if self.over_limit:
+                # Beyond --limit-concurrency: answered at once, no handler runs.
+                self._refuse(503, "Service Unavailable")
+                return
             self.phase = Phase.READING
             self.deadline = self.loop.time() + self.state.limits.request_timeout_s
         parser = self.parser
@@ -312,6 +335,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _go_idle(self) -> None:
         self.phase = Phase.IDLE
+        self.went_idle = True
         self.deadline = self.loop.time() + self.state.limits.keep_alive_timeout_s
 
     # -- running a handler -------------------------------------------------
@@ -368,8 +392,9 @@ class HttpProtocol(asyncio.Protocol):
         """The handshake was accepted: the socket is the WebSocket's from now on."""
         self.phase = Phase.UPGRADED
         self.deadline = INF
+        # The WebSocket takes this connection's place in state.connections and
+        # counts toward --max-requests when it closes (SPEC §5), not now.
         self.state.connections.discard(self)
-        self.state.requests_served += 1
         cycle = self._ws_cycle
         if cycle is not None:
             self._log_access(cycle.request, 101, 0, cycle)
@@ -400,7 +425,7 @@ class HttpProtocol(asyncio.Protocol):
                 CONNECTION_CLOSE, False,
             )
         )
-        self.state.requests_served += 1
+        self.state.count_served()
         if cycle is not None:
             self._log_access(cycle.request, response.status, len(body), cycle)
             self._record(cycle, response.status)
@@ -484,6 +509,10 @@ class HttpProtocol(asyncio.Protocol):
         )
         if head_only:
             return 0
+        # The head is out: RESPONSE_TIMEOUT no longer applies (a body may take
+        # as long as it needs); only a client that stops reading is bounded.
+        self.phase = Phase.SENDING
+        self.deadline = INF
         chunked = length is None
         sent = 0
 
@@ -494,12 +523,48 @@ class HttpProtocol(asyncio.Protocol):
             sent += len(data)
             transport.write(encode_chunk(data) if chunked else data)
             if self.write_paused:
-                await self._drain()
+                await self._wait_for_client()
 
         await response.send_body(write)
         if chunked:
             transport.write(LAST_CHUNK)
         return sent
+
+    async def _wait_for_client(self) -> None:
+        """The transport's buffer is full: wait, with the stall clock running."""
+        if self.phase is Phase.SENDING:
+            self.stall_mark = self.transport.get_write_buffer_size()
+            self._body_progress()
+        await self._drain()
+
+    def _body_progress(self) -> None:
+        """The body moved (bytes taken by the socket): restart the stall clock.
+
+        Also the hook for a body written outside the transport (sendfile):
+        call it after each piece sent, and hold the future awaited for the
+        socket in ``drain_waiter`` so that ``_check_stall`` sees the wait.
+        """
+        self.deadline = self.loop.time() + self.state.limits.response_write_timeout_s
+
+    def _check_stall(self, now: float) -> None:
+        """SENDING deadline: abort only if the client took nothing at all."""
+        if self.drain_waiter is None:
+            self.deadline = INF  # not waiting on the client: the handler is producing
+            return
+        size = self.transport.get_write_buffer_size()
+        if size < self.stall_mark:
+            # The client took some bytes, if not yet down to the low-water
+            # mark that resume_writing reports: that is progress.
+            self.stall_mark = size
+            self.deadline = now + self.state.limits.response_write_timeout_s
+            return
+        conn = self.conn
+        error_log.warning(
+            "response body to %s:%s stalled for %ss (client not reading): connection aborted",
+            conn.peer_ip if conn else "?", conn.peer_port if conn else 0,
+            self.state.limits.response_write_timeout_s,
+        )
+        self._abort()
 
     async def _drain(self) -> None:
         if self.phase is Phase.CLOSED:
@@ -579,6 +644,8 @@ class HttpProtocol(asyncio.Protocol):
             self._refuse(408, "Request Timeout")
         elif phase is Phase.HANDLING:
             self._response_timeout()
+        elif phase is Phase.SENDING:
+            self._check_stall(now)
         elif phase is Phase.CLOSING:
             self.transport.close()
             self.phase = Phase.CLOSED
@@ -622,13 +689,20 @@ class HttpProtocol(asyncio.Protocol):
         self.transport.abort()
 
     def on_drain(self, code: int, reason: str) -> None:
-        """Draining: nothing to do at once.
+        """Draining: an idle keep-alive connection is closed now (SPEC §5).
 
-        Closing an idle keep-alive connection now could cut a request that
-        is already on its way; instead its next response says
-        ``Connection: close`` (``state.draining``) and an idle one ends at its
-        keep-alive deadline, within the graceful timeout.
+        Idle means no byte of a next request has arrived. A request already
+        on its way when we close meets a close before any byte of its
+        response, which an HTTP client retries on a new connection (RFC 9112
+        §9.3.1); waiting for the keep-alive timeout instead would hold the
+        drain (and a reload) for that long. A connection reading a request
+        gets its response with ``Connection: close`` (``state.draining``). A
+        new connection that has not sent its first request yet is left to
+        send it: its client has nothing to retry on.
         """
+        if self.phase is Phase.IDLE and self.went_idle:
+            self.phase = Phase.CLOSED
+            self.transport.close()
 
     # -- read flow control -------------------------------------------------
 

@@ -1,7 +1,8 @@
 """One worker's listening servers and its connections.
 
 Owns: ``WorkerServer``: one ``create_server(sock=...)`` per inherited
-listener, the ticker that refreshes the clock and enforces deadlines, and
+listener (keeping the listen queue length the master set, see
+``listen_backlog``), the ticker that refreshes the clock and enforces deadlines, and
 ``drain()``: stop accepting, tell the app (``before_server_stop``,
 ``app.draining``), close idle keep-alive connections, let in-flight requests
 finish with ``Connection: close``, and give up at the graceful deadline.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import struct
 from typing import Any
 
 from app_server.workers.http_protocol import HttpProtocol
@@ -19,12 +21,22 @@ from app_server.workers.state import ServerState
 
 _TICK_MAX_S = 1.0
 _TICK_MIN_S = 0.05
+DEFAULT_BACKLOG = 2048
+# struct tcp_info starts with 8 one-byte fields, then u32s: rto, ato, snd_mss,
+# rcv_mss, unacked, sacked. On a listening socket Linux reports the accept
+# queue's current length in tcpi_unacked and its limit in tcpi_sacked.
+_TCP_INFO_HEAD = struct.Struct("8B6I")
+_TCPI_SACKED = 13
 
 
 class WorkerServer:
-    def __init__(self, state: ServerState, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, state: ServerState, ssl_context: ssl.SSLContext | None = None,
+        backlog: int = DEFAULT_BACKLOG,
+    ) -> None:
         self.state = state
         self.ssl_context = ssl_context
+        self.backlog = backlog  # --backlog, for listeners whose own value is unknown
         self._servers: list[asyncio.base_events.Server] = []
         self._ticker: asyncio.TimerHandle | None = None
         self._tick_s = tick_interval(state)
@@ -40,8 +52,12 @@ class WorkerServer:
             return HttpProtocol(state, loop)
 
         for sock in sockets:
+            # create_server(sock=...) calls listen() again (uvloop and asyncio
+            # alike), which would replace the master's --backlog: listen with
+            # the value already in force.
             server = await loop.create_server(
-                factory, sock=sock, ssl=self.ssl_context, backlog=2048, start_serving=True
+                factory, sock=sock, ssl=self.ssl_context,
+                backlog=listen_backlog(sock, self.backlog), start_serving=True,
             )
             self._servers.append(server)
         self._schedule_tick()
@@ -72,9 +88,8 @@ class WorkerServer:
 
         WebSockets get a Close frame with ``websocket_close`` (1001 on
         shutdown, 1012 on reload and recycle). An idle keep-alive connection
-        is not cut, since its client may be sending a request right now: its
-        next response carries ``Connection: close``, or its keep-alive
-        timeout ends it.
+        is closed at once (``HttpProtocol.on_drain``); one reading or
+        answering a request gets its response with ``Connection: close``.
         """
         self.stop_accepting()
         # A connection accepted just before the listener closed gets its
@@ -115,11 +130,31 @@ def tick_interval(state: ServerState) -> float:
         limits.keep_alive_timeout_s or _TICK_MAX_S,
         limits.request_timeout_s or _TICK_MAX_S,
         limits.response_timeout_s or _TICK_MAX_S,
+        limits.response_write_timeout_s or _TICK_MAX_S,
         ws.timeout_s or _TICK_MAX_S,
         ws.ping_interval_s or _TICK_MAX_S,
         ws.ping_timeout_s or _TICK_MAX_S,
     )
     return max(_TICK_MIN_S, min(_TICK_MAX_S, shortest / 4))
+
+
+def listen_backlog(sock: socket.socket, configured: int) -> int:
+    """The accept queue limit in force on ``sock``, else ``configured``.
+
+    For TCP, Linux tells it in TCP_INFO (so systemd's Backlog= and the
+    master's --backlog both survive the worker's listen()); a unix socket
+    does not say, so it gets the configured value the master used.
+    """
+    if sock.family in (socket.AF_INET, socket.AF_INET6) and hasattr(socket, "TCP_INFO"):
+        try:
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_HEAD.size)
+        except OSError:
+            return configured
+        if len(info) >= _TCP_INFO_HEAD.size:
+            limit = int(_TCP_INFO_HEAD.unpack_from(info)[_TCPI_SACKED])
+            if limit > 0:
+                return limit
+    return configured
 
 
 def make_ssl_context(certfile: str, keyfile: str) -> ssl.SSLContext:

@@ -2,7 +2,8 @@
 
 Owns: ``ServerState``: the open connections, the cached ``Date`` line and
 clock reading (refreshed by one ticker instead of per request), the draining
-flag, and the frozen configuration each connection needs.
+flag, the served count that ``--max-requests`` watches, and the frozen
+configuration each connection needs.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class ServerState:
         "recorder",
         "recycle_at",
         "on_recycle",
+        "max_connections",
     )
 
     def __init__(
@@ -54,7 +56,11 @@ class ServerState:
         self.limits = limits
         self.access_log = access_log if access_log is not None and access_log.enabled else None
         self.forwarded = forwarded
+        # Every open connection: HTTP ones and, after their handshake,
+        # WebSockets (a connection counts once, as one or the other).
         self.connections: set[Any] = set()
+        # --limit-concurrency: a connection opened beyond this many is refused.
+        self.max_connections = limits.limit_concurrency or NEVER
         self.date = date_line(time.time())
         self.now = now
         self.draining = False
@@ -75,6 +81,16 @@ class ServerState:
         self.recorder = recorder
         if recorder is not None:
             recorder.connections = self.connections
+
+    def count_served(self) -> None:
+        """One more request (or closed WebSocket) served; recycle at the limit.
+
+        The HTTP hot path does the same inline (``HttpProtocol._after_response``).
+        """
+        self.requests_served += 1
+        if self.requests_served >= self.recycle_at:
+            self.recycle_at = NEVER  # once
+            self.on_recycle()
 
     def tick(self, now: float) -> None:
         """Refresh the clock and Date line, and enforce every connection's deadline."""

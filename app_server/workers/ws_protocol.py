@@ -227,6 +227,10 @@ class WebSocketConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.state.connections.discard(self)
+        # A WebSocket counts toward --max-requests when it closes (SPEC §5):
+        # counted at the upgrade, a worker would ask to be recycled while
+        # its long-lived connections had only just begun.
+        self.state.count_served()
         self._finish(ABNORMAL, "")
         for waiter in self.drain_waiters:
             if not waiter.done():

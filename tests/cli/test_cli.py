@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from app_server.settings.schema import SETTINGS
+from tests.conftest import wait_until
 
 MARKER = "imported.marker"
 
@@ -254,11 +255,18 @@ def wait_for_answer(url: str, process: subprocess.Popen[str], deadline_s: float)
 
 
 @contextmanager
-def serving(cwd: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def serving(
+    cwd: Path, *args: str, log_path: Path | None = None
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """The server answering on a free port; stopped on exit. With ``log_path``
+    its output goes to that file (readable while it runs) instead of pipes."""
     port = free_port()
+    log_file = open(log_path, "w") if log_path is not None else None  # noqa: SIM115
     process = subprocess.Popen(
         [sys.executable, "-m", "app_server", *args, "--port", str(port)],
-        cwd=cwd, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=cwd, env=clean_env(), text=True,
+        stdout=log_file if log_file is not None else subprocess.PIPE,
+        stderr=log_file if log_file is not None else subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -266,6 +274,8 @@ def serving(cwd: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen[str]]
         yield base, process
     finally:
         stop(process)
+        if log_file is not None:
+            log_file.close()
 
 
 def stop(process: subprocess.Popen[str]) -> None:
@@ -292,11 +302,22 @@ def test_serves_requests_with_the_app_config_layer(project: Path) -> None:
 
 def test_flags_beat_app_config_and_json_logs(project: Path) -> None:
     args = ("realapp:app", "--request-max-size", "100", "--log-format", "json", "--workers", "2")
-    with serving(project, *args) as (base, process):
+    log_path = project / "server.log"
+
+    def all_ready() -> bool:
+        lines = log_path.read_text().splitlines()
+        # A line still being written is not whole yet: only whole objects count.
+        return any(json.loads(line).get("message") == "all 2 workers ready"
+                   for line in lines if line.endswith("}"))
+
+    with serving(project, *args, log_path=log_path) as (base, process):
         response = httpx.post(base + "/echo", content=b"12345")
         assert (response.status_code, response.text) == (200, "12345")
-    _, stderr = process.communicate()
-    assert process.returncode == 0, stderr
+        # The first worker answers before the second is ready: stopping now
+        # would cut the start-up short (and the line below never be logged).
+        wait_until(all_ready, timeout=30)
+    assert process.returncode == 0, log_path.read_text()
+    stderr = log_path.read_text()
     records = [json.loads(line) for line in stderr.splitlines()]
     master = next(r for r in records if r.get("message") == "all 2 workers ready")
     assert set(master) == {"time", "level", "logger", "pid", "message"}

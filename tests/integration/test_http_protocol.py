@@ -33,8 +33,10 @@ from http_helpers import (
 )
 
 from app_server import App, json, stream, text
+from app_server.framework.responses import StreamingResponse
 from app_server.logs import ACCESS_LOGGER, JsonFormatter
-from app_server.settings.model import TlsSettings
+from app_server.settings.model import HttpLimits, TlsSettings
+from app_server.testing import TestClient
 
 FAST_STOP = {"graceful_timeout_s": 2.0}
 
@@ -479,6 +481,141 @@ def test_response_timeout_drops_pipelined_followers() -> None:
         client.send(get("/sleep") + get("/hidden"))
         assert_closed_after_one(client, 503)
     assert calls["hidden"] == 0
+
+
+# -- long responses: RESPONSE_TIMEOUT ends with the head; a stalled body is aborted --
+
+SSE_CHUNKS = [f"chunk {i}\n" for i in range(30)]
+SSE_BODY = "".join(SSE_CHUNKS).encode()
+
+
+def long_response_app() -> tuple[App, dict[str, object]]:
+    """Streams that outlast a 1 s response timeout, and one that never ends."""
+    app = App("long")
+    seen: dict[str, object] = {"flood_ended": None}
+
+    async def sse_parts() -> AsyncIterator[str]:
+        for chunk in SSE_CHUNKS:
+            yield chunk
+            await asyncio.sleep(0.1)  # the behaviour under test: 30 x 0.1 s = 3 s
+
+    @app.get("/sse")
+    async def sse(request):  # type: ignore[no-untyped-def]
+        return stream(sse_parts())
+
+    @app.get("/quick")
+    async def quick(request):  # type: ignore[no-untyped-def]
+        return text("quick")
+
+    @app.get("/sized")
+    async def sized(request):  # type: ignore[no-untyped-def]
+        return StreamingResponse(sse_parts(), content_length=len(SSE_BODY))
+
+    @app.get("/pause")
+    async def pause(request):  # type: ignore[no-untyped-def]
+        async def parts() -> AsyncIterator[str]:
+            yield "before;"
+            await asyncio.sleep(1.5)  # over the write timeout: the app is slow, not the client
+            yield "after"
+
+        return stream(parts())
+
+    @app.get("/flood")
+    async def flood(request):  # type: ignore[no-untyped-def]
+        async def body(response: StreamingResponse) -> None:
+            chunk = b"x" * 65536
+            try:
+                while True:
+                    await response.write(chunk)
+            except BaseException as exc:
+                seen["flood_ended"] = type(exc).__name__
+                raise
+
+        return stream(body)
+
+    return app, seen
+
+
+@pytest.mark.parametrize("path", ["/sse", "/sized"])
+def test_stream_longer_than_response_timeout_arrives_whole(path: str) -> None:
+    app, _ = long_response_app()
+    with serve_app(app, response_timeout_s=1.0, **FAST_STOP) as srv, \
+            raw_client(srv, timeout=15) as client:
+        client.send(get(path))
+        response = client.response()
+        assert response.status == 200
+        if path == "/sse":
+            assert response.header("transfer-encoding") == "chunked"
+        else:
+            assert response.header("content-length") == str(len(SSE_BODY))
+        assert response.body == SSE_BODY
+        # Well framed to the end: nothing follows, and the connection still serves.
+        assert client.buffer == b""
+        client.send(get("/quick"))
+        assert client.response().body == b"quick"
+
+
+def test_stream_longer_than_response_timeout_is_whole_through_the_test_client() -> None:
+    app, _ = long_response_app()
+    with TestClient(app, limits=HttpLimits(response_timeout_s=1.0)) as client:
+        chunked = client.get("/sse")
+        sized = client.get("/sized")
+    assert (chunked.status, chunked.headers.get("transfer-encoding")) == (200, "chunked")
+    assert chunked.body == SSE_BODY
+    assert (sized.status, sized.body) == (200, SSE_BODY)
+
+
+def test_a_slow_producer_is_not_taken_for_a_stalled_client() -> None:
+    app, _ = long_response_app()
+    with serve_app(app, response_write_timeout_s=0.5, **FAST_STOP) as srv, \
+            raw_client(srv, timeout=10) as client:
+        client.send(get("/pause"))
+        assert client.response().body == b"before;after"
+
+
+def test_a_client_that_stops_reading_is_dropped_with_nothing_appended(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app, seen = long_response_app()
+    caplog.set_level(logging.WARNING, logger="app_server.error")
+    with serve_app(app, response_write_timeout_s=1.0, **FAST_STOP) as srv:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((srv.host, srv.port))
+        try:
+            sock.sendall(get("/flood"))
+            # The client reads nothing: the body fills every buffer and stalls.
+            wait_until(lambda: seen["flood_ended"] is not None, timeout=15)
+            received = _read_all(sock)
+        finally:
+            sock.close()
+    assert seen["flood_ended"] in ("CancelledError", "ConnectionResetError")
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"HTTP/1.1 503" not in received
+    # What arrived is a prefix of the chunked body: whole 64 KiB chunks, then
+    # at most one cut short, and never the last-chunk marker.
+    chunk = b"10000\r\n" + b"x" * 65536 + b"\r\n"
+    whole, rest = divmod(len(body), len(chunk))
+    assert body[: whole * len(chunk)] == chunk * whole
+    assert chunk.startswith(body[whole * len(chunk):]), body[whole * len(chunk):][:100]
+    stalled = [r for r in caplog.records if "stalled" in r.getMessage()]
+    assert len(stalled) == 1, [r.getMessage() for r in caplog.records]
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    """Everything the server sent, up to its close (or reset)."""
+    sock.settimeout(10)
+    chunks = []
+    while True:
+        try:
+            data = sock.recv(1 << 20)
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)
 
 
 def test_missing_host_is_400(server: RunningServer, calls: Counter[str]) -> None:

@@ -8,8 +8,13 @@ against ``127.0.0.1:port``:
   It reconnects only after a response that says ``Connection: close`` (the
   server's way to end a keep-alive connection while draining; not an error),
   after an error, or (if ``requests_per_connection`` is set) after that many
-  complete responses. A request on a reused connection that meets EOF or a
-  reset before any byte of its response is an ERROR: there is no retry.
+  complete responses. With ``idle_max_s`` it waits a random time (up to that,
+  seeded per thread) before each reuse, so requests meet the server's closes
+  of idle connections at any moment. A GET on a reused connection that meets
+  EOF or a reset before any byte of its response is retried once on a new
+  connection, as HTTP clients do (RFC 9112 §9.3.1: the server may close an
+  idle connection just as a request is sent); the retry is counted in
+  ``retries``, and a retry that fails too is an ERROR.
 * ``new_connection``: a fresh TCP connection per request (the request says
   ``Connection: close``, so the server closes first and the client's
   ephemeral ports are not left in TIME_WAIT).
@@ -17,8 +22,8 @@ against ``127.0.0.1:port``:
 Failures are counted by kind (``refused``, ``reset``, ``eof``, ``timeout``,
 ``status`` for a non-200, ``bad_body``, ``other``); every 200 response is
 recorded with its send/receive times (``time.monotonic()``) and its body, so
-a test can check which code served which request. Nothing is retried, so
-``total == ok + failed`` and every failure is visible.
+a test can check which code served which request. Apart from that one retry
+nothing is retried, so ``total == ok + failed`` and every failure is visible.
 
 ``Connection`` is the raw HTTP/1.1 client both variants use (raw sockets, so
 reuse is under our control); tests may use it directly.
@@ -26,6 +31,7 @@ reuse is under our control); tests may use it directly.
 
 from __future__ import annotations
 
+import random
 import re
 import socket
 import threading
@@ -39,10 +45,13 @@ DEFAULT_BODY = re.compile(r"^(\S+) (\d+)$")  # the test apps answer "<version> <
 
 
 class RequestError(Exception):
-    def __init__(self, kind: str, detail: str) -> None:
+    def __init__(self, kind: str, detail: str, before_response: bool = False) -> None:
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
         self.detail = detail
+        # The connection ended (EOF, reset, broken pipe) before any byte of
+        # the response: the request may be retried on a new connection.
+        self.before_response = before_response
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,11 +116,13 @@ class Connection:
         request = f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
         if close:
             request += "Connection: close\r\n"
+        started = False  # a byte of the response has arrived
         try:
             self.sock.sendall((request + "\r\n").encode())
             status_line = self.file.readline(65536)
             if not status_line:
-                raise RequestError("eof", "EOF before any response byte")
+                raise RequestError("eof", "EOF before any response byte", before_response=True)
+            started = True
             parts = status_line.split(None, 2)
             if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
                 raise RequestError("other", f"bad status line {status_line!r}")
@@ -136,9 +147,9 @@ class Connection:
         except TimeoutError as exc:
             raise RequestError("timeout", str(exc) or "socket timeout") from None
         except ConnectionResetError as exc:
-            raise RequestError("reset", str(exc)) from None
+            raise RequestError("reset", str(exc), before_response=not started) from None
         except BrokenPipeError as exc:
-            raise RequestError("eof", f"send: {exc}") from None
+            raise RequestError("eof", f"send: {exc}", before_response=not started) from None
         except (OSError, ValueError) as exc:
             raise RequestError("other", repr(exc)) from None
         self.served += 1
@@ -158,9 +169,13 @@ class Load:
     # keepalive: the client closes its connection after this many responses
     # (0: never), so that connections keep landing on every worker.
     requests_per_connection: int = 0
+    # keepalive: wait up to this many seconds (random) before reusing a connection.
+    idle_max_s: float = 0.0
+    seed: int = 0
     responses: list[Response] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     reconnects: int = 0  # keepalive: connections ended by the server's Connection: close
+    retries: int = 0  # reused connections closed before any response byte, retried once
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -171,7 +186,8 @@ class Load:
 
     def __enter__(self) -> Load:
         for index in range(self.connections):
-            thread = threading.Thread(target=self._run, name=f"load-{index}", daemon=True)
+            thread = threading.Thread(target=self._run, args=(random.Random(self.seed + index),),
+                                      name=f"load-{index}", daemon=True)
             self._threads.append(thread)
             thread.start()
         return self
@@ -207,7 +223,8 @@ class Load:
 
     def summary(self) -> str:
         text = (f"{self.variant}: {self.failed} failed / {self.total} requests"
-                f" ({self.reconnects} server-initiated Connection: close)")
+                f" ({self.reconnects} server-initiated Connection: close,"
+                f" {self.retries} retried after an idle close)")
         if self.failures:
             text += f"; by kind {self.by_kind()}; first: {self.failures[:5]}"
         return text
@@ -234,7 +251,7 @@ class Load:
 
     # -- the clients ---------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _run(self, rng: random.Random) -> None:
         conn: Connection | None = None
         keepalive = self.variant == "keepalive"
         try:
@@ -242,12 +259,26 @@ class Load:
                 reused = False
                 sent = time.monotonic()
                 try:
+                    if conn is not None and conn.open and self.idle_max_s:
+                        time.sleep(rng.uniform(0, self.idle_max_s))  # load shape, not a sync
                     if conn is None or not conn.open:
                         conn = None
                         conn = Connection(self.port, timeout=self.timeout)
                     reused = conn.served > 0
                     sent = time.monotonic()
-                    status, headers, body = conn.get(self.path, close=not keepalive)
+                    try:
+                        status, headers, body = conn.get(self.path, close=not keepalive)
+                    except RequestError as exc:
+                        if not (reused and exc.before_response):
+                            raise
+                        # RFC 9112 §9.3.1: the server closed the idle connection
+                        # as the request went out; a GET is retried once.
+                        conn.close()
+                        with self._lock:
+                            self.retries += 1
+                        conn = None
+                        conn = Connection(self.port, timeout=self.timeout)
+                        status, headers, body = conn.get(self.path, close=not keepalive)
                 except RequestError as exc:
                     where = f" (client port {conn.local_port})" if conn is not None else ""
                     self._fail(sent, exc.kind, exc.detail + where, reused)

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import re
+import selectors
 import signal
 import socket
 import subprocess
@@ -111,6 +112,133 @@ def test_load_client_counts_refused_and_eof_on_a_reused_connection():
     assert caught.value.kind in ("eof", "reset")
 
 
+def test_load_client_retries_once_when_a_reused_connection_closes_before_any_byte():
+    """As HTTP clients do (RFC 9112 §9.3.1): a GET on a reused connection that
+    the server closed before any byte of the response is retried once on a new
+    connection; that is counted in ``retries``, not as a failure."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nv0 4242"
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(0.2)
+        stop = threading.Event()
+
+        def serve_one_per_connection():
+            while not stop.is_set():
+                try:
+                    conn, _ = server.accept()
+                except TimeoutError:
+                    continue
+                with conn:
+                    conn.recv(4096)
+                    conn.sendall(answer)  # keep-alive: the client will reuse it
+                    conn.recv(4096)  # the reused request: closed with no answer
+
+        thread = threading.Thread(target=serve_one_per_connection, daemon=True)
+        thread.start()
+        try:
+            with Load(server.getsockname()[1], "keepalive", connections=1) as load:
+                poll(lambda: load.retries >= 5, 10, "retries after idle closes")
+        finally:
+            stop.set()
+            thread.join(5)
+    assert load.failed == 0, load.summary()
+    assert load.ok >= 5
+
+
+# -- idle keep-alive connections at drain -------------------------------------------------
+
+
+def wait_closed(conns: list[Connection], timeout: float) -> list[float]:
+    """The monotonic time each connection was closed by the server (EOF or reset)."""
+    closed_at: dict[int, float] = {}
+    with selectors.DefaultSelector() as selector:
+        for index, conn in enumerate(conns):
+            conn.sock.setblocking(False)
+            selector.register(conn.sock, selectors.EVENT_READ, index)
+        deadline = time.monotonic() + timeout
+        while len(closed_at) < len(conns):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{len(conns) - len(closed_at)} of {len(conns)} idle "
+                                     f"connections still open after {timeout}s")
+            for key, _ in selector.select(remaining):
+                try:
+                    data = key.fileobj.recv(4096)  # type: ignore[union-attr]
+                except ConnectionResetError:
+                    data = b""
+                assert data == b"", f"unexpected bytes on an idle connection: {data!r}"
+                closed_at[key.data] = time.monotonic()
+                selector.unregister(key.fileobj)
+    return [closed_at[i] for i in range(len(conns))]
+
+
+def open_idle(port: int, count: int) -> tuple[list[Connection], Counter[int]]:
+    conns = [Connection(port) for _ in range(count)]
+    pids: Counter[int] = Counter()
+    for conn in conns:
+        status, _, body = conn.get("/")
+        assert status == 200 and conn.open
+        pids[int(body.split()[1])] += 1
+    return conns, pids
+
+
+def unread_by_server(server_port: int, client_port: int) -> int | None:
+    """Bytes in the receive queue of the server's end of a loopback connection
+    (``/proc/net/tcp``), or None if it is not there."""
+    local, remote = f"0100007F:{server_port:04X}", f"0100007F:{client_port:04X}"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local and fields[2] == remote:
+            return int(fields[4].split(":")[1], 16)
+    return None
+
+
+IDLE_ARGS = ("--keep-alive-timeout", "60", "--graceful-timeout", "30")
+
+
+def test_idle_keepalive_connections_are_closed_when_the_worker_drains(master, tmp_path):
+    """Idle ones at once; one with part of its next request received is answered,
+    with Connection: close."""
+    m = start(master, tmp_path, workers=1, extra=IDLE_ARGS)
+    conns, _ = open_idle(m.port, 20)
+    (reading,), _ = open_idle(m.port, 1)
+    reading.sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")  # the head is not complete
+    poll(lambda: unread_by_server(m.port, reading.local_port) == 0, 10,
+         "the worker has read the partial head")
+    try:
+        term = time.monotonic()
+        m.signal(signal.SIGTERM)  # the worker starts draining as the master relays it
+        closed = wait_closed(conns, timeout=10)
+        reading.sock.sendall(b"\r\n")
+        reading.sock.settimeout(10)
+        answer = reading.sock.recv(65536)
+    finally:
+        for conn in [*conns, reading]:
+            conn.close()
+    latest = max(closed) - term
+    print(f"\n20 idle keep-alive connections closed within {latest:.3f}s of SIGTERM")
+    assert latest < 1.0, f"the last idle connection closed {latest:.2f}s after the drain began"
+    head = answer.split(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 200 ") and b"\r\nconnection: close" in head, answer
+    assert m.wait_exit(30) == 0
+
+
+def test_idle_keepalive_connections_of_both_workers_are_closed_by_a_reload(master, tmp_path):
+    m = start(master, tmp_path, workers=2, extra=IDLE_ARGS)
+    conns, pids = open_idle(m.port, 32)
+    try:
+        hup = time.monotonic()
+        m.signal(signal.SIGHUP)
+        closed = wait_closed(conns, timeout=20)
+    finally:
+        for conn in conns:
+            conn.close()
+    latest = max(closed) - hup
+    print(f"\n32 idle keep-alive connections over workers {dict(pids)} closed within "
+          f"{latest:.3f}s of SIGHUP")
+    assert latest < 3.0, f"the last idle connection closed {latest:.2f}s after the HUP"
+    m.wait_log("reload complete", timeout=30)
+
+
 # -- rolling reload ----------------------------------------------------------------------
 
 
@@ -120,7 +248,10 @@ def test_five_reloads_under_load_fail_no_request(master, tmp_path, variant):
     master_pid = m.pid
     windows: list[tuple[str, set[int], float, float]] = []  # version, pids, from, to
     stale_after_log: list[int] = []
-    with Load(m.port, variant, connections=3) as load:
+    # Keep-alive clients reuse their connections at random moments, so some
+    # requests meet a draining worker's close of their idle connection.
+    idle_max_s = 0.02 if variant == "keepalive" else 0.0
+    with Load(m.port, variant, connections=3, idle_max_s=idle_max_s) as load:
         load.wait_responses(time.monotonic(), 100)
         for n in range(1, 6):
             old = set(m.workers())
@@ -248,7 +379,7 @@ def test_ttou_under_load(master, tmp_path, variant):
         else:
             begin = time.monotonic()
             poll(lambda: set(served_by(load.since(begin))) == two, 20, "both workers serving")
-        closes_before = load.reconnects
+        closes_before = load.reconnects + load.retries
         m.signal(signal.SIGTTOU)
         m.wait_log("TTOU: 1 workers", timeout=30)
         (left,) = m.wait_workers(lambda p: len(p) == 1, timeout=15)
@@ -257,8 +388,10 @@ def test_ttou_under_load(master, tmp_path, variant):
     print(f"\nTTOU 2->1 [{variant}]: {load.summary()}")
     assert load.failed == 0, load.summary()
     assert set(served_by(after)) == {left}
-    if keepalive:  # the retired worker ended its keep-alive connections with Connection: close
-        assert load.reconnects > closes_before
+    if keepalive:
+        # The retired worker ended its keep-alive connections: with Connection:
+        # close on a response, or by closing them while idle (then retried).
+        assert load.reconnects + load.retries > closes_before
 
 
 # -- recycling ----------------------------------------------------------------------------
@@ -284,6 +417,54 @@ def test_max_requests_recycle_under_load(master, tmp_path, variant):
     assert "died" not in log, log[-3000:]
     assert len(pids) >= 6
     m.check_alive()
+
+
+MARKING_WS_APP = '''\
+import os
+import sys
+
+from app_server import App, text
+
+app = App("marking")
+
+
+@app.get("/")
+async def index(request):
+    return text(f"v0 {os.getpid()}")
+
+
+@app.websocket("/ws")
+async def ws(request, ws):
+    async for message in ws:
+        print(f"websocket got {message}", file=sys.stderr, flush=True)
+        await ws.send(message)
+'''
+
+
+def test_a_websocket_counts_toward_max_requests_when_it_closes(master, tmp_path):
+    """SPEC §5: counted at close, not at the upgrade. With --max-requests 2, a
+    WebSocket and then one HTTP request reach the limit only once the
+    WebSocket closes; counted at the upgrade, the HTTP request would ask for
+    the recycle (synchronously, before the next message is read) while the
+    WebSocket was still open."""
+    from websockets.sync.client import connect as ws_connect
+
+    m = master(["app:app", "--workers", "1", "--max-requests", "2", "--no-access-log"],
+               files={"app.py": MARKING_WS_APP})
+    m.wait_log("all 1 workers ready", timeout=30)
+    (worker,) = m.wait_workers(lambda pids: len(pids) == 1, timeout=10)
+    with ws_connect(f"ws://127.0.0.1:{m.port}/ws", open_timeout=10) as ws:
+        conn = Connection(m.port)
+        try:
+            assert conn.get("/", close=True)[0] == 200
+        finally:
+            conn.close()
+        ws.send("mark")
+        assert ws.recv(timeout=10) == "mark"
+    log = m.wait_log("asking to be recycled", timeout=30)
+    assert "served 2 requests" in log
+    assert log.index("websocket got mark") < log.index("asking to be recycled"), log[-3000:]
+    m.wait_workers(lambda pids: len(pids) == 1 and worker not in pids, timeout=30)
 
 
 def test_reload_flag_reloads_when_a_source_file_changes(master, tmp_path):

@@ -32,7 +32,8 @@ BRIEF_KEYS = {
     "access_log", "debug", "request_max_size", "request_max_header_size", "request_timeout",
     "keep_alive_timeout", "response_timeout", "ws_timeout", "ws_ping_interval",
     "ws_ping_timeout", "ws_max_size", "ws_max_queue", "ws_compression", "ssl_certfile",
-    "ssl_keyfile", "forwarded_allow_ips",
+    "ssl_keyfile", "forwarded_allow_ips", "backlog", "response_write_timeout",
+    "limit_concurrency",
 }
 
 
@@ -288,6 +289,9 @@ def test_warnings_cover_keys_added_to_the_schema() -> None:
         (["--forwarded-allow-ips", "10.0.0.0/8, ::1"], lambda s: s.forwarded_allow_ips,
          ("10.0.0.0/8", "::1")),
         (["--app-dir", "src"], lambda s: s.app_dir, "src"),
+        (["--backlog", "128"], lambda s: s.supervisor.backlog, 128),
+        (["--response-write-timeout", "2.5"], lambda s: s.http.response_write_timeout_s, 2.5),
+        (["--limit-concurrency", "500"], lambda s: s.http.limit_concurrency, 500),
     ],
 )
 def test_command_line_values_are_coerced(
@@ -441,6 +445,15 @@ def test_bind_wins_over_host_and_port() -> None:
         ([], {"APP_SERVER_WS_COMPRESSION": "gzip"}, {},
          "app-server: invalid value 'gzip' for ws_compression (from APP_SERVER_WS_COMPRESSION): "
          "expected 'permessage-deflate' or 'none'"),
+        (["--backlog", "0"], {}, {},
+         "app-server: invalid value '0' for backlog (from --backlog): "
+         "expected a positive integer"),
+        ([], {}, {"LIMIT_CONCURRENCY": -1},
+         "app-server: invalid value -1 for limit_concurrency (from app.config.LIMIT_CONCURRENCY): "
+         "expected a non-negative integer"),
+        ([], {}, {"RESPONSE_WRITE_TIMEOUT": 0},
+         "app-server: invalid value 0 for response_write_timeout "
+         "(from app.config.RESPONSE_WRITE_TIMEOUT): expected a positive number of seconds"),
         (["--ws-ping-interval", "0"], {}, {},
          "app-server: invalid value '0' for ws_ping_interval (from --ws-ping-interval): "
          "expected a positive number of seconds, or 'off'"),
