@@ -453,8 +453,14 @@ class HttpProtocol(asyncio.Protocol):
             )
             size = len(body)
         elif isinstance(response, FileResponse):
+            # send_file writes the head before it first waits: from then on
+            # only a client that takes nothing is bounded (as for a stream).
+            self.phase = Phase.SENDING
+            self.deadline = INF
+            self.stall_mark = 0
             size = await send_file(
-                self, response, head.method, head.headers, self.state.date, connection
+                self, response, head.method, head.headers, self.state.date, connection,
+                self._body_progress,
             )
         else:
             size = await self._send_streaming(response, connection, head_only)

@@ -54,6 +54,10 @@ class ResponseWriter(Protocol):
 
     transport: Any
     write_paused: bool
+    # The future a wait for the client is parked on: the connection's
+    # write-stall check only runs while it is set, and a lost connection
+    # fails it, which ends the transfer.
+    drain_waiter: asyncio.Future[None] | None
 
     async def _drain(self) -> None:
         """Wait until the transport has resumed writing."""
@@ -156,7 +160,10 @@ async def _send_with_sendfile(
             try:
                 sent = os.sendfile(out, fd, offset, count)
             except BlockingIOError:
-                await _writable(loop, out)
+                # The client is not taking bytes: the stall clock starts now.
+                if on_progress is not None:
+                    on_progress()
+                await _writable(writer, loop, out)
                 continue
             except OSError as exc:
                 if exc.errno in _NO_SENDFILE and offset == end - length:
@@ -224,12 +231,14 @@ async def _flush(writer: ResponseWriter) -> None:
         transport.set_write_buffer_limits(high=high, low=low)
 
 
-async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+async def _writable(writer: ResponseWriter, loop: asyncio.AbstractEventLoop, fd: int) -> None:
     waiter = loop.create_future()
     loop.add_writer(fd, _wake, waiter)
+    writer.drain_waiter = waiter
     try:
         await waiter
     finally:
+        writer.drain_waiter = None
         loop.remove_writer(fd)
 
 

@@ -545,3 +545,40 @@ def test_access_log_shows_the_status_and_bytes_sent(site: Path,
     assert '"GET /static/index.html HTTP/1.1" 304 0 ' in not_modified
     assert '"GET /download/big.bin HTTP/1.1" 206 100 ' in partial
     assert '"GET /static/index.html HTTP/1.1" 416 0 ' in unsatisfiable
+
+
+def test_a_download_the_client_stops_reading_is_dropped_after_the_write_timeout(
+    site: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """sendfile waits for the socket outside the transport: the write-stall
+    rule (RESPONSE_WRITE_TIMEOUT) still sees that wait and ends it, and the
+    response timeout, shorter here, never cuts the body with a 503."""
+    caplog.set_level(logging.WARNING, logger="app_server.error")
+    with serve_app(build_app(site), response_timeout_s=0.5, response_write_timeout_s=1.0,
+                   **FAST_STOP) as srv:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((srv.host, srv.port))
+        try:
+            sock.sendall(b"GET /download/big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+            # The client reads nothing: the file fills every buffer, then stalls.
+            wait_until(lambda: any("stalled" in r.getMessage() for r in caplog.records),
+                       timeout=15)
+            sock.settimeout(10)
+            received = bytearray()
+            while True:
+                try:
+                    data = sock.recv(1 << 20)
+                except ConnectionResetError:
+                    break
+                if not data:
+                    break
+                received += data
+        finally:
+            sock.close()
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert 0 < len(body) < BIG_SIZE
+    assert (site / "public" / "big.bin").read_bytes().startswith(body)
+    assert b"HTTP/1.1 503" not in received
+    assert len([r for r in caplog.records if "stalled" in r.getMessage()]) == 1
