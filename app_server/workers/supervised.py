@@ -34,7 +34,7 @@ from app_server.settings.model import Settings
 from app_server.workers.entry import EXIT_BOOT_FAILED, StopControl, loop_factory, serve
 
 log = logging.getLogger("app_server.error")
-STATS_EVERY_BEATS = 5
+STATS_EVERY_S = 5.0  # an unasked metrics snapshot this often: bounds what a crash loses
 DEFAULT_BACKLOG = 2048  # when a lent listener's own cannot be read (not TCP)
 
 
@@ -96,6 +96,9 @@ class Link:
         self.recycle_asked = False
         self.master_pid = os.getppid()
         self.beats = 0
+        # Heartbeats are frequent (a blocked loop must be noticed within a
+        # second); snapshots keep their own, slower pace.
+        self.stats_every_beats = max(1, round(STATS_EVERY_S / self.heartbeat_s))
         self.server: Any = None  # the WorkerServer, once serving
         self.adoptions: set[asyncio.Task[bool]] = set()
 
@@ -144,7 +147,7 @@ class Link:
             return
         self._send(Kind.HEARTBEAT, 0, served)
         self.beats += 1
-        if self.beats % STATS_EVERY_BEATS == 0:
+        if self.beats % self.stats_every_beats == 0:
             self.send_stats()  # bounds what a crash can lose
         if self.max_requests and served >= self.max_requests:
             self._ask_recycle(served)  # WebSocket upgrades count too
