@@ -22,8 +22,10 @@ the test short and still leaves the hang several seconds of load.
 
 from __future__ import annotations
 
+import os
 import re
 import select
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -219,3 +221,60 @@ def test_a_worker_late_for_a_moment_gets_its_slot_back(master: StartMaster) -> N
           f"{len(stuck)}, window stuck fraction "
           f"{stuck_fraction(samples, t_hang, t_back + 1, 4):.3f}")
     assert not stuck, stuck[:10]
+
+
+def test_when_the_adopter_dies_another_worker_takes_the_late_slot(master: StartMaster) -> None:
+    """Three workers; one blocks; the worker lent its slot is killed: a third takes over."""
+    m = master(["--workers", "3", "--timeout", str(TIMEOUT_S), "app:app"],
+               files={"app.py": APP})
+    m.wait_log("all 3 workers ready")
+    first = sorted(m.wait_workers(lambda p: len(p) == 3))
+    hung = first[0]
+    with Clients(m.port, new_connection=4, keepalive=0) as clients:
+        poll(lambda: clients.started_since(0) == set(clients.thread_names), 15,
+             "every client answered")
+        blocker = _block(m, hung)
+        try:
+            t_hang = _stamp(m.log(), "blocking", hung)
+            lost_ports = {port: t_hang for port in _connections_of(hung)}
+            lent = re.compile(r"slot (\d+): worker (\d+) accepts its connections")
+            match = poll(lambda: lent.search(m.log()), 5, "the late slot lent to a worker")
+            late_slot, adopter = int(match.group(1)), int(match.group(2))
+            assert adopter in first and adopter != hung
+            # Frozen first, so the connections it holds are all it will ever hold.
+            os.kill(adopter, signal.SIGSTOP)
+            t_kill = time.monotonic()
+            lost_ports.update({port: t_kill for port in _connections_of(adopter)})
+            os.kill(adopter, signal.SIGKILL)
+
+            def lent_again() -> int | None:
+                for slot, pid in lent.findall(m.log()):
+                    if int(slot) == late_slot and int(pid) not in (hung, adopter):
+                        return int(pid)
+                return None
+
+            successor = poll(lent_again, 5, "the late slot lent to another worker")
+            # Both dead slots come back, then the clients run on for a while.
+            m.wait_workers(lambda p: len(p) == 3 and hung not in p and adopter not in p,
+                           timeout=TIMEOUT_S + 15)
+            poll(lambda: len(re.findall(r"worker \d+ ready \(slot", m.log())) >= 5, 15,
+                 "both replacements ready")  # 3 at start, then 2
+            t_end = time.monotonic() + 2
+            poll(lambda: clients.started_since(t_end) == set(clients.thread_names), 30,
+                 "every client past the end")
+        finally:
+            blocker.close()
+    samples = clients.snapshot()
+
+    def in_flight_on_the_dead(s: Sample) -> bool:
+        held_since = lost_ports.get(s.local_port) if s.local_port is not None else None
+        return held_since is not None and s.start <= held_since and s.end >= t_hang
+
+    stuck = [s for s in samples if s.stuck and s.end >= t_hang and not in_flight_on_the_dead(s)]
+    fraction = stuck_fraction([s for s in samples if not in_flight_on_the_dead(s)],
+                              t_hang, t_end, 4)
+    print(f"\nadopter {adopter} killed while lent slot {late_slot}: worker {successor} took it; "
+          f"{len(samples)} requests, stuck fraction {fraction:.3f} "
+          f"({sum(1 for s in samples if in_flight_on_the_dead(s))} in flight on the dead)")
+    assert not stuck, [(s.thread, round(s.start - t_hang, 3), round(s.end - s.start, 3),
+                        s.error) for s in stuck[:10]]
