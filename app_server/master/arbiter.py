@@ -22,14 +22,14 @@ handlers only record the signal; everything happens in the loop:
 * a dead worker is replaced at once, with exponential backoff when workers
   of a slot keep dying right after they start; a worker silent for
   ``--timeout`` gets SIGABRT (it dumps its stacks), then SIGKILL;
+  ``--max-requests`` (asked by the worker), ``--max-lifetime`` and
+  ``--max-memory`` recycle a worker, its replacement started first.
 * a slot whose worker cannot accept (a ready worker late with its heartbeat,
   which means a blocked event loop; a dead or aborted one; one not ready
   yet) is covered: the port's reuseport group is steered away from it
   (``reuseport.steer``) and another worker is lent its listeners (ADOPT), so
   neither new connections nor those already queued on it wait for it; both
-  end (RELEASE, steering back) once the slot's worker accepts again;
-  ``--max-requests`` (asked by the worker), ``--max-lifetime`` and
-  ``--max-memory`` recycle a worker, its replacement started first.
+  end (RELEASE, steering back) once the slot's worker accepts again.
 
 Reloads, scaling and recycles are operations (``master.operations``) run
 one at a time, in order. The master also answers ``/metrics`` (asking every
@@ -545,13 +545,12 @@ class Master:
                     and not adopter.slot.retiring:
                 return
             self._give_back(slot)  # it stopped, died or is late itself: lend anew
-        candidates = [s.worker for s in self.slots
-                      if s is not slot and not s.retiring and self._accepting(s.worker)]
+        candidates = [s.worker for s in self.slots if s is not slot and not s.retiring
+                      and s.worker is not None and self._accepting(s.worker)]
         if not candidates:
-            return
-        load = {id(w): sum(1 for s in self.slots if s.adopter is w) for w in candidates}
-        chosen = min(candidates, key=lambda w: load[id(w)])  # type: ignore[union-attr]
-        assert chosen is not None
+            return  # nobody can accept: steering alone (or nothing) until one can
+        # The one lent the fewest slots already.
+        chosen = min(candidates, key=lambda w: sum(1 for s in self.slots if s.adopter is w))
         try:
             control.send_adopt(chosen.channel, slot.index, slot.sockets)
         except OSError as exc:
