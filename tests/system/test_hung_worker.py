@@ -1,5 +1,8 @@
 """A worker whose event loop blocks: its slot's connections go elsewhere at once.
 
+(The last test drives the worker's side alone, in process: a real worker
+server adopting and releasing a lent listener.)
+
 Two workers, ``--timeout 5``, clients running throughout: new-connection
 threads and keep-alive threads (``tests.system.stuck``). One worker's loop
 is blocked (``time.sleep`` in a handler, reached on the chosen worker only).
@@ -22,16 +25,26 @@ the test short and still leaves the hang several seconds of load.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import select
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
+from typing import Any
+
+import httpx
 
 import psutil
 
+from app_server import App, text
+from app_server.master.reuseport import accept_queue_length, listen_backlog
+from app_server.settings.model import Settings
+from app_server.workers.entry import loop_factory, serve
+from app_server.workers.server import WorkerServer
 from tests.system.harness import Master, poll
 from tests.system.stuck import Clients, Sample, stuck_fraction
 
@@ -278,3 +291,107 @@ def test_when_the_adopter_dies_another_worker_takes_the_late_slot(master: StartM
           f"({sum(1 for s in samples if in_flight_on_the_dead(s))} in flight on the dead)")
     assert not stuck, [(s.thread, round(s.start - t_hang, 3), round(s.end - s.start, 3),
                         s.error) for s in stuck[:10]]
+
+
+def _listener(backlog: int) -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
+
+
+def test_a_worker_serves_a_lent_listener_until_release_or_drain() -> None:
+    """The worker's side of ADOPT/RELEASE on real sockets, with a real worker server.
+
+    The lent socket is a copy of the descriptor (as SCM_RIGHTS delivers it):
+    the worker serves it with its own protocol, keeps the backlog the lender
+    set, and releasing or draining stops the accepting without closing the
+    lender's listener.
+    """
+    app = App("adopter")
+
+    @app.get("/")
+    async def index(request):  # type: ignore[no-untyped-def]
+        return text("served by the adopter")
+
+    gate = threading.Event()
+
+    @app.get("/slow")
+    async def slow(request):  # type: ignore[no-untyped-def]
+        while not gate.is_set():  # keeps the drain going until the test has looked
+            await asyncio.sleep(0.01)
+        return text("slow")
+
+    own, lent = _listener(1024), _listener(37)
+    holder: dict[str, Any] = {}
+    ready = threading.Event()
+
+    def run() -> None:
+        async def main() -> int:
+            holder["loop"] = asyncio.get_running_loop()
+            holder["stop"] = stop = asyncio.Event()
+
+            def on_ready(server: WorkerServer) -> None:
+                holder["server"] = server
+                ready.set()
+            return await serve(app, Settings(), [own], stop=stop, on_ready=on_ready)
+
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            holder["exit"] = runner.run(main())
+        ready.set()
+
+    def on_loop(call: Callable[[], Any]) -> Any:
+        async def call_async() -> Any:
+            result = call()
+            return await result if asyncio.iscoroutine(result) else result
+        return asyncio.run_coroutine_threadsafe(call_async(), holder["loop"]).result(10)
+
+    def copy() -> socket.socket:
+        return socket.socket(fileno=os.dup(lent.fileno()))
+
+    url = f"http://127.0.0.1:{lent.getsockname()[1]}/"
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(10) and "server" in holder
+        server: WorkerServer = holder["server"]
+        assert on_loop(lambda: server.adopt(7, [copy()], listen_backlog(lent)))
+        assert httpx.get(url, timeout=5).text == "served by the adopter"
+        assert listen_backlog(lent) == 37  # listen() again, with the lender's backlog
+        assert server.adopted == [7]
+        assert not on_loop(lambda: server.adopt(7, [copy()], 37))  # already adopted
+
+        assert on_loop(lambda: server.release(7))
+        assert server.adopted == []
+        with socket.create_connection(lent.getsockname(), timeout=5):
+            # Nobody accepts it now; the lender's listener is intact and queues it.
+            poll(lambda: accept_queue_length(lent) == 1, 5, "queued on the lent listener")
+            lent.settimeout(5)
+            lent.accept()[0].close()
+            lent.setblocking(False)
+
+        assert on_loop(lambda: server.adopt(8, [copy()], 37))
+        assert httpx.get(url, timeout=5).status_code == 200
+        # A drain stops the lent listener's accepting too (an in-flight request
+        # keeps the worker draining while we look).
+        slow = threading.Thread(target=httpx.get, daemon=True, args=(
+            f"http://127.0.0.1:{own.getsockname()[1]}/slow",), kwargs={"timeout": 10})
+        slow.start()
+        poll(lambda: len(server.state.connections) == 1, 5, "the slow request in flight")
+        holder["loop"].call_soon_threadsafe(holder["stop"].set)
+        poll(lambda: server.state.draining, 5, "the worker draining")
+        with socket.create_connection(lent.getsockname(), timeout=5):
+            poll(lambda: accept_queue_length(lent) == 1, 5, "queued while draining")
+            assert thread.is_alive()
+        gate.set()
+        slow.join(10)
+        thread.join(30)
+        assert holder.get("exit") == 0
+    finally:
+        gate.set()
+        if thread.is_alive() and "stop" in holder:
+            holder["loop"].call_soon_threadsafe(holder["stop"].set)
+        thread.join(30)
+        own.close()
+        lent.close()
