@@ -4,9 +4,7 @@ Owns: ``WorkerServer``: one ``create_server(sock=...)`` per inherited
 listener, the ticker that refreshes the clock and enforces deadlines, and
 ``drain()``: stop accepting, tell the app (``before_server_stop``,
 ``app.draining``), close idle keep-alive connections, let in-flight requests
-finish with ``Connection: close``, and give up at the graceful deadline. Also ``adopt()``/``release()``: serving,
-for a while, another slot's listeners that the master lends this worker
-while that slot's own worker cannot accept (``master.control``'s ADOPT).
+finish with ``Connection: close``, and give up at the graceful deadline.
 """
 
 from __future__ import annotations
@@ -51,6 +49,9 @@ class WorkerServer:
 
     async def adopt(self, key: int, sockets: list[socket.socket], backlog: int) -> bool:
         """Accept from another slot's listeners too, until ``release(key)``.
+
+        The master lends them (``master.control``'s ADOPT) while that slot's
+        own worker cannot accept: late, dead or not ready yet.
 
         The sockets are this process's own descriptors for them (closing
         them leaves the master's and the slot's worker's open); the servers
