@@ -24,6 +24,12 @@ handlers only record the signal; everything happens in the loop:
   ``--timeout`` gets SIGABRT (it dumps its stacks), then SIGKILL;
   ``--max-requests`` (asked by the worker), ``--max-lifetime`` and
   ``--max-memory`` recycle a worker, its replacement started first.
+* a slot whose worker cannot accept (a ready worker late with its heartbeat,
+  which means a blocked event loop; a dead or aborted one; one not ready
+  yet) is covered: the port's reuseport group is steered away from it
+  (``reuseport.steer``) and another worker is lent its listeners (ADOPT), so
+  neither new connections nor those already queued on it wait for it; both
+  end (RELEASE, steering back) once the slot's worker accepts again.
 
 Reloads, scaling and recycles are operations (``master.operations``) run
 one at a time, in order. The master also answers ``/metrics`` (asking every
@@ -50,7 +56,7 @@ from collections.abc import Callable
 from typing import Any
 
 from app_server.logs import ERROR_LOGGER, reopen_log_files
-from app_server.master import control
+from app_server.master import control, reuseport
 from app_server.master.control import Kind, RecycleReason, StopReason
 from app_server.master.model import (
     EXIT_BOOT_FAILED,
@@ -108,6 +114,10 @@ class Master:
         self.watchdog_s = watchdog_s
         self.timeout_s = settings.timeout_s
         self.heartbeat_s = control.heartbeat_interval(self.timeout_s)
+        self.late_s = control.late_after(self.timeout_s)
+        # The slots (group indices) new connections go to; None: the kernel's hash.
+        self.steering: tuple[int, ...] | None = None
+        self.steering_ok = True
         self.slots: list[Slot] = []
         self.workers: dict[int, Worker] = {}  # pid -> worker, every live child
         self.selector = selectors.DefaultSelector()
@@ -174,6 +184,8 @@ class Master:
             deadline = min(deadline, worker.deadline_kill, worker.recycle_at)
             if worker.phase is Phase.READY:
                 deadline = min(deadline, worker.last_seen + self.timeout_s)
+                if not worker.late:
+                    deadline = min(deadline, worker.last_seen + self.late_s)
         for slot in self.slots:
             if slot.respawn_at is not None:
                 deadline = min(deadline, slot.respawn_at)
@@ -310,6 +322,9 @@ class Master:
                 log.error("worker %d: %s", worker.pid, exc)
                 continue
             worker.last_seen = time.monotonic()  # any message, a HEARTBEAT too, is a sign of life
+            if worker.late:
+                worker.late = False  # its slot is uncovered at the end of this step
+                log.info("worker %d (slot %d) answers again", worker.pid, worker.slot.index)
             if message.kind is Kind.READY:
                 self._on_ready(worker)
             elif message.kind is Kind.RECYCLE:
@@ -447,6 +462,11 @@ class Master:
                     worker.deadline_kill = float("inf")
                 continue
             silent = now - worker.last_seen
+            if worker.phase is Phase.READY and not worker.late and silent > self.late_s:
+                worker.late = True
+                log.warning("worker %d (slot %d) late: no heartbeat for %.2fs; its slot's "
+                            "connections go to the other workers", worker.pid,
+                            worker.slot.index, silent)
             limit = boot_timeout if worker.phase is Phase.BOOTING else self.timeout_s
             if worker.phase is not Phase.STOPPING and silent > limit and not worker.aborted:
                 log.error("worker %d (slot %d) silent for %.1fs (timeout %ss): SIGABRT, "
@@ -488,6 +508,91 @@ class Master:
             for worker in list(self.workers.values()):
                 self._kill(worker, signal.SIGKILL)
             self.stop_deadline = float("inf")
+        self.update_cover()
+
+    # -- covering a slot that cannot accept ------------------------------------------
+
+    def update_cover(self) -> bool:
+        """Steer new connections away from slots that cannot accept; lend their listeners.
+
+        Run at the end of every step (and by TTOU when it retires a slot), so
+        every change (late, heartbeat again, ready, exit, stop) is acted on
+        in the step that saw it. False if the port's reuseport group could
+        not be steered as wanted (the kernel refused the program).
+        """
+        if self.stopping is not None:
+            return True  # the listeners are closed or closing
+        for slot in self.slots:
+            if self._needs_cover(slot):
+                self._lend(slot)
+            else:
+                self._give_back(slot)
+        return self._steer()
+
+    def _accepting(self, worker: Worker | None) -> bool:
+        return worker is not None and worker.phase is Phase.READY and not worker.late
+
+    def _needs_cover(self, slot: Slot) -> bool:
+        # Before the first time every worker is ready there is nobody to lend
+        # to; a shared listener (--no-reuse-port) is accepted by every worker.
+        return (self.first_ready and bool(slot.sockets) and not slot.retiring
+                and not self._accepting(slot.worker))
+
+    def _lend(self, slot: Slot) -> None:
+        adopter = slot.adopter
+        if adopter is not None:
+            if adopter.pid in self.workers and self._accepting(adopter) \
+                    and not adopter.slot.retiring:
+                return
+            self._give_back(slot)  # it stopped, died or is late itself: lend anew
+        candidates = [s.worker for s in self.slots if s is not slot and not s.retiring
+                      and s.worker is not None and self._accepting(s.worker)]
+        if not candidates:
+            return  # nobody can accept: steering alone (or nothing) until one can
+        # The one lent the fewest slots already.
+        chosen = min(candidates, key=lambda w: sum(1 for s in self.slots if s.adopter is w))
+        try:
+            control.send_adopt(chosen.channel, slot.index, slot.sockets)
+        except OSError as exc:
+            log.warning("slot %d: cannot lend its listeners to worker %d: %s",
+                        slot.index, chosen.pid, exc)
+            return
+        slot.adopter = chosen
+        log.info("slot %d: worker %d accepts its connections until the slot's worker does",
+                 slot.index, chosen.pid)
+
+    def _give_back(self, slot: Slot) -> None:
+        adopter, slot.adopter = slot.adopter, None
+        if adopter is None or adopter.pid not in self.workers:
+            return
+        with contextlib.suppress(OSError):
+            adopter.channel.send(control.encode(Kind.RELEASE, 0, slot.index))
+        log.info("slot %d: worker %d gives its listeners back", slot.index, adopter.pid)
+
+    def _steer(self) -> bool:
+        """Point each reuseport group at the slots that accept (or back to the hash)."""
+        live = [i for i, slot in enumerate(self.slots) if not slot.retiring]
+        allowed = [i for i in live if not self._needs_cover(self.slots[i])] or live
+        want = None if len(allowed) == len(self.slots) else tuple(allowed)
+        if want == self.steering or not self.slots or not self.slots[0].sockets:
+            return self.steering_ok
+        ok = True
+        for group in range(len(self.slots[0].sockets)):
+            # Any open socket of the group carries the program for all of it.
+            sock = next((s.sockets[group] for s in self.slots
+                         if len(s.sockets) > group and s.sockets[group].fileno() != -1), None)
+            if sock is None:
+                continue
+            if want is None:
+                reuseport.stop_steering(sock)
+            elif not reuseport.steer(sock, want):
+                ok = False
+        if want is not None:
+            log.info("new connections go to slots %s", ", ".join(map(str, want)))
+        elif self.steering is not None:
+            log.info("new connections go to every slot again")
+        self.steering, self.steering_ok = want, ok
+        return ok
 
     def _replace_dead(self, worker: Worker) -> None:
         """A hung worker is being killed: its slot gets a new worker at once."""

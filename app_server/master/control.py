@@ -1,7 +1,9 @@
 """The control channel between the master and one worker.
 
 Owns: the message vocabulary (``Kind``, ``StopReason``, ``RecycleReason``),
-its fixed binary encoding (``encode``/``decode``) and ``channel_pair()``.
+its fixed binary encoding (``encode``/``decode``), passing listeners with a
+message (``send_adopt``/``receive``), the heartbeat timing
+(``heartbeat_interval``, ``late_after``) and ``channel_pair()``.
 
 The channel is a ``SOCK_SEQPACKET`` socket pair made before the fork: each
 message is one packet (no framing to get wrong), delivery is reliable and in
@@ -16,11 +18,18 @@ round number (code 1-255) and the worker answers STATS with the same code
 (0 when it sends one unasked), whose value is the length of the snapshot
 that follows the 16 bytes in the same packet.
 
+When a slot's worker cannot accept (late, dead, not yet ready) the master
+sends another worker ADOPT (value: the slot) carrying that slot's listening
+sockets as ``SCM_RIGHTS`` file descriptors, and RELEASE (value: the slot) when
+the slot's own worker accepts again: in between, the adopter serves the
+connections queued on the slot's listeners.
+
 Rule: no imports from the rest of the package.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from enum import IntEnum
@@ -34,6 +43,8 @@ class Kind(IntEnum):
     STOP = 4
     COLLECT = 5  # master -> worker: send your metrics now
     STATS = 6  # worker -> master: value = payload length, the metrics snapshot follows
+    ADOPT = 7  # master -> worker: value = slot; its listeners ride along (SCM_RIGHTS)
+    RELEASE = 8  # master -> worker: value = slot; stop accepting from its listeners
 
 
 class StopReason(IntEnum):
@@ -97,9 +108,56 @@ def decode(packet: bytes) -> Message:
     return Message(_KINDS[kind], code, value)
 
 
+MAX_FDS = 16  # listeners one ADOPT may carry: a slot has one per TCP bind
+
+
+def send_adopt(channel: socket.socket, slot: int, sockets: list[socket.socket]) -> None:
+    """ADOPT ``slot``, with its listeners' descriptors; raises OSError if not sent."""
+    if not sockets or len(sockets) > MAX_FDS:
+        raise ValueError(f"ADOPT carries 1 to {MAX_FDS} listeners, not {len(sockets)}")
+    socket.send_fds(channel, [encode(Kind.ADOPT, 0, slot)], [s.fileno() for s in sockets])
+
+
+def receive(channel: socket.socket, size: int) -> tuple[bytes, list[int]]:
+    """One packet and the descriptors that came with it (the caller owns them).
+
+    An empty packet is EOF. Descriptors arrive close-on-exec; if the kernel
+    had to drop some (``MSG_CTRUNC``) the ones that came are closed and
+    ``ControlError`` is raised.
+    """
+    packet, fds, flags, _ = socket.recv_fds(channel, size, MAX_FDS, socket.MSG_CMSG_CLOEXEC)
+    if flags & socket.MSG_CTRUNC:
+        close_fds(fds)
+        raise ControlError("control packet with more descriptors than a message may carry")
+    return packet, fds
+
+
+def close_fds(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 def heartbeat_interval(timeout_s: float) -> float:
-    """Seconds between a worker's heartbeats: a quarter of ``--timeout``, 50 ms to 1 s."""
-    return max(0.05, min(1.0, timeout_s / 4))
+    """Seconds between a worker's heartbeats: a quarter of ``--timeout``, 50 to 250 ms.
+
+    At most 250 ms apart, so that a blocked event loop is noticed within a
+    second (``late_after``), however long ``--timeout`` is.
+    """
+    return max(0.05, min(0.25, timeout_s / 4))
+
+
+def late_after(timeout_s: float) -> float:
+    """Silence after which a ready worker is late: three heartbeats, at most 750 ms.
+
+    A late worker is not killed (``--timeout`` decides that); the master
+    only sends its slot's new connections elsewhere until it speaks again.
+    Three intervals leave room for a busy loop's delayed timer without the
+    slot flapping.
+    """
+    return min(3 * heartbeat_interval(timeout_s), timeout_s)
 
 
 def channel_pair() -> tuple[socket.socket, socket.socket]:

@@ -52,6 +52,7 @@ class Worker:
     started: float
     phase: Phase = Phase.BOOTING
     last_seen: float = 0.0
+    late: bool = False  # ready, but no heartbeat for control.late_after(--timeout)
     deadline_kill: float = float("inf")
     aborted: bool = False
     recycle_at: float = float("inf")  # --max-lifetime
@@ -69,6 +70,7 @@ class Slot:
     fast_deaths: int = 0
     respawn_at: float | None = None
     retiring: bool = False
+    adopter: Worker | None = None  # another worker lent this slot's listeners
 
 
 @dataclass

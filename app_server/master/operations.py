@@ -150,9 +150,8 @@ class ScaleDown(Operation):
             self.done = True
             return
         self.slot = master.retire_last_slot()
-        keep = len(master.slots) - 1
-        self.steered = [s for s in self.slot.sockets if reuseport.steer_away_from_last(s, keep)]
-        if self.slot.sockets and len(self.steered) < len(self.slot.sockets):
+        # The retiring slot is the last of the group: steering skips it from now.
+        if self.slot.sockets and not master.update_cover():
             log.warning("TTOU: cannot steer connections away from the retiring listener; "
                         "connections queued on it at close may be reset")
         self.began = time.monotonic()
@@ -196,8 +195,6 @@ class ScaleDown(Operation):
     def _gone(self, master: Master) -> None:
         if self.slot in master.slots:
             master.slots.remove(self.slot)
-        remaining = [s for slot in master.slots for s in slot.sockets]
-        for sock in remaining:
-            reuseport.stop_steering(sock)
+        master.update_cover()  # the steering that skipped it goes
         log.info("TTOU: %d workers", len(master.slots))
         self.done = True

@@ -41,6 +41,7 @@ class WorkerServer:
         self._ticker: asyncio.TimerHandle | None = None
         self._tick_s = tick_interval(state)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._adopted: dict[int, list[asyncio.base_events.Server]] = {}
 
     async def start(self, sockets: list[socket.socket]) -> None:
         loop = asyncio.get_running_loop()
@@ -61,6 +62,71 @@ class WorkerServer:
             )
             self._servers.append(server)
         self._schedule_tick()
+
+    async def adopt(self, key: int, sockets: list[socket.socket], backlog: int) -> bool:
+        """Accept from another slot's listeners too, until ``release(key)``.
+
+        The master lends them (``master.control``'s ADOPT) while that slot's
+        own worker cannot accept: late, dead or not ready yet.
+
+        The sockets are this process's own descriptors for them (closing
+        them leaves the master's and the slot's worker's open); the servers
+        made here close them. ``backlog`` is passed on because the event loop
+        calls ``listen()`` again: it must be the one the master set. The
+        servers join the worker's own, so a drain stops them too. False (and
+        the sockets closed) if the worker is draining or already adopted
+        ``key``.
+        """
+        loop = self._loop
+        if loop is None or self.state.draining or key in self._adopted:
+            for sock in sockets:
+                sock.close()
+            return False
+        state = self.state
+
+        def factory() -> HttpProtocol:
+            return HttpProtocol(state, loop)
+
+        servers: list[asyncio.base_events.Server] = []
+        self._adopted[key] = servers
+        try:
+            for sock in sockets:
+                server = await loop.create_server(
+                    factory, sock=sock, ssl=self.ssl_context, backlog=backlog,
+                    start_serving=True,
+                )
+                servers.append(server)
+                self._servers.append(server)
+        except BaseException:
+            for sock in sockets[len(servers):]:
+                sock.close()
+            self.release(key)
+            raise
+        if self._adopted.get(key) is not servers or self.state.draining:
+            # Released or drained while the servers were being made.
+            for server in servers:
+                server.close()
+                if server in self._servers:
+                    self._servers.remove(server)
+            if self._adopted.get(key) is servers:
+                del self._adopted[key]
+            return False
+        return True
+
+    def release(self, key: int) -> bool:
+        """Stop accepting from the listeners adopted as ``key``; False if none were."""
+        servers = self._adopted.pop(key, None)
+        if servers is None:
+            return False
+        for server in servers:
+            server.close()
+            if server in self._servers:
+                self._servers.remove(server)
+        return True
+
+    @property
+    def adopted(self) -> list[int]:
+        return sorted(self._adopted)
 
     def _schedule_tick(self) -> None:
         loop = self._loop

@@ -4,8 +4,10 @@ Owns: ``WorkerStart`` (what the master hands a forked child), ``run_supervised``
 (the child's whole life: import the app unless preloaded, serve, exit with a
 code the master understands) and ``Link`` (READY once serving, a HEARTBEAT
 from the event loop itself so that a blocked loop goes silent, RECYCLE when
-``--max-requests`` is reached, and STOP from the master turned into a drain
-with the right WebSocket close code).
+``--max-requests`` is reached, STOP from the master turned into a drain
+with the right WebSocket close code, and ADOPT/RELEASE: serving another
+slot's listeners, which the master passes over the channel, while that
+slot's worker is late or being replaced).
 
 Exit codes: 0 after a stop, ``EXIT_BOOT_FAILED`` (3) when the application
 could not be imported or its start hooks failed; the master tells the two
@@ -26,13 +28,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from app_server.logs import reopen_log_files
-from app_server.master import control
+from app_server.master import control, reuseport
 from app_server.master.control import Kind, RecycleReason, StopReason
 from app_server.settings.model import Settings
 from app_server.workers.entry import EXIT_BOOT_FAILED, StopControl, loop_factory, serve
 
 log = logging.getLogger("app_server.error")
-STATS_EVERY_BEATS = 5
+STATS_EVERY_S = 5.0  # an unasked metrics snapshot this often: bounds what a crash loses
+DEFAULT_BACKLOG = 2048  # when a lent listener's own cannot be read (not TCP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,11 @@ class Link:
         self.recycle_asked = False
         self.master_pid = os.getppid()
         self.beats = 0
+        # Heartbeats are frequent (a blocked loop must be noticed within a
+        # second); snapshots keep their own, slower pace.
+        self.stats_every_beats = max(1, round(STATS_EVERY_S / self.heartbeat_s))
+        self.server: Any = None  # the WorkerServer, once serving
+        self.adoptions: set[asyncio.Task[bool]] = set()
 
     def send_stats(self, final: bool = False, answer: int = 0) -> None:
         recorder = getattr(self.state, "recorder", None)
@@ -110,6 +118,7 @@ class Link:
         loop.add_reader(self.channel.fileno(), self._on_readable)
 
     def ready(self, server: Any) -> None:
+        self.server = server
         self.state = server.state
         if self.max_requests:
             # Checked after every response, so the limit is exact, not per heartbeat.
@@ -138,7 +147,7 @@ class Link:
             return
         self._send(Kind.HEARTBEAT, 0, served)
         self.beats += 1
-        if self.beats % STATS_EVERY_BEATS == 0:
+        if self.beats % self.stats_every_beats == 0:
             self.send_stats()  # bounds what a crash can lose
         if self.max_requests and served >= self.max_requests:
             self._ask_recycle(served)  # WebSocket upgrades count too
@@ -154,12 +163,19 @@ class Link:
 
     def _on_readable(self) -> None:
         while True:
+            fds: list[int] = []
             try:
-                packet = self.channel.recv(64)
+                packet, fds = control.receive(self.channel, 64)
             except (BlockingIOError, InterruptedError):
                 return
+            except control.ControlError as exc:
+                log.error("control channel: %s", exc)
+                continue
             except OSError:
                 packet = b""
+            if fds and (len(packet) < 1 or packet[0] != Kind.ADOPT):
+                control.close_fds(fds)  # only an ADOPT carries descriptors
+                fds = []
             if not packet:
                 # The master died: finish what is in flight and exit.
                 self.loop.remove_reader(self.channel.fileno())  # type: ignore[union-attr]
@@ -168,9 +184,15 @@ class Link:
             try:
                 message = control.decode(packet)
             except control.ControlError as exc:
+                control.close_fds(fds)
                 log.error("control channel: %s", exc)
                 continue
-            if message.kind is Kind.COLLECT:
+            if message.kind is Kind.ADOPT:
+                self._adopt(message.value, fds)
+            elif message.kind is Kind.RELEASE:
+                if self.server is not None and self.server.release(message.value):
+                    log.info("slot %d's listener given back", message.value)
+            elif message.kind is Kind.COLLECT:
                 self.send_stats(answer=message.code)
             elif message.kind is Kind.STOP:
                 try:
@@ -178,6 +200,33 @@ class Link:
                 except ValueError:
                     reason = StopReason.SHUTDOWN
                 self.stop.request(reason)
+
+    def _adopt(self, slot: int, fds: list[int]) -> None:
+        """Serve slot ``slot``'s listeners (``fds``, ours to close) until RELEASE."""
+        if self.server is None or self.stop.event.is_set() or not fds:
+            control.close_fds(fds)
+            return
+        sockets = []
+        for fd in fds:
+            try:
+                sockets.append(socket.socket(fileno=fd))
+            except OSError as exc:
+                os.close(fd)
+                log.error("slot %d: a lent listener is not a socket: %s", slot, exc)
+        if not sockets:
+            return
+        backlog = reuseport.listen_backlog(sockets[0])
+        task = self.loop.create_task(  # type: ignore[union-attr]
+            self.server.adopt(slot, sockets, backlog if backlog > 0 else DEFAULT_BACKLOG)
+        )
+        self.adoptions.add(task)
+        task.add_done_callback(self._adopted)
+        log.info("accepting for slot %d until its worker is back", slot)
+
+    def _adopted(self, task: asyncio.Task[bool]) -> None:
+        self.adoptions.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("cannot accept from a lent listener: %r", task.exception())
 
     def close(self) -> None:
         """The worker is done: a last snapshot, so its counts outlive it exactly."""

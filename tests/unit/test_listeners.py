@@ -182,3 +182,56 @@ def test_fd_that_is_not_open() -> None:
     with pytest.raises(ListenerError) as caught:
         bind_listeners((BindSpec(BindKind.FD, fd=read_end),))
     assert str(caught.value) == f"cannot listen on fd://{read_end}: Bad file descriptor"
+
+
+# -- a port's reuseport group, as the master builds it ----------------------------------
+
+
+def _queued_on(listeners: list[socket.socket], connections: int = 20) -> list[int]:
+    """Connect ``connections`` times; how many landed in each listener's accept queue."""
+    from app_server.master.reuseport import accept_queue_length
+
+    port = listeners[0].getsockname()[1]
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=5)
+               for _ in range(connections)]
+    try:
+        return [accept_queue_length(s) for s in listeners]
+    finally:
+        for s in listeners:
+            while True:
+                try:
+                    s.accept()[0].close()
+                except BlockingIOError:
+                    break
+        for c in clients:
+            c.close()
+
+
+def test_slot_i_listener_is_index_i_of_the_reuseport_group() -> None:
+    """The steering program's indices are slot numbers: the master's assumption, checked.
+
+    One listener per slot, bound in slot order as the master does; TTOU
+    retires (closes) the newest and TTIN binds a new one after it.
+    """
+    from app_server.master.listeners import bind_listener
+    from app_server.master.reuseport import steer, stop_steering
+
+    first = bind_listener(tcp("127.0.0.1"), reuse_port=True)
+    port = first.getsockname()[1]
+    slots = [first] + [bind_listener(tcp("127.0.0.1", port), reuse_port=True)
+                       for _ in range(3)]
+    try:
+        for index in range(4):
+            assert steer(slots[0], [index])
+            expected = [20 if i == index else 0 for i in range(4)]
+            assert _queued_on(slots) == expected, f"slot {index}"
+        slots.pop().close()  # TTOU: the newest slot's listener leaves the group
+        slots.append(bind_listener(tcp("127.0.0.1", port), reuse_port=True))  # TTIN
+        for index in range(4):
+            assert steer(slots[1], [index])  # any socket of the group carries the program
+            assert _queued_on(slots)[index] == 20, f"slot {index} after TTOU and TTIN"
+        stop_steering(slots[0])
+        assert sum(1 for n in _queued_on(slots, 200) if n > 0) == 4  # the kernel's hash again
+    finally:
+        for s in slots:
+            s.close()

@@ -47,6 +47,53 @@ def test_malformed_packets_are_refused(packet: bytes) -> None:
         control.decode(packet)
 
 
+def test_adopt_carries_the_listeners_and_release_names_the_slot() -> None:
+    master_end, worker_end = control.channel_pair()
+    listeners = [socket.create_server(("127.0.0.1", 0)) for _ in range(2)]
+    try:
+        control.send_adopt(master_end, 3, listeners)
+        master_end.send(control.encode(Kind.RELEASE, 0, 3))
+        packet, fds = control.receive(worker_end, 64)
+        assert control.decode(packet) == (Kind.ADOPT, 0, 3, b"")
+        assert len(fds) == 2
+        received = [socket.socket(fileno=fd) for fd in fds]
+        for ours, lent in zip(listeners, received, strict=True):
+            # The same listening socket: a connection to ours is accepted from the copy.
+            assert lent.getsockname() == ours.getsockname()
+            with socket.create_connection(ours.getsockname(), timeout=5):
+                lent.settimeout(5)
+                lent.accept()[0].close()
+            lent.close()  # our copy only: the original still listens
+            with socket.create_connection(ours.getsockname(), timeout=5):
+                ours.accept()[0].close()
+        packet, fds = control.receive(worker_end, 64)
+        assert (control.decode(packet), fds) == ((Kind.RELEASE, 0, 3, b""), [])
+    finally:
+        for s in (master_end, worker_end, *listeners):
+            s.close()
+
+
+def test_adopt_needs_listeners() -> None:
+    master_end, worker_end = control.channel_pair()
+    with master_end, worker_end, pytest.raises(ValueError):
+        control.send_adopt(master_end, 0, [])
+
+
+@pytest.mark.parametrize("timeout_s", [0.1, 0.5, 1, 2, 5, 10, 30, 3600])
+def test_a_blocked_worker_is_late_within_a_second(timeout_s: float) -> None:
+    """Heartbeats at most 250 ms apart; late after at most 750 ms without one.
+
+    The last heartbeat before the loop blocks is at most one interval old,
+    and the master marks it late ``late_after`` after that heartbeat: within
+    a second of the block, whatever --timeout is, and never after --timeout.
+    """
+    interval = control.heartbeat_interval(timeout_s)
+    late = control.late_after(timeout_s)
+    assert 0.05 <= interval <= 0.25
+    assert late >= min(2 * interval, timeout_s)  # one delayed beat is not late
+    assert late <= min(1.0, timeout_s)
+
+
 def test_stop_reasons_choose_the_websocket_close_code() -> None:
     assert StopReason.SHUTDOWN.websocket_close[0] == 1001
     for reason in (StopReason.RELOAD, StopReason.RECYCLE, StopReason.SCALE_DOWN):
@@ -100,6 +147,40 @@ def test_steering_keeps_new_connections_off_the_last_listener() -> None:
     finally:
         for s in socks:
             s.close()
+
+
+@pytest.mark.parametrize("allowed", [[0, 2, 3], [1, 2, 3], [1], [3, 1], [2, 0]])
+def test_steering_can_skip_any_listener(allowed: list[int]) -> None:
+    socks = _group(4)
+    try:
+        assert reuseport.steer(socks[2], allowed)
+        spread = _spread(socks, 200)
+        assert sum(spread) == 200
+        for index in range(4):
+            if index in allowed:
+                assert spread[index] > 0, (index, spread)
+            else:
+                assert spread[index] == 0, (index, spread)
+        reuseport.stop_steering(socks[0])
+        assert all(n > 0 for n in _spread(socks, 200))
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.mark.parametrize("allowed", [[], [1, 1], [-1, 0]])
+def test_steering_refuses_a_set_that_is_not_one(allowed: list[int]) -> None:
+    (listener,) = _group(1)
+    with listener:
+        assert not reuseport.steer(listener, allowed)
+
+
+def test_listen_backlog_is_what_listen_set() -> None:
+    (listener,) = _group(1)
+    with listener:
+        assert reuseport.listen_backlog(listener) == 512
+        listener.listen(100)
+        assert reuseport.listen_backlog(listener) == 100
 
 
 def test_accept_queue_length_counts_unaccepted_connections() -> None:
