@@ -1,8 +1,7 @@
 """Choosing which SO_REUSEPORT listeners of a port get new connections.
 
 Owns: ``steer(sock, allowed)``, ``steer_away_from_last(sock, keep)``,
-``stop_steering(sock)``, ``accept_queue_length(sock)`` and
-``listen_backlog(sock)``.
+``stop_steering(sock)`` and ``accept_queue_length(sock)``.
 
 Linux spreads a port's new connections over its reuseport group by a hash
 of the 4-tuple, whatever the state of the process behind each listener. A
@@ -54,7 +53,6 @@ _BPF_JEQ_K = 0x05 | 0x10 | 0x00
 _BPF_MAX_INSNS = 4096  # BPF_MAXINSNS: 2 per slot, far above any worker count
 _INSN = struct.Struct("HBBI")
 _TCPI_UNACKED_OFFSET = 24  # after 8 one-byte fields and rto, ato, snd_mss, rcv_mss
-_TCPI_SACKED_OFFSET = 28  # the next u32
 
 
 def steer(sock: socket.socket, allowed: Sequence[int]) -> bool:
@@ -118,18 +116,3 @@ def accept_queue_length(sock: socket.socket) -> int:
         return -1
     return int(struct.unpack_from("I", info, _TCPI_UNACKED_OFFSET)[0])
 
-
-def listen_backlog(sock: socket.socket) -> int:
-    """The listen queue limit in force on a TCP listener (-1 if unknown).
-
-    A listener's ``tcpi_sacked`` is its ``sk_max_ack_backlog``: what
-    ``listen()`` set, after the kernel's ``somaxconn`` cap. Calling
-    ``listen()`` again with this value leaves the queue as the master made it.
-    """
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
-    except (OSError, AttributeError):
-        return -1
-    if len(info) < _TCPI_SACKED_OFFSET + 4:
-        return -1
-    return int(struct.unpack_from("I", info, _TCPI_SACKED_OFFSET)[0])

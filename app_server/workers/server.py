@@ -46,24 +46,25 @@ class WorkerServer:
     async def start(self, sockets: list[socket.socket]) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
-        state = self.state
-        state.now = loop.time()
-
-        def factory() -> HttpProtocol:
-            return HttpProtocol(state, loop)
+        self.state.now = loop.time()
 
         for sock in sockets:
-            # create_server(sock=...) calls listen() again (uvloop and asyncio
-            # alike), which would replace the master's --backlog: listen with
-            # the value already in force.
-            server = await loop.create_server(
-                factory, sock=sock, ssl=self.ssl_context,
-                backlog=listen_backlog(sock, self.backlog), start_serving=True,
-            )
-            self._servers.append(server)
+            self._servers.append(await self._serve(sock))
         self._schedule_tick()
 
-    async def adopt(self, key: int, sockets: list[socket.socket], backlog: int) -> bool:
+    async def _serve(self, sock: socket.socket) -> asyncio.base_events.Server:
+        loop = self._loop
+        assert loop is not None  # noqa: S101 - start() sets it first
+        state = self.state
+        # create_server(sock=...) calls listen() again (uvloop and asyncio
+        # alike), which would replace the master's --backlog: listen with
+        # the value already in force.
+        return await loop.create_server(
+            lambda: HttpProtocol(state, loop), sock=sock, ssl=self.ssl_context,
+            backlog=listen_backlog(sock, self.backlog), start_serving=True,
+        )
+
+    async def adopt(self, key: int, sockets: list[socket.socket]) -> bool:
         """Accept from another slot's listeners too, until ``release(key)``.
 
         The master lends them (``master.control``'s ADOPT) while that slot's
@@ -71,8 +72,7 @@ class WorkerServer:
 
         The sockets are this process's own descriptors for them (closing
         them leaves the master's and the slot's worker's open); the servers
-        made here close them. ``backlog`` is passed on because the event loop
-        calls ``listen()`` again: it must be the one the master set. The
+        made here close them, and keep the listen queue the master set. The
         servers join the worker's own, so a drain stops them too. False (and
         the sockets closed) if the worker is draining or already adopted
         ``key``.
@@ -82,19 +82,11 @@ class WorkerServer:
             for sock in sockets:
                 sock.close()
             return False
-        state = self.state
-
-        def factory() -> HttpProtocol:
-            return HttpProtocol(state, loop)
-
         servers: list[asyncio.base_events.Server] = []
         self._adopted[key] = servers
         try:
             for sock in sockets:
-                server = await loop.create_server(
-                    factory, sock=sock, ssl=self.ssl_context, backlog=backlog,
-                    start_serving=True,
-                )
+                server = await self._serve(sock)
                 servers.append(server)
                 self._servers.append(server)
         except BaseException:

@@ -28,14 +28,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from app_server.logs import reopen_log_files
-from app_server.master import control, reuseport
+from app_server.master import control
 from app_server.master.control import Kind, RecycleReason, StopReason
 from app_server.settings.model import Settings
 from app_server.workers.entry import EXIT_BOOT_FAILED, StopControl, loop_factory, serve
 
 log = logging.getLogger("app_server.error")
 STATS_EVERY_S = 5.0  # an unasked metrics snapshot this often: bounds what a crash loses
-DEFAULT_BACKLOG = 2048  # when a lent listener's own cannot be read (not TCP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,10 +214,7 @@ class Link:
                 log.error("slot %d: a lent listener is not a socket: %s", slot, exc)
         if not sockets:
             return
-        backlog = reuseport.listen_backlog(sockets[0])
-        task = self.loop.create_task(  # type: ignore[union-attr]
-            self.server.adopt(slot, sockets, backlog if backlog > 0 else DEFAULT_BACKLOG)
-        )
+        task = self.loop.create_task(self.server.adopt(slot, sockets))  # type: ignore[union-attr]
         self.adoptions.add(task)
         task.add_done_callback(self._adopted)
         log.info("accepting for slot %d until its worker is back", slot)

@@ -37,14 +37,13 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-
 import psutil
 
 from app_server import App, text
-from app_server.master.reuseport import accept_queue_length, listen_backlog
+from app_server.master.reuseport import accept_queue_length
 from app_server.settings.model import Settings
 from app_server.workers.entry import loop_factory, serve
-from app_server.workers.server import WorkerServer
+from app_server.workers.server import WorkerServer, listen_backlog
 from tests.system.harness import Master, poll
 from tests.system.stuck import Clients, Sample, stuck_fraction
 
@@ -356,11 +355,11 @@ def test_a_worker_serves_a_lent_listener_until_release_or_drain() -> None:
     try:
         assert ready.wait(10) and "server" in holder
         server: WorkerServer = holder["server"]
-        assert on_loop(lambda: server.adopt(7, [copy()], listen_backlog(lent)))
+        assert on_loop(lambda: server.adopt(7, [copy()]))
         assert httpx.get(url, timeout=5).text == "served by the adopter"
-        assert listen_backlog(lent) == 37  # listen() again, with the lender's backlog
+        assert listen_backlog(lent, 7) == 37  # listen() again, with the lender's backlog
         assert server.adopted == [7]
-        assert not on_loop(lambda: server.adopt(7, [copy()], 37))  # already adopted
+        assert not on_loop(lambda: server.adopt(7, [copy()]))  # already adopted
 
         assert on_loop(lambda: server.release(7))
         assert server.adopted == []
@@ -371,7 +370,7 @@ def test_a_worker_serves_a_lent_listener_until_release_or_drain() -> None:
             lent.accept()[0].close()
             lent.setblocking(False)
 
-        assert on_loop(lambda: server.adopt(8, [copy()], 37))
+        assert on_loop(lambda: server.adopt(8, [copy()]))
         assert httpx.get(url, timeout=5).status_code == 200
         # A drain stops the lent listener's accepting too (an in-flight request
         # keeps the worker draining while we look).

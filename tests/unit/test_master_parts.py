@@ -12,6 +12,7 @@ import pytest
 from app_server.master import control, reuseport
 from app_server.master.control import Kind, RecycleReason, StopReason
 from app_server.master.watch import SourceWatcher
+from app_server.workers.server import listen_backlog
 
 # -- control channel ---------------------------------------------------------------
 
@@ -178,9 +179,9 @@ def test_steering_refuses_a_set_that_is_not_one(allowed: list[int]) -> None:
 def test_listen_backlog_is_what_listen_set() -> None:
     (listener,) = _group(1)
     with listener:
-        assert reuseport.listen_backlog(listener) == 512
+        assert listen_backlog(listener, 7) == 512
         listener.listen(100)
-        assert reuseport.listen_backlog(listener) == 100
+        assert listen_backlog(listener, 7) == 100
 
 
 def test_accept_queue_length_counts_unaccepted_connections() -> None:
