@@ -89,6 +89,7 @@ BOOT_TIMEOUT_MIN_S = 30.0
 MEMORY_CHECK_S = 1.0
 COLLECT_TIMEOUT_S = 0.5  # a scrape waits at most this long for the workers' snapshots
 WATCH_INTERVAL_S = 1.0  # --reload: how often the sources are looked at
+WATCHDOG_FRESH_S = 3.0  # WATCHDOG=1 only while every serving worker spoke this recently
 
 
 SpawnTarget = Callable[[int, list[socket.socket], socket.socket, int], int]
@@ -602,9 +603,13 @@ class Master:
             slot.respawn_at = time.monotonic()
 
     def _heartbeats_fresh(self, now: float) -> bool:
-        """Every serving worker heartbeat recently (a few intervals, not --timeout)."""
+        """Every serving worker heartbeat recently (within seconds, not --timeout).
+
+        Wider than ``late_after``: a worker late for a moment has its slot
+        covered, but does not cost the whole service a watchdog ping.
+        """
         serving = [s.worker for s in self.slots if s.worker is not None]
-        fresh = min(self.timeout_s, 3 * self.heartbeat_s)
+        fresh = min(0.75 * self.timeout_s, WATCHDOG_FRESH_S)
         return bool(serving) and all(
             w.phase is Phase.READY and now - w.last_seen <= fresh for w in serving
         )
