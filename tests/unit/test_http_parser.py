@@ -116,6 +116,10 @@ INVALID: dict[str, tuple[bytes, int]] = {
         501,
     ),
     "method then no space": (b"GETX\r\nHost: a\r\n\r\n", 400),
+    # Only a well-formed request line makes an unknown method 501.
+    "space inside a method": (b"GE T / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    "unknown method, bad version": (b"BREW / HTCPCP/1.0\r\nHost: a\r\n\r\n", 400),
+    "unknown method, bare lf": (b"BREW / HTTP/1.1\nHost: a\r\n\r\n", 400),
     "method token over the head limit": (b"X" * (MAX_HEAD + 1) + b" / HTTP/1.1\r\n\r\n", 431),
     "asterisk-form for GET": (b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     "fragment in target": (b"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n", 400),

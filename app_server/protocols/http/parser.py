@@ -14,6 +14,7 @@ clock, no logging.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 from urllib.parse import unquote
 
@@ -38,12 +39,19 @@ _METHODS: Final[dict[bytes, str]] = {
     m.encode(): m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 }
 _VERSIONS: Final = frozenset({"1.0", "1.1"})
-# RFC 9110 §5.6.2 tchar: what a method token (and a transfer coding) may hold.
-_TCHAR: Final = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-# A request that llhttp put on its first line is replayed (only on the error
-# path, to find where the refused method starts) from at most this many bytes.
+# RFC 9112 §3 request-line with an RFC 9110 §5.6.2 token as the method, and
+# the set of its prefixes (a line that cannot become valid is refused early).
+_TCHAR: Final = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+_REQUEST_LINE: Final = re.compile(
+    rb"(" + _TCHAR + rb"+) [\x21-\x7e]+ HTTP/[0-9]\.[0-9]\r\n"
+)
+_REQUEST_LINE_PREFIX: Final = re.compile(
+    _TCHAR
+    + rb"+(?: (?:[\x21-\x7e]+(?: (?:H(?:T(?:T(?:P(?:/(?:[0-9](?:\.(?:[0-9]\r?)?)?)?)?)?)?)?)?)?)?)?"
+)
+# The bytes since the last message boundary are kept (while a message spans
+# reads) up to this size; past it a refused method gets a plain 400.
 _REPLAY_LIMIT: Final = 65536
-_PRIMER: Final = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
 # Per-header framing overhead we count towards the head size: ": " and CRLF.
 _HEADER_OVERHEAD: Final = 4
 _OWS: Final = (b" ", b"\t")
@@ -250,22 +258,28 @@ class RequestParser:
         self._judge_method(received[_request_start(received):])
 
     def _judge_method(self, line: bytes) -> None:
-        """501 for ``token SP``, 400 for anything else; wait while undecided."""
-        n = len(line)
-        i = 0
-        while i < n and line[i] in _TCHAR:
-            i += 1
-        if i > self._max_head:
+        """501 for a well-formed request line, 400 for any other; wait while undecided.
+
+        The decision depends only on the line's first ``max_head`` bytes, and
+        a prefix that no valid line starts with is refused at once, so the
+        answer is the same however the bytes arrive.
+        """
+        limit = self._max_head
+        end = line.find(b"\n", 0, limit)
+        if end >= 0:
+            self._refused_method = None
+            match = _REQUEST_LINE.fullmatch(line, 0, end + 1)
+            if match is None:
+                raise ProtocolError(400, "Invalid method")
+            method = match[1].decode("ascii")
+            raise ProtocolError(501, f"Method {method} not implemented")
+        if _REQUEST_LINE_PREFIX.fullmatch(line, 0, limit) is None:
+            self._refused_method = None
+            raise ProtocolError(400, "Invalid method")
+        if len(line) > limit:
             self._refused_method = None
             raise ProtocolError(431, "Request line and headers too large")
-        if i == n:
-            self._refused_method = line  # the token may go on in the next read
-            return
-        self._refused_method = None
-        if i and line[i] == 0x20:
-            method = line[:i].decode("ascii")
-            raise ProtocolError(501, f"Method {method} not implemented")
-        raise ProtocolError(400, "Invalid method")
+        self._refused_method = line  # the rest of the line is in a later read
 
     def _fail(self, status: int, detail: str) -> None:
         self._error = ProtocolError(status, detail)
