@@ -378,3 +378,17 @@ def test_messages_before_an_error_in_the_same_read_come_first(direct: bool) -> N
     events = session.receive(data, BIG)
     assert [(k, v if k != FAIL else v[0]) for k, v in events] == [  # type: ignore[index]
         (TEXT, "one"), (BYTES, b"two"), (FAIL, 1002)]
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "wsproto"])
+def test_a_frame_header_alone_does_not_end_a_fragmented_message(direct: bool) -> None:
+    # Found by tests/unit/test_fuzz_websocket.py: the header of a whole text
+    # frame, arriving without its mask key inside a fragmented message,
+    # reset the "fragmented" flag before the frame was handed to wsproto, so
+    # the fast path then decoded that frame as a message of its own.
+    data = (client_frame(OP_TEXT, b"", fin=False) + client_frame(0, b"", fin=False)
+            + client_frame(OP_TEXT, b""))
+    cut = len(data) - 4  # the last frame's mask key arrives in the next read
+    session = Session(1000, direct=direct)
+    events = session.receive(data[:cut], BIG) + session.receive(data[cut:], BIG)
+    assert [(k, v[0]) for k, v in events] == [(FAIL, 1002)]  # type: ignore[index]

@@ -208,10 +208,6 @@ class Session:
                 if event is not None:
                     out.append(event)
                     return out
-            if opcode == 1 or opcode == 2:
-                self._fragmented = not b0 & 0x80
-            elif opcode == 0 and b0 & 0x80:
-                self._fragmented = False
             if n - pos >= total:
                 chunk = buf[pos:pos + total]
                 pos += total
@@ -221,6 +217,12 @@ class Session:
                 chunk = buf[pos:]
                 self._pass = total - (n - pos)
                 pos = n
+            # Only once the frame is handed over (never while waiting for it:
+            # the fast path must not take the next frame for a whole message).
+            if opcode == 1 or opcode == 2:
+                self._fragmented = not b0 & 0x80
+            elif opcode == 0 and b0 & 0x80:
+                self._fragmented = False
             room = self._wsproto_events(chunk, out, room)
             if self.failed or self.close_received:
                 return out
