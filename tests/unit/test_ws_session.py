@@ -392,3 +392,15 @@ def test_a_frame_header_alone_does_not_end_a_fragmented_message(direct: bool) ->
     session = Session(1000, direct=direct)
     events = session.receive(data[:cut], BIG) + session.receive(data[cut:], BIG)
     assert [(k, v[0]) for k, v in events] == [(FAIL, 1002)]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "wsproto"])
+def test_a_stray_continuation_is_a_protocol_error_whatever_came_before(direct: bool) -> None:
+    # Found by tests/unit/test_fuzz_websocket.py: the size budget kept the
+    # last message's size, so a stray CONTINUATION was 1009 after a message
+    # wsproto had decoded, but 1002 after one the fast path had decoded.
+    data = client_frame(OP_TEXT, b"x" * 600) + client_frame(0, b"y" * 600)
+    session = Session(1000, direct=direct)
+    events = session.receive(data, BIG)
+    assert [(k, v if k != FAIL else v[0]) for k, v in events] == [  # type: ignore[index]
+        (TEXT, "x" * 600), (FAIL, 1002)]

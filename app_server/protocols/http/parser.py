@@ -49,6 +49,9 @@ _REQUEST_LINE_PREFIX: Final = re.compile(
     _TCHAR
     + rb"+(?: (?:[\x21-\x7e]+(?: (?:H(?:T(?:T(?:P(?:/(?:[0-9](?:\.(?:[0-9]\r?)?)?)?)?)?)?)?)?)?)?)?"
 )
+# Two spaces in a read send it through _feed_spaced (a regex scans faster
+# than ``in`` for a two-byte needle).
+_DOUBLE_SP: Final = re.compile(b"  ").search
 # The bytes since the last message boundary are kept (while a message spans
 # reads) up to this size; past it a refused method gets a plain 400.
 _REPLAY_LIMIT: Final = 65536
@@ -81,7 +84,6 @@ class RequestParser:
         "_upgrade",
         "_error",
         "_since",
-        "_since_more",
         "_since_size",
         "_space_tail",
         "_url_closed",
@@ -104,8 +106,7 @@ class RequestParser:
         # The bytes received since the last read that began at a message
         # boundary, kept only while a message spans reads (bounded): on the
         # error path they locate the method llhttp refused.
-        self._since: bytes | None = None
-        self._since_more: list[bytes] | None = None
+        self._since: bytes | list[bytes] | None = None
         self._since_size = 0
         # The last read ended with the SP after the method or the target: a
         # read that starts with SP again makes two (RFC 9112 §3).
@@ -148,45 +149,56 @@ class RequestParser:
             return
         if not self.in_message:
             self._since = data
-            self._since_more = None
-            self._since_size = len(data)
         elif self._since is not None:
             self._keep(data)
-        if data[-1:] == b" " or b"  " in data or (self._space_tail and data[:1] == b" "):
+        if self._space_tail or data[-1:] == b" " or (
+            not (self._length > 0 and self.in_message
+                 and self._body_size + len(data) <= self._length)  # all body: skip the scan
+            and _DOUBLE_SP(data)
+        ):
             self._feed_spaced(data)
         else:
-            self._space_tail = False
-            self._feed(data, 0)
+            try:
+                self._parser.feed_data(data)
+            except Exception as exc:  # noqa: BLE001 - every kind is mapped or re-raised
+                self._parser_error(exc, data, 0)
         if not self.in_message:
-            self._since = self._since_more = None
+            self._since = None  # an idle connection keeps no bytes
 
     def _keep(self, data: bytes) -> None:
-        size = self._since_size + len(data)
-        if size > _REPLAY_LIMIT:
-            self._since = self._since_more = None
-            return
-        self._since_size = size
-        more = self._since_more
-        if more is None:
-            self._since_more = [data]
+        """A message spans reads: keep them (bounded) for the error path."""
+        since = self._since
+        if since.__class__ is bytes:
+            self._since = [since, data]  # type: ignore[list-item]
+            self._since_size = len(since) + len(data)  # type: ignore[arg-type]
         else:
-            more.append(data)
+            since.append(data)  # type: ignore[union-attr]
+            self._since_size += len(data)
+        if self._since_size > _REPLAY_LIMIT:
+            self._since = None
 
     def _feed(self, data: bytes, offset: int) -> None:
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
+        except Exception as exc:  # noqa: BLE001 - every kind is mapped or re-raised
+            self._parser_error(exc, data, offset)
+
+    def _parser_error(self, exc: Exception, data: bytes, offset: int) -> None:
+        """Map an httptools exception from feeding ``data`` (at ``offset`` in the read)."""
+        if isinstance(exc, httptools.HttpParserUpgrade):
             self.upgraded_at = offset + (int(exc.args[0]) if exc.args else len(data))
-        except httptools.HttpParserCallbackError as exc:
+        elif isinstance(exc, httptools.HttpParserCallbackError):
             raise self._error or ProtocolError(400, "Bad Request") from exc
-        except httptools.HttpParserInvalidMethodError as exc:
+        elif isinstance(exc, httptools.HttpParserInvalidMethodError):
             self._on_refused_method(exc)
-        except httptools.HttpParserInvalidURLError as exc:
+        elif isinstance(exc, httptools.HttpParserInvalidURLError):
             raise ProtocolError(400, "Invalid request target") from exc
-        except httptools.HttpParserError as exc:
+        elif isinstance(exc, httptools.HttpParserError):
             detail = _describe(exc)
             status = 505 if "HTTP version" in detail else 400
             raise ProtocolError(status, detail) from exc
+        else:
+            raise exc
 
     def _feed_spaced(self, data: bytes) -> None:
         """Feed a read holding ``SP SP`` (or ending in SP): refuse it in a request line.
@@ -253,8 +265,7 @@ class RequestParser:
         since = self._since
         if since is None:
             raise ProtocolError(400, "Invalid method") from exc
-        more = self._since_more
-        received = since + b"".join(more) if more else since
+        received = since if since.__class__ is bytes else b"".join(since)  # type: ignore[arg-type]
         self._judge_method(received[_request_start(received):])
 
     def _judge_method(self, line: bytes) -> None:
@@ -355,9 +366,10 @@ class RequestParser:
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         url = self._url
-        if url[:1] != b"/" or b"#" in url:
-            self._check_target(url, method)
-        raw_path, path, query = _split_target(url)
+        if b"?" not in url and b"%" not in url and b"#" not in url and url[:1] == b"/":
+            raw_path, path, query = url, url.decode("latin-1"), b""
+        else:
+            raw_path, path, query = self._split_target(url, method)
         upgrade = self._upgrade if self._connection_upgrade else None
         self._length = -1 if content_length is None else content_length
         headers = self._headers
@@ -394,13 +406,27 @@ class RequestParser:
 
     # -- rules -------------------------------------------------------------
 
-    def _check_target(self, url: bytes, method: str) -> None:
+    def _split_target(self, url: bytes, method: str) -> tuple[bytes, str, bytes]:
+        """Raw path, decoded path and query of a target that is not a plain path."""
         if b"#" in url:
             # RFC 9112 §3.2: no request-target form carries a fragment.
             self._fail(400, "Fragment in the request target")
-        if url == b"*" and method != "OPTIONS":
-            # RFC 9112 §3.2.4: asterisk-form is only for a server-wide OPTIONS.
-            self._fail(400, "Asterisk-form target is only for OPTIONS")
+        if url[:1] != b"/":
+            if url == b"*":
+                # RFC 9112 §3.2.4: asterisk-form is only for a server-wide OPTIONS.
+                if method != "OPTIONS":
+                    self._fail(400, "Asterisk-form target is only for OPTIONS")
+                return url, "*", b""
+            # absolute-form (RFC 9112 §3.2.2): keep only path and query.
+            parsed = httptools.parse_url(url)
+            path_bytes = parsed.path or b"/"
+            query = parsed.query or b""
+            raw = path_bytes + (b"?" + query if query else b"")
+            return raw, _decode_path(path_bytes), query
+        q = url.find(b"?")
+        if q < 0:
+            return url, _decode_path(url), b""
+        return url, _decode_path(url[:q]), url[q + 1:]
 
     def _check_version(self, version: str) -> str:
         """RFC 9112 §2.3: an unknown 1.x minor version is served as 1.1."""
@@ -458,30 +484,6 @@ _SPECIAL_HEADERS: Final = {
     b"connection": RequestParser._on_connection,
     b"upgrade": RequestParser._on_upgrade,
 }
-
-
-def _split_target(url: bytes) -> tuple[bytes, str, bytes]:
-    """Split a request target into raw path, decoded path and query bytes."""
-    if b"?" not in url and b"%" not in url and url[:1] == b"/":
-        return url, url.decode("latin-1"), b""
-    if url[:1] != b"/":
-        if url == b"*":
-            return url, "*", b""
-        # absolute-form (RFC 9112 §3.2.2): keep only path and query.
-        parsed = httptools.parse_url(url)
-        path_bytes = parsed.path or b"/"
-        query = parsed.query or b""
-        raw = path_bytes + (b"?" + query if query else b"")
-        return raw, _decode_path(path_bytes), query
-    q = url.find(b"?")
-    if q < 0:
-        path_bytes, query = url, b""
-    else:
-        path_bytes, query = url[:q], url[q + 1 :]
-    frag = query.find(b"#")
-    if frag >= 0:
-        query = query[:frag]
-    return url, _decode_path(path_bytes), query
 
 
 def _decode_path(path: bytes) -> str:
