@@ -16,7 +16,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import h11
-from hypothesis import event, example, given
+from hypothesis import event as note_event
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from app_server.protocols.http.events import ProtocolError, RequestHead
@@ -98,8 +99,8 @@ FRAMING_NAMES = [b"Content-Length", b"Transfer-Encoding", b"host", b"Upgrade"]
 BAD_NAMES = [b"X A", b"", b"X-\xff", b"X:"] + FRAMING_NAMES
 GOOD_VALUES = [b"a", b"", b"0", b"3", b"chunked", b"keep-alive", b"100-continue",
                b" padded  ", b"a  b", b"\xe9t\xe9", b"gzip, chunked", b"a,b"]
-BAD_VALUES = [b"close", b"upgrade", b"+3", b"3, 3", b"-1", b"99999999999999999999", b"chunked, gzip", b"identity",
-              b"CHUNKED", b"websocket", b"x\x00y", b"x\ry"]
+BAD_VALUES = [b"close", b"upgrade", b"+3", b"3, 3", b"-1", b"99999999999999999999",
+              b"chunked, gzip", b"identity", b"CHUNKED", b"websocket", b"x\x00y", b"x\ry"]
 COLONS = [b":", b" : ", b":\t"]
 
 
@@ -199,7 +200,7 @@ def test_arbitrary_bytes_parse_the_same_however_split(data: bytes, cuts: list[in
 @example(data=b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n", cuts=[4])
 def test_near_valid_requests_parse_the_same_however_split(data: bytes, cuts: list[int]) -> None:
     whole = run([data])
-    event(f"error {whole[1]}")
+    note_event(f"error {whole[1]}")
     assert run(split(data, cuts)) == whole
     assert run([data[i:i + 1] for i in range(len(data))]) == whole
 
@@ -284,9 +285,9 @@ def test_accepted_requests_are_framed_the_same_by_h11(data: bytes) -> None:
     try:
         accepted = ours(data)
     except ProtocolError as exc:
-        event(f"refused with {exc.status_hint}")
+        note_event(f"refused with {exc.status_hint}")
         return
-    event(f"{len(accepted)} request(s) accepted")
+    note_event(f"{len(accepted)} request(s) accepted")
     if not accepted:
         return
     # Exclusions, each by design: blank lines before a request and HTTP/1.0

@@ -112,8 +112,8 @@ class RequestParser:
         # read that starts with SP again makes two (RFC 9112 §3).
         self._space_tail = False
         self._url_closed = False  # on_url saw the SP that ends the target
-        # The start of a request whose method llhttp refused, until the end
-        # of its first token arrives and decides between 501 and 400.
+        # The start of a request whose method llhttp refused, until enough of
+        # its request line has arrived to decide between 501 and 400.
         self._refused_method: bytes | None = None
         self.upgraded_at: int = -1
         self.in_message = False
