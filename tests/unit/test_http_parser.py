@@ -250,6 +250,19 @@ def test_trailer_fields_never_join_the_head() -> None:
     assert parser.events[-1] is REQUEST_END
 
 
+def test_unknown_method_far_after_a_boundary_is_still_refused() -> None:
+    # The 501 distinction replays at most 64 KiB since the last message
+    # boundary; further back the request is still refused, with 400.
+    body = b"x" * 70_000
+    raw = (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+           + b"BREW /pot HTTP/1.1\r\nHost: a\r\n\r\n")
+    parser = RequestParser(MAX_HEAD, 100_000)
+    with pytest.raises(ProtocolError) as info:
+        parser.feed(raw)
+    assert info.value.status_hint == 400
+    assert [e for e in parser.events if e is REQUEST_END] == [REQUEST_END]
+
+
 def test_http_1_2_is_served_as_1_1() -> None:
     parser = RequestParser(MAX_HEAD, MAX_BODY)
     parser.feed(b"GET / HTTP/1.2\r\nHost: a\r\n\r\n")

@@ -52,8 +52,8 @@ _REQUEST_LINE_PREFIX: Final = re.compile(
 # Two spaces in a read send it through _feed_spaced (a regex scans faster
 # than ``in`` for a two-byte needle).
 _DOUBLE_SP: Final = re.compile(b"  ").search
-# The bytes since the last message boundary are kept (while a message spans
-# reads) up to this size; past it a refused method gets a plain 400.
+# A refused method is located by replaying at most this many bytes since the
+# last message boundary; further back it gets a plain 400 (see _on_refused_method).
 _REPLAY_LIMIT: Final = 65536
 # Per-header framing overhead we count towards the head size: ": " and CRLF.
 _HEADER_OVERHEAD: Final = 4
@@ -263,9 +263,15 @@ class RequestParser:
         boundary to find where the refused request starts.
         """
         since = self._since
-        if since is None:
+        received = (
+            b"" if since is None
+            else since if since.__class__ is bytes
+            else b"".join(since)  # type: ignore[arg-type]
+        )
+        if not received or len(received) > _REPLAY_LIMIT:
+            # Too far back to replay cheaply (the probe parses cost
+            # O(n log n)): the refusal stays, without the 501 distinction.
             raise ProtocolError(400, "Invalid method") from exc
-        received = since if since.__class__ is bytes else b"".join(since)  # type: ignore[arg-type]
         self._judge_method(received[_request_start(received):])
 
     def _judge_method(self, line: bytes) -> None:
