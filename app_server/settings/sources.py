@@ -175,6 +175,10 @@ def _load_toml(filename: str, source: str) -> dict[str, Any]:
                             source) from exc
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError("config", filename, f"valid TOML ({exc})", source) from exc
+    except UnicodeDecodeError as exc:
+        # tomllib decodes the file as UTF-8 (TOML 1.0) and lets this through.
+        raise SettingsError("config", filename, f"a UTF-8 TOML file ({exc.reason} at byte "
+                            f"{exc.start})", source) from exc
 
 
 # -- the command line -------------------------------------------------------------

@@ -479,12 +479,17 @@ class WebSocketConnection(asyncio.Protocol):
         self._close_transport()
 
     def _fail(self, code: int, reason: str) -> None:
-        """The peer broke the protocol (or stopped answering): Close with ``code``, then TCP."""
+        """The peer broke the protocol (or stopped answering): Close with ``code``, then TCP.
+
+        Messages already queued, including those decoded from the same read
+        just before the error, stay for the application to ``receive``; the
+        close shows once they are taken (RFC 6455 §7.1.7 fails the connection,
+        it does not take back what was delivered).
+        """
         session = self.session
         if self.close_code is None:
             self.close_code = code
             self.close_reason = reason
-        self.queue.clear()
         if session is not None:
             frame = session.encode_close(code, reason)
             if frame:

@@ -41,6 +41,18 @@ VALID: dict[str, tuple[bytes, list[tuple[str, bytes, bytes]]]] = {
         [("GET", b"/1", b""), ("GET", b"/2", b""), ("POST", b"/3", b"ok")],
     ),
     "http/1.0 without host": (b"GET /old HTTP/1.0\r\n\r\n", [("GET", b"/old", b"")]),
+    # RFC 9112 §2.3: an unknown 1.x minor version is served as 1.1.
+    "http/1.2": (b"GET /v HTTP/1.2\r\nHost: a\r\n\r\n", [("GET", b"/v", b"")]),
+    "asterisk-form options": (b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", [("OPTIONS", b"*", b"")]),
+    "double spaces in bodies": (
+        b"POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 7\r\n\r\n{  } \r\n"
+        b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n[  ]\r\n0\r\n\r\n",
+        [("POST", b"/b", b"{  } \r\n"), ("POST", b"/c", b"[  ]")],
+    ),
+    "double spaces in a header value": (
+        b"GET /s HTTP/1.1\r\nHost: a\r\nX-A: a  b\r\n\r\n",
+        [("GET", b"/s", b"")],
+    ),
     "custom token method": (b"PURGE /c HTTP/1.1\r\nHost: a\r\n\r\n", [("PURGE", b"/c", b"")]),
     "absolute form": (
         b"GET http://a/x?q=1 HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -89,7 +101,39 @@ INVALID: dict[str, tuple[bytes, int]] = {
     "missing host": (b"GET / HTTP/1.1\r\n\r\n", 400),
     "two hosts": (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
     "http/2.0": (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
-    "http/1.2": (b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505),
+    "http/3.0": (b"GET / HTTP/3.0\r\nHost: a\r\n\r\n", 505),
+    "http/1.2 without host": (b"GET / HTTP/1.2\r\n\r\n", 400),  # served as 1.1
+    # RFC 9110 §9.1: a method token we do not implement is 501, case-sensitively.
+    "lower-case get": (b"get / HTTP/1.1\r\nHost: a\r\n\r\n", 501),
+    "unknown method token": (b"CONFORMANCE-CHECK / HTTP/1.1\r\nHost: a\r\n\r\n", 501),
+    "unknown method after a body": (
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nGETGETX / HTTP/1.1\r\n\r\n",
+        501,
+    ),
+    "unknown method after a chunked body": (
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nAB\r\n0\r\n\r\n"
+        b"\r\nBREW /pot HTTP/1.1\r\nHost: a\r\n\r\n",
+        501,
+    ),
+    "method then no space": (b"GETX\r\nHost: a\r\n\r\n", 400),
+    # Only a well-formed request line makes an unknown method 501.
+    "space inside a method": (b"GE T / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    "unknown method, bad version": (b"BREW / HTCPCP/1.0\r\nHost: a\r\n\r\n", 400),
+    "unknown method, bare lf": (b"BREW / HTTP/1.1\nHost: a\r\n\r\n", 400),
+    "method token over the head limit": (b"X" * (MAX_HEAD + 1) + b" / HTTP/1.1\r\n\r\n", 431),
+    "asterisk-form for GET": (b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    "fragment in target": (b"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    "fragment in absolute target": (b"GET http://a/x#f HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    "two spaces after method": (b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    "two spaces after the target": (b"GET /x  HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    "two spaces in a pipelined request": (
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: a  b\r\n\r\nGET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+        400,
+    ),
+    "te gzip then chunked": (
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        501,
+    ),
     "body over limit (content-length)": (
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1025\r\n\r\n",
         413,
@@ -188,6 +232,43 @@ def test_head_fields() -> None:
     assert head.expect_continue is True
     assert head.keep_alive is False
     assert head.content_length == 0
+
+
+def test_trailer_fields_never_join_the_head() -> None:
+    # Found by tests/unit/test_fuzz_http.py: trailers were appended to the
+    # RequestHead's header list after it had been handed out, so what the
+    # application saw depended on how the bytes arrived.
+    raw = (
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"1\r\nz\r\n0\r\nX-Trailer: t\r\nHost: evil\r\n\r\n"
+    )
+    parser = RequestParser(MAX_HEAD, MAX_BODY)
+    parser.feed(raw)
+    head = parser.events[0]
+    assert isinstance(head, RequestHead)
+    assert head.headers == [(b"host", b"a"), (b"transfer-encoding", b"chunked")]
+    assert parser.events[-1] is REQUEST_END
+
+
+def test_unknown_method_far_after_a_boundary_is_still_refused() -> None:
+    # The 501 distinction replays at most 64 KiB since the last message
+    # boundary; further back the request is still refused, with 400.
+    body = b"x" * 70_000
+    raw = (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+           + b"BREW /pot HTTP/1.1\r\nHost: a\r\n\r\n")
+    parser = RequestParser(MAX_HEAD, 100_000)
+    with pytest.raises(ProtocolError) as info:
+        parser.feed(raw)
+    assert info.value.status_hint == 400
+    assert [e for e in parser.events if e is REQUEST_END] == [REQUEST_END]
+
+
+def test_http_1_2_is_served_as_1_1() -> None:
+    parser = RequestParser(MAX_HEAD, MAX_BODY)
+    parser.feed(b"GET / HTTP/1.2\r\nHost: a\r\n\r\n")
+    head = parser.events[0]
+    assert isinstance(head, RequestHead)
+    assert head.http_version == "1.1" and head.keep_alive is True
 
 
 def test_http10_expect_continue_is_ignored() -> None:

@@ -316,3 +316,91 @@ def test_direct_decoding_matches_wsproto(seed: int) -> None:
     for split in (whole, bytewise, lambda d: random_chunks(d, seed)):
         for room in (1, 3, BIG):
             assert _collect(data, split, room, direct=True) == reference, (split, room)
+
+
+# -- protocol edges (RFC 6455, read strictly) ---------------------------------
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "wsproto"])
+@pytest.mark.parametrize("code", [1012, 1013, 1014])
+def test_registered_close_codes_are_a_normal_close(code: int, direct: bool) -> None:
+    # RFC 6455 §7.4.2 and the IANA registry: 1012-1014 are valid to receive.
+    for split in SPLITS:
+        session = Session(1000, direct=direct)
+        events = []
+        for chunk in split(client_frame(0x8, close_payload(code, "later"))):
+            events.extend(session.receive(chunk, BIG))
+        assert events == [(CLOSE, (code, "later"))], split.__name__
+        assert session.close_received and not session.failed
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "wsproto"])
+def test_registered_close_code_with_a_bad_reason_is_1007(direct: bool) -> None:
+    session = Session(1000, direct=direct)
+    events = session.receive(client_frame(0x8, close_payload(1012) + b"\xff"), BIG)
+    assert [(k, v[0]) for k, v in events] == [(FAIL, 1007)]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "wsproto"])
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [client_frame(OP_TEXT, b"ok \xff" + b"x" * 500)],  # one frame
+        [client_frame(OP_TEXT, b"fine", fin=False), client_frame(0, b"\xc3(" + b"x" * 500)],
+    ],
+    ids=["frame", "continuation"],
+)
+def test_invalid_utf8_fails_before_the_text_frame_completes(
+    frames: list[bytes], direct: bool
+) -> None:
+    data = b"".join(frames)
+    cut = len(data) - 400  # the invalid bytes are in; 400 payload bytes are not
+    session = Session(1000, direct=direct)
+    events = session.receive(data[:cut], BIG)
+    assert [(k, v[0]) for k, v in events] == [(FAIL, 1007)]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "wsproto"])
+def test_valid_text_arriving_in_pieces_is_not_failed_early(direct: bool) -> None:
+    text = "é€😀" * 50
+    session = Session(1000, direct=direct)
+    events = []
+    for chunk in bytewise(client_frame(OP_TEXT, text.encode())):
+        events.extend(session.receive(chunk, BIG))
+    assert events == [(TEXT, text)]
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "wsproto"])
+def test_messages_before_an_error_in_the_same_read_come_first(direct: bool) -> None:
+    data = (client_frame(OP_TEXT, b"one") + client_frame(OP_BINARY, b"two")
+            + client_frame(OP_TEXT, b"x", rsv=0x20) + client_frame(OP_TEXT, b"after"))
+    session = Session(1000, direct=direct)
+    events = session.receive(data, BIG)
+    assert [(k, v if k != FAIL else v[0]) for k, v in events] == [  # type: ignore[index]
+        (TEXT, "one"), (BYTES, b"two"), (FAIL, 1002)]
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "wsproto"])
+def test_a_frame_header_alone_does_not_end_a_fragmented_message(direct: bool) -> None:
+    # Found by tests/unit/test_fuzz_websocket.py: the header of a whole text
+    # frame, arriving without its mask key inside a fragmented message,
+    # reset the "fragmented" flag before the frame was handed to wsproto, so
+    # the fast path then decoded that frame as a message of its own.
+    data = (client_frame(OP_TEXT, b"", fin=False) + client_frame(0, b"", fin=False)
+            + client_frame(OP_TEXT, b""))
+    cut = len(data) - 4  # the last frame's mask key arrives in the next read
+    session = Session(1000, direct=direct)
+    events = session.receive(data[:cut], BIG) + session.receive(data[cut:], BIG)
+    assert [(k, v[0]) for k, v in events] == [(FAIL, 1002)]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "wsproto"])
+def test_a_stray_continuation_is_a_protocol_error_whatever_came_before(direct: bool) -> None:
+    # Found by tests/unit/test_fuzz_websocket.py: the size budget kept the
+    # last message's size, so a stray CONTINUATION was 1009 after a message
+    # wsproto had decoded, but 1002 after one the fast path had decoded.
+    data = client_frame(OP_TEXT, b"x" * 600) + client_frame(0, b"y" * 600)
+    session = Session(1000, direct=direct)
+    events = session.receive(data, BIG)
+    assert [(k, v if k != FAIL else v[0]) for k, v in events] == [  # type: ignore[index]
+        (TEXT, "x" * 600), (FAIL, 1002)]

@@ -99,6 +99,12 @@ class SizeGuard(Extension):
             return CloseReason.MESSAGE_TOO_BIG
         return data
 
+    def frame_inbound_complete(self, proto: Any, fin: bool) -> None:
+        # The message is over: a stray CONTINUATION after it starts from zero
+        # (and is then refused as the protocol error it is, 1002, not 1009).
+        if fin and not self._control:
+            self.size = 0
+
 
 class BoundedDeflate(PerMessageDeflate):
     """permessage-deflate that never inflates a message past ``max_size``."""

@@ -13,6 +13,7 @@ peer closed, ``FAIL`` (code, reason) when the peer broke the protocol.
 
 from __future__ import annotations
 
+from codecs import getincrementaldecoder
 from typing import Any
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
@@ -48,6 +49,11 @@ _FAIL_REASONS = {
     1009: "message too big",
 }
 _OPEN = ConnectionState.OPEN
+# RFC 6455 §7.4.2 leaves 1000-2999 to the registry: 1012 Service Restart,
+# 1013 Try Again Later, 1014 Bad Gateway are registered (IANA) and valid to
+# receive, but wsproto refuses the ones its enum lacks as "unknown reserved".
+_REGISTERED_CLOSE = frozenset({1012, 1013, 1014})
+_UTF8 = getincrementaldecoder("utf-8")
 
 
 def _unmask(mask: bytes, payload: bytes) -> bytes:
@@ -70,14 +76,17 @@ class Session:
     is decoded here directly: a header check, an XOR and a UTF-8 decode.
     Everything else (control frames, fragments, compressed or oversized
     messages, anything malformed) is handed to wsproto, which validates it
-    and produces the error codes. wsproto only ever receives whole frames,
-    or the rest of one large frame, so it is at a frame boundary whenever a
-    frame is decoded here.
+    and produces the error codes: control frames whole, data frames as their
+    bytes arrive (the rest of a frame follows it before anything else), so
+    wsproto is at a frame boundary whenever a frame is decoded here.
+
+    Where this departs from wsproto, on purpose: a Close with a registered
+    code 1012-1014 is accepted (RFC 6455 §7.4.2 and the IANA registry).
     """
 
     __slots__ = (
         "_conn", "_parts", "deflate", "failed", "close_sent", "close_received", "pending",
-        "max_size", "_buf", "_pass", "_fragmented", "_wsp_pending", "_direct",
+        "max_size", "_buf", "_pass", "_fragmented", "_wsp_pending", "_direct", "_partial",
     )
 
     def __init__(
@@ -99,6 +108,9 @@ class Session:
         self._fragmented = False  # a fragmented message is in wsproto's hands
         self._wsp_pending = False  # wsproto holds parsed events not yet returned
         self._direct = direct and deflate is None
+        # The text frame at the head of _buf is incomplete: (UTF-8 decoder,
+        # payload bytes it has checked), so invalid text fails as it arrives.
+        self._partial: tuple[Any, int] | None = None
 
     def receive(self, data: bytes, room: int) -> list[tuple[int, Any]]:
         """Feed bytes from the socket; return the events they complete.
@@ -164,8 +176,17 @@ class Session:
             ):
                 if n - pos < total:
                     if total <= _SMALL_FRAME:
-                        break  # wait for the rest of this frame
+                        # Wait for the rest of this frame; text that is
+                        # already invalid fails now (RFC 6455 §8.1).
+                        if opcode == 1 and n - pos > head and not self._check_partial_text(
+                            buf, pos + head, n
+                        ):
+                            out.append((FAIL, (1007, _FAIL_REASONS[1007])))
+                            return out
+                        break
                 else:
+                    if self._partial is not None:
+                        self._partial = None
                     start = pos + head
                     pos += total
                     payload = _unmask(buf[start - 4:start], buf[start:pos])
@@ -180,20 +201,28 @@ class Session:
                         out.append((BYTES, payload))
                     room -= 1
                     continue
-            # Anything else is wsproto's: whole frames, or a large one as it comes.
-            if opcode == 1 or opcode == 2:
-                self._fragmented = not b0 & 0x80
-            elif opcode == 0 and b0 & 0x80:
-                self._fragmented = False
+            # Anything else is wsproto's: whole control frames, data frames as
+            # they come (wsproto checks a text message's UTF-8 as it arrives).
+            if opcode == 8 and n - pos >= total and b0 == 0x88 and 2 <= length <= 125:
+                event = self._registered_close(buf, pos + head, pos + total, b1)
+                if event is not None:
+                    out.append(event)
+                    return out
             if n - pos >= total:
                 chunk = buf[pos:pos + total]
                 pos += total
-            elif total <= _SMALL_FRAME:
-                break  # wait for the whole frame
+            elif n - pos < head or (opcode & 0x8 and length <= 125):
+                break  # wait for the header, or for a whole control frame
             else:
                 chunk = buf[pos:]
                 self._pass = total - (n - pos)
                 pos = n
+            # Only once the frame is handed over (never while waiting for it:
+            # the fast path must not take the next frame for a whole message).
+            if opcode == 1 or opcode == 2:
+                self._fragmented = not b0 & 0x80
+            elif opcode == 0 and b0 & 0x80:
+                self._fragmented = False
             room = self._wsproto_events(chunk, out, room)
             if self.failed or self.close_received:
                 return out
@@ -203,6 +232,47 @@ class Session:
         if pos < n:
             self._buf = buf[pos:]
         return out
+
+    def _check_partial_text(self, buf: bytes, start: int, end: int) -> bool:
+        """Check the payload bytes of an incomplete text frame received so far.
+
+        Only new bytes are decoded (the decoder keeps its place), so a frame
+        that arrives in many pieces is still checked once in all.
+        """
+        partial = self._partial
+        decoder, checked = partial if partial is not None else (_UTF8(), 0)
+        have = end - start
+        if have <= checked:
+            return True
+        k = checked % 4
+        mask = buf[start - 4:start]
+        try:
+            decoder.decode(_unmask(mask[k:] + mask[:k], buf[start + checked:end]))
+        except UnicodeDecodeError:
+            self.failed = True
+            self._partial = None
+            return False
+        self._partial = (decoder, have)
+        return True
+
+    def _registered_close(
+        self, buf: bytes, start: int, end: int, b1: int
+    ) -> tuple[int, Any] | None:
+        """A Close with code 1012-1014 (wsproto would refuse it), else None."""
+        if not b1 & 0x80:
+            return None  # unmasked: wsproto fails it
+        payload = _unmask(buf[start - 4:start], buf[start:end])
+        code = int.from_bytes(payload[:2], "big")
+        if code not in _REGISTERED_CLOSE:
+            return None
+        try:
+            reason = payload[2:].decode()
+        except UnicodeDecodeError:
+            self.failed = True
+            return (FAIL, (1007, _FAIL_REASONS[1007]))
+        self.close_received = True
+        self._parts = []
+        return (CLOSE, (code, reason))
 
     def _wsproto_events(self, data: bytes, out: list[tuple[int, Any]], room: int) -> int:
         """Feed wsproto; append its events to ``out``; return the room left."""
