@@ -30,7 +30,7 @@ from importlib.metadata import version
 from typing import TYPE_CHECKING
 
 from app_server.logs import ERROR_LOGGER, configure_logging
-from app_server.master.control import heartbeat_interval
+from app_server.control import heartbeat_interval
 from app_server.master.listeners import (
     ListenerError,
     bind_listener,

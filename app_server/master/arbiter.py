@@ -56,8 +56,9 @@ from collections.abc import Callable
 from typing import Any
 
 from app_server.logs import ERROR_LOGGER, reopen_log_files
-from app_server.master import control, reuseport
-from app_server.master.control import Kind, RecycleReason, StopReason
+from app_server import control
+from app_server.master import reuseport
+from app_server.control import Kind, RecycleReason, StopReason
 from app_server.master.model import (
     EXIT_BOOT_FAILED,
     RECYCLE_LABELS,
@@ -304,15 +305,7 @@ class Master:
         return slot.sockets + self.listeners.shared
 
     def _read_channel(self, worker: Worker) -> None:
-        buffer = self._packet_buffer
-        while True:
-            try:
-                size = worker.channel.recv_into(buffer)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                size = 0
-            packet = bytes(buffer[:size])
+        for packet in control.read_ready(lambda: self._receive(worker.channel), b""):
             if not packet:
                 with contextlib.suppress(KeyError, ValueError):
                     self.selector.unregister(worker.channel)
@@ -334,6 +327,11 @@ class Master:
                 self.metrics.update(worker.pid, message.payload)
                 if message.code == self.collect_round:  # not an older, unasked one
                     self._collect_answered(worker.pid)
+
+    def _receive(self, channel: socket.socket) -> bytes:
+        # Into one preallocated buffer: a packet may be a 4 MiB snapshot, and
+        # heartbeats come four times a second from every worker.
+        return bytes(self._packet_buffer[:channel.recv_into(self._packet_buffer)])
 
     def _on_ready(self, worker: Worker) -> None:
         if worker.phase is not Phase.BOOTING:

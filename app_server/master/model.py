@@ -5,7 +5,7 @@ children and their stable slots), ``Listeners`` (the sockets it holds),
 ``WorkerView`` (what the metrics read), ``describe_exit`` and the reserved
 exit code ``EXIT_BOOT_FAILED``.
 
-Rule: imports nothing from the package but ``master.control``,
+Rule: imports nothing from the package but ``control``,
 ``master.listeners`` and ``settings.model``.
 """
 
@@ -16,7 +16,7 @@ import socket
 from dataclasses import dataclass, field
 from enum import Enum
 
-from app_server.master.control import RecycleReason
+from app_server.control import RecycleReason
 from app_server.master.listeners import DEFAULT_BACKLOG, bind_listener
 from app_server.settings.model import BindSpec
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from app_server.logs import ERROR_LOGGER
 from app_server.master import reuseport
-from app_server.master.control import StopReason
+from app_server.control import StopReason
 from app_server.master.model import Phase, Worker, describe_exit
 
 if TYPE_CHECKING:

@@ -27,7 +27,15 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     ),
     "app_server.master": (
         "app_server.framework", "app_server.protocols", "app_server.workers",
+        "app_server.metrics.store", "app_server.metrics.recorder",
     ),
+    # The master <-> worker protocol both sides share: a leaf.
+    "app_server.control": (
+        "app_server.framework", "app_server.protocols", "app_server.workers",
+        "app_server.master", "app_server.metrics", "app_server.settings", "app_server.cli",
+        "app_server.logs", "app_server.testing",
+    ),
+    "app_server.metrics.sink": ("app_server.",),
     "app_server.settings": (
         "app_server.framework", "app_server.workers", "app_server.master",
         "app_server.protocols",
@@ -102,6 +110,13 @@ def test_the_rules_see_real_imports() -> None:
     found = imports_of(ROOT / "workers" / "http_protocol.py")
     assert "app_server.protocols.http.parser" in found
     assert "asyncio" in found
+
+
+def test_master_and_workers_share_the_control_package() -> None:
+    # Both sides speak the protocol from control/, not from each other.
+    assert "app_server.control" in imports_of(ROOT / "workers" / "supervised.py")
+    assert "app_server.control" in imports_of(ROOT / "master" / "arbiter.py")
+    assert not (ROOT / "master" / "control.py").exists()
 
 
 def test_public_names_are_all_importable() -> None:

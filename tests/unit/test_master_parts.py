@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from app_server.master import control, reuseport
-from app_server.master.control import Kind, RecycleReason, StopReason
+from app_server import control
+from app_server.control import Kind, RecycleReason, StopReason
+from app_server.master import reuseport
 from app_server.master.watch import SourceWatcher
 from app_server.workers.server import listen_backlog
 
@@ -39,6 +40,35 @@ def test_a_dead_peer_reads_as_eof() -> None:
     worker_end.close()
     with master_end:
         assert master_end.recv(64) == b""
+
+
+def test_read_ready_reads_every_waiting_packet_then_stops_at_eagain() -> None:
+    master_end, worker_end = control.channel_pair()
+    with master_end, worker_end:
+        for value in range(3):
+            worker_end.send(control.encode(Kind.HEARTBEAT, 0, value))
+        packets = list(control.read_ready(lambda: master_end.recv(64), b""))
+        assert [control.decode(p).value for p in packets] == [0, 1, 2]  # no EOF: still open
+        worker_end.send(control.encode(Kind.READY))
+        worker_end.close()
+        # A dead peer's last packet is read before its EOF, which ends the stream.
+        packets = list(control.read_ready(lambda: master_end.recv(64), b""))
+        assert [control.decode(p).kind for p in packets[:-1]] == [Kind.READY]
+        assert packets[-1] == b""
+
+
+def test_read_ready_skips_a_packet_that_breaks_the_protocol() -> None:
+    master_end, worker_end = control.channel_pair()
+    with master_end, worker_end:
+        worker_end.send(b"x")
+        worker_end.send(control.encode(Kind.READY))
+
+        def recv() -> bytes:
+            packet = master_end.recv(64)
+            control.decode(packet)  # raises ControlError for the bad one
+            return packet
+
+        assert [control.decode(p).kind for p in control.read_ready(recv, b"")] == [Kind.READY]
 
 
 @pytest.mark.parametrize("packet", [b"", b"\x01" * 15, b"\x01" * 17, b"\x09" + b"\x00" * 15,
