@@ -187,7 +187,8 @@ def _exit_text(code: int) -> str:
 
 def _serve(settings: Settings, boot: Boot, worker_settings: Settings) -> int:
     from app_server.master import systemd
-    from app_server.master.arbiter import Master, remove_pid_file, write_pid_file
+    from app_server.master.arbiter import Master
+    from app_server.master.pidfile import remove_pid_file, write_pid_file
 
     configure_logging(settings.log.level, settings.log.format)
     if settings.supervisor.reload and settings.supervisor.preload:

@@ -30,7 +30,6 @@ from app_server.master.actions import (
     FINISHED,
     Action,
     AddSlot,
-    AddSlotFailed,
     CloseListeners,
     CountRestart,
     Event,

@@ -3,7 +3,8 @@
 Owns: ``Scrape``, the ``metrics_http.Endpoints`` the metrics server calls
 back: health and readiness from the slot table, a collection round (COLLECT
 to every live worker, wait for their STATS until all answered or
-``COLLECT_TIMEOUT_S``), the rendering by the ``MasterMetrics`` sink, and
+``log = logging.getLogger("app_server.error")
+COLLECT_TIMEOUT_S``), the rendering by the ``MasterMetrics`` sink, and
 ``worker_view`` (workers by state, each slot's RSS and CPU, read with
 psutil at scrape time only). It is one selector-registered component of the
 master's loop: the loop calls ``on_stats``, ``worker_gone``, ``expire`` and
@@ -15,10 +16,11 @@ and ``master.*``.
 
 from __future__ import annotations
 
+import logging
 import selectors
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from app_server import control
@@ -28,12 +30,13 @@ from app_server.master.model import Phase, Slot, Worker
 from app_server.master.policies import all_ready
 from app_server.metrics.sink import MasterMetrics, WorkerView
 
+log = logging.getLogger("app_server.error")
 COLLECT_TIMEOUT_S = 0.5  # a scrape waits at most this long for the workers' snapshots
 _STATE_NAMES = {Phase.BOOTING: "starting", Phase.READY: "ready", Phase.STOPPING: "stopping"}
 
 
 class Supervised(Protocol):
-    """What a scrape reads of the master."""
+    """What a scrape reads of the master's children (``master.children.Children``)."""
 
     @property
     def workers(self) -> Mapping[int, Worker]: ...
@@ -41,26 +44,25 @@ class Supervised(Protocol):
     @property
     def slots(self) -> Sequence[Slot]: ...
 
-    @property
-    def is_stopping(self) -> bool: ...
-
 
 class Scrape:
-    def __init__(self, master: Supervised, metrics: MasterMetrics,
-                 listener: socket.socket, selector: selectors.BaseSelector) -> None:
-        self.master = master
+    def __init__(self, master: Supervised, is_stopping: Callable[[], bool],
+                 metrics: MasterMetrics, listener: socket.socket,
+                 selector: selectors.BaseSelector) -> None:
+        self.master, self.is_stopping = master, is_stopping
         self.metrics = metrics
         metrics.workers = self.worker_view
         self.server = MetricsServer(listener, selector, self)
         self.waiting: set[int] = set()
         self.round = 0
         self.deadline = float("inf")
+        log.info("metrics on http://%s:%d/metrics (/healthz, /readyz)", *self.server.address)
 
     def healthy(self) -> bool:
         return any(w.phase is Phase.READY for w in self.master.workers.values())
 
     def ready(self) -> bool:
-        return not self.master.is_stopping and all_ready(self.master.slots)
+        return not self.is_stopping() and all_ready(self.master.slots)
 
     def start_collect(self) -> None:
         """A scrape: ask every live worker for a fresh snapshot (bounded wait)."""

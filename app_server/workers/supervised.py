@@ -27,9 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from app_server.logs import reopen_log_files
 from app_server import control
 from app_server.control import Kind, RecycleReason, StopReason
+from app_server.logs import reopen_log_files
 from app_server.settings.model import Settings
 from app_server.workers.entry import EXIT_BOOT_FAILED, StopControl, loop_factory, serve
 

@@ -112,6 +112,40 @@ def test_the_rules_see_real_imports() -> None:
     assert "asyncio" in found
 
 
+def imports_anywhere(path: Path) -> set[str]:
+    """Every module ``path`` imports, inside functions too (lazy imports count)."""
+    tree = ast.parse(path.read_text(), str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+# Not even lazily: the master gets its metrics implementation from cli, and the
+# control protocol is a leaf both sides share.
+NEVER_EVEN_LAZILY: dict[str, tuple[str, ...]] = {
+    "master": ("app_server.framework", "app_server.protocols", "app_server.workers",
+               "app_server.metrics.store", "app_server.metrics.recorder", "prometheus_client"),
+    "control": ("app_server.",),
+}
+
+
+@pytest.mark.parametrize("package", sorted(NEVER_EVEN_LAZILY))
+def test_master_and_control_imports_inside_functions_too(package: str) -> None:
+    bad = sorted(
+        f"{path.name}: {imported}"
+        for path in (ROOT / package).rglob("*.py")
+        for imported in imports_anywhere(path)
+        for prefix in NEVER_EVEN_LAZILY[package]
+        if imported.startswith(prefix) and not imported.startswith(f"app_server.{package}")
+    )
+    assert not bad, f"{package} must not import {bad}"
+
+
 def test_master_and_workers_share_the_control_package() -> None:
     # Both sides speak the protocol from control/, not from each other.
     assert "app_server.control" in imports_of(ROOT / "workers" / "supervised.py")
