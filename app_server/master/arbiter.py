@@ -59,8 +59,7 @@ class Master:
         self.metrics = metrics if metrics is not None else NullMasterMetrics()
         self.selector = selectors.DefaultSelector()
         self.children = Children(settings, graceful_timeout_s, listeners, spawn_target,
-                                 self.selector, self.metrics)
-        self.children.in_child = self._close_in_child
+                                 self.selector, self.metrics, self._close_in_child)
         self.slots, self.workers = self.children.slots, self.children.workers  # shared, not copies
         self.inbox = process.SignalInbox()
         self.operations: deque[Operation] = deque()

@@ -49,13 +49,13 @@ SpawnTarget = Callable[[int, list[socket.socket], socket.socket, int], int]
 class Children:
     def __init__(self, settings: SupervisorSettings, graceful_s: float, listeners: Listeners,
                  spawn_target: SpawnTarget, selector: selectors.BaseSelector,
-                 metrics: MasterMetrics) -> None:
+                 metrics: MasterMetrics, in_child: Callable[[], None]) -> None:
         self.settings, self.graceful_s, self.listeners = settings, graceful_s, listeners
         self.spawn_target, self.selector, self.metrics = spawn_target, selector, metrics
         self.deadlines = Deadlines(settings.timeout_s, control.late_after(settings.timeout_s))
         self.slots: list[Slot] = []
         self.workers: dict[int, Worker] = {}  # pid -> worker, every live child
-        self.in_child: Callable[[], None] = lambda: None  # the master's own cleanup after a fork
+        self.in_child = in_child  # the master's own cleanup in a forked child
         self._packet_buffer = bytearray(control.MAX_PACKET)  # one packet is one message
 
     # -- forking -------------------------------------------------------------------------

@@ -249,3 +249,48 @@ def test_watcher_sees_changed_added_and_removed_sources(tmp_path: Path) -> None:
     assert watcher.changed()
     (tmp_path / "pkg" / "mod.py").unlink()
     assert watcher.changed()
+
+
+# -- applying a cover plan -----------------------------------------------------------
+
+
+def test_cover_applies_only_the_difference_of_plans() -> None:
+    from app_server.master.cover import Cover
+    from app_server.master.model import Phase, Slot, Worker
+    from app_server.master.policies import plan_cover
+
+    socks = _group(3)
+    pairs = [control.channel_pair() for _ in range(3)]
+    slots = [Slot(i, [socks[i]]) for i in range(3)]
+    for i, slot in enumerate(slots):
+        slot.worker = Worker(100 + i, slot, pairs[i][0], 0.0, phase=Phase.READY)
+    cover = Cover()
+    try:
+        assert cover.apply(slots, plan_cover(slots, first_ready=True))
+        assert cover.steering is None and all(s.adopter is None for s in slots)
+        assert slots[1].worker is not None
+        slots[1].worker.late = True  # a blocked event loop
+        assert cover.apply(slots, plan_cover(slots, first_ready=True))
+        assert cover.steering == (0, 2)
+        adopter = slots[1].adopter
+        assert adopter is not None and adopter.pid in (100, 102)
+        worker_end = pairs[adopter.pid - 100][1]
+        packet, fds = control.receive(worker_end, 64)
+        assert control.decode(packet) == (Kind.ADOPT, 0, 1, b"")
+        assert len(fds) == 1
+        with socket.socket(fileno=fds[0]) as lent:
+            assert lent.getsockname() == socks[1].getsockname()
+        # The same plan again: nothing is sent, nothing re-steered.
+        assert cover.apply(slots, plan_cover(slots, first_ready=True))
+        with pytest.raises(BlockingIOError):
+            worker_end.recv(64)
+        slots[1].worker.late = False  # it heartbeats again
+        assert cover.apply(slots, plan_cover(slots, first_ready=True))
+        assert control.decode(worker_end.recv(64)) == (Kind.RELEASE, 0, 1, b"")
+        assert cover.steering is None and slots[1].adopter is None
+    finally:
+        for master_end, worker_end in pairs:
+            master_end.close()
+            worker_end.close()
+        for s in socks:
+            s.close()
