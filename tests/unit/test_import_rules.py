@@ -3,7 +3,9 @@
 Walks every module's imports with ``ast`` (no extra dependency). The rules:
 protocols are sans-IO and know nothing of the framework or the worker; the
 framework knows no worker, master or settings machinery; the master never
-imports the framework, the protocols or the worker runtime.
+imports the framework, the protocols, the worker runtime or a metrics
+implementation (not even lazily); master and workers talk through the shared
+``control`` package, which imports nothing from the package.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "app_server.logs", "app_server.testing",
     ),
     "app_server.metrics.sink": ("app_server.",),
+    # The worker speaks to the master through control/ only.
+    "app_server.workers": ("app_server.master",),
     "app_server.settings": (
         "app_server.framework", "app_server.workers", "app_server.master",
         "app_server.protocols",
