@@ -29,8 +29,8 @@ from collections.abc import Callable
 from importlib.metadata import version
 from typing import TYPE_CHECKING
 
+from app_server.control import heartbeat_interval
 from app_server.logs import ERROR_LOGGER, configure_logging
-from app_server.master.control import heartbeat_interval
 from app_server.master.listeners import (
     ListenerError,
     bind_listener,
@@ -38,6 +38,7 @@ from app_server.master.listeners import (
     close_listeners,
     remove_socket_file,
 )
+from app_server.metrics.sink import MasterMetrics, NullMasterMetrics
 from app_server.settings.model import BindKind, BindSpec, Settings
 from app_server.settings.resolve import (
     SettingsError,
@@ -186,7 +187,8 @@ def _exit_text(code: int) -> str:
 
 def _serve(settings: Settings, boot: Boot, worker_settings: Settings) -> int:
     from app_server.master import systemd
-    from app_server.master.arbiter import Master, remove_pid_file, write_pid_file
+    from app_server.master.arbiter import Master
+    from app_server.master.pidfile import remove_pid_file, write_pid_file
 
     configure_logging(settings.log.level, settings.log.format)
     if settings.supervisor.reload and settings.supervisor.preload:
@@ -227,7 +229,7 @@ def _serve(settings: Settings, boot: Boot, worker_settings: Settings) -> int:
         supervisor, worker_settings.http.graceful_timeout_s, listeners, spawn,
         notifier=notifier, watchdog_s=watchdog_s,
         watch_dir=settings.app_dir if supervisor.reload else None,
-        metrics_listener=metrics_listener,
+        metrics_listener=metrics_listener, metrics=_master_metrics(metrics_listener),
     )
     if supervisor.pid_file:
         write_pid_file(supervisor.pid_file)
@@ -239,6 +241,15 @@ def _serve(settings: Settings, boot: Boot, worker_settings: Settings) -> int:
         for bind in settings.binds:
             if bind.kind is BindKind.UNIX and not activated:
                 remove_socket_file(bind.path)
+
+
+def _master_metrics(listener: socket.socket | None) -> MasterMetrics:
+    """The master's metrics sink: the Prometheus store when there is an endpoint."""
+    if listener is None:
+        return NullMasterMetrics()
+    from app_server.metrics.store import MetricsStore  # prometheus_client: only when asked
+
+    return MetricsStore()
 
 
 def _listeners(settings: Settings, activated: list[socket.socket]) -> Listeners:

@@ -10,7 +10,7 @@ collection deadline passed, and every scrape waiting for it gets the same
 rendering. A slow or silent client never blocks the master: its writes are
 buffered and sent as the socket allows, and it is dropped at its deadline.
 
-Rule: imports nothing from the package.
+Rule: imports nothing from the package but ``control.channel`` (its reader).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import selectors
 import socket
 import time
 from typing import Protocol
+
+from app_server.control.channel import read_ready
 
 MAX_HEAD = 8192
 READ_TIMEOUT_S = 5.0
@@ -85,21 +87,19 @@ class MetricsServer:
             self._flush(conn)
 
     def _read(self, conn: _Conn) -> None:
-        try:
-            data = conn.sock.recv(4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._close(conn)
-            return
-        conn.inbox += data
-        end = conn.inbox.find(b"\r\n\r\n")
-        if end < 0:
+        for data in read_ready(lambda: conn.sock.recv(4096), b""):
+            if not data:
+                self._close(conn)
+                return
+            conn.inbox += data
+            if conn.inbox.find(b"\r\n\r\n") >= 0:
+                self._on_head(conn)
+                return
             if len(conn.inbox) > MAX_HEAD:
                 self._respond(conn, 431, b"request head too large\n")
-            return
+                return
+
+    def _on_head(self, conn: _Conn) -> None:
         request_line = conn.inbox.split(b"\r\n", 1)[0]
         parts = request_line.split()
         if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):

@@ -2,10 +2,10 @@
 
 Owns: ``Phase``, ``Worker`` and ``Slot`` (the master's records of its
 children and their stable slots), ``Listeners`` (the sockets it holds),
-``WorkerView`` (what the metrics read), ``describe_exit`` and the reserved
+``describe_exit`` and the reserved
 exit code ``EXIT_BOOT_FAILED``.
 
-Rule: imports nothing from the package but ``master.control``,
+Rule: imports nothing from the package but ``control``,
 ``master.listeners`` and ``settings.model``.
 """
 
@@ -16,7 +16,7 @@ import socket
 from dataclasses import dataclass, field
 from enum import Enum
 
-from app_server.master.control import RecycleReason
+from app_server.control import RecycleReason
 from app_server.master.listeners import DEFAULT_BACKLOG, bind_listener
 from app_server.settings.model import BindSpec
 
@@ -28,14 +28,6 @@ RECYCLE_LABELS = {
     RecycleReason.MAX_LIFETIME: "max_lifetime",
     RecycleReason.MAX_MEMORY: "memory",
 }
-
-
-@dataclass
-class WorkerView:
-    """What the metrics need from the master: workers by state, each slot's usage."""
-
-    states: dict[str, int]
-    slots: list[tuple[int, int, float]]  # slot, RSS bytes, CPU seconds of its current worker
 
 
 class Phase(Enum):

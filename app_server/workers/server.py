@@ -67,7 +67,7 @@ class WorkerServer:
     async def adopt(self, key: int, sockets: list[socket.socket]) -> bool:
         """Accept from another slot's listeners too, until ``release(key)``.
 
-        The master lends them (``master.control``'s ADOPT) while that slot's
+        The master lends them (``control``'s ADOPT) while that slot's
         own worker cannot accept: late, dead or not ready yet.
 
         The sockets are this process's own descriptors for them (closing

@@ -27,13 +27,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from app_server import control
+from app_server.control import Kind, RecycleReason, StopReason
 from app_server.logs import reopen_log_files
-from app_server.master import control
-from app_server.master.control import Kind, RecycleReason, StopReason
 from app_server.settings.model import Settings
 from app_server.workers.entry import EXIT_BOOT_FAILED, StopControl, loop_factory, serve
 
 log = logging.getLogger("app_server.error")
+_EOF: tuple[bytes, list[int]] = (b"", [])
 STATS_EVERY_S = 5.0  # an unasked metrics snapshot this often: bounds what a crash loses
 
 
@@ -161,17 +162,7 @@ class Link:
             self.stop.request(StopReason.SHUTDOWN)
 
     def _on_readable(self) -> None:
-        while True:
-            fds: list[int] = []
-            try:
-                packet, fds = control.receive(self.channel, 64)
-            except (BlockingIOError, InterruptedError):
-                return
-            except control.ControlError as exc:
-                log.error("control channel: %s", exc)
-                continue
-            except OSError:
-                packet = b""
+        for packet, fds in control.read_ready(self._receive, _EOF):
             if fds and (len(packet) < 1 or packet[0] != Kind.ADOPT):
                 control.close_fds(fds)  # only an ADOPT carries descriptors
                 fds = []
@@ -180,25 +171,31 @@ class Link:
                 self.loop.remove_reader(self.channel.fileno())  # type: ignore[union-attr]
                 self.stop.request(StopReason.SHUTDOWN)
                 return
+            self._on_packet(packet, fds)
+
+    def _receive(self) -> tuple[bytes, list[int]]:
+        return control.receive(self.channel, 64)
+
+    def _on_packet(self, packet: bytes, fds: list[int]) -> None:
+        try:
+            message = control.decode(packet)
+        except control.ControlError as exc:
+            control.close_fds(fds)
+            log.error("control channel: %s", exc)
+            return
+        if message.kind is Kind.ADOPT:
+            self._adopt(message.value, fds)
+        elif message.kind is Kind.RELEASE:
+            if self.server is not None and self.server.release(message.value):
+                log.info("slot %d's listener given back", message.value)
+        elif message.kind is Kind.COLLECT:
+            self.send_stats(answer=message.code)
+        elif message.kind is Kind.STOP:
             try:
-                message = control.decode(packet)
-            except control.ControlError as exc:
-                control.close_fds(fds)
-                log.error("control channel: %s", exc)
-                continue
-            if message.kind is Kind.ADOPT:
-                self._adopt(message.value, fds)
-            elif message.kind is Kind.RELEASE:
-                if self.server is not None and self.server.release(message.value):
-                    log.info("slot %d's listener given back", message.value)
-            elif message.kind is Kind.COLLECT:
-                self.send_stats(answer=message.code)
-            elif message.kind is Kind.STOP:
-                try:
-                    reason = StopReason(message.code)
-                except ValueError:
-                    reason = StopReason.SHUTDOWN
-                self.stop.request(reason)
+                reason = StopReason(message.code)
+            except ValueError:
+                reason = StopReason.SHUTDOWN
+            self.stop.request(reason)
 
     def _adopt(self, slot: int, fds: list[int]) -> None:
         """Serve slot ``slot``'s listeners (``fds``, ours to close) until RELEASE."""

@@ -3,7 +3,9 @@
 Walks every module's imports with ``ast`` (no extra dependency). The rules:
 protocols are sans-IO and know nothing of the framework or the worker; the
 framework knows no worker, master or settings machinery; the master never
-imports the framework, the protocols or the worker runtime.
+imports the framework, the protocols, the worker runtime or a metrics
+implementation (not even lazily); master and workers talk through the shared
+``control`` package, which imports nothing from the package.
 """
 
 from __future__ import annotations
@@ -27,7 +29,17 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     ),
     "app_server.master": (
         "app_server.framework", "app_server.protocols", "app_server.workers",
+        "app_server.metrics.store", "app_server.metrics.recorder",
     ),
+    # The master <-> worker protocol both sides share: a leaf.
+    "app_server.control": (
+        "app_server.framework", "app_server.protocols", "app_server.workers",
+        "app_server.master", "app_server.metrics", "app_server.settings", "app_server.cli",
+        "app_server.logs", "app_server.testing",
+    ),
+    "app_server.metrics.sink": ("app_server.",),
+    # The worker speaks to the master through control/ only.
+    "app_server.workers": ("app_server.master",),
     "app_server.settings": (
         "app_server.framework", "app_server.workers", "app_server.master",
         "app_server.protocols",
@@ -102,6 +114,47 @@ def test_the_rules_see_real_imports() -> None:
     found = imports_of(ROOT / "workers" / "http_protocol.py")
     assert "app_server.protocols.http.parser" in found
     assert "asyncio" in found
+
+
+def imports_anywhere(path: Path) -> set[str]:
+    """Every module ``path`` imports, inside functions too (lazy imports count)."""
+    tree = ast.parse(path.read_text(), str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+# Not even lazily: the master gets its metrics implementation from cli, and the
+# control protocol is a leaf both sides share.
+NEVER_EVEN_LAZILY: dict[str, tuple[str, ...]] = {
+    "master": ("app_server.framework", "app_server.protocols", "app_server.workers",
+               "app_server.metrics.store", "app_server.metrics.recorder", "prometheus_client"),
+    "control": ("app_server.",),
+}
+
+
+@pytest.mark.parametrize("package", sorted(NEVER_EVEN_LAZILY))
+def test_master_and_control_imports_inside_functions_too(package: str) -> None:
+    bad = sorted(
+        f"{path.name}: {imported}"
+        for path in (ROOT / package).rglob("*.py")
+        for imported in imports_anywhere(path)
+        for prefix in NEVER_EVEN_LAZILY[package]
+        if imported.startswith(prefix) and not imported.startswith(f"app_server.{package}")
+    )
+    assert not bad, f"{package} must not import {bad}"
+
+
+def test_master_and_workers_share_the_control_package() -> None:
+    # Both sides speak the protocol from control/, not from each other.
+    assert "app_server.control" in imports_of(ROOT / "workers" / "supervised.py")
+    assert "app_server.control" in imports_of(ROOT / "master" / "arbiter.py")
+    assert not (ROOT / "master" / "control.py").exists()
 
 
 def test_public_names_are_all_importable() -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from app_server.master import control, reuseport
-from app_server.master.control import Kind, RecycleReason, StopReason
+from app_server import control
+from app_server.control import Kind, RecycleReason, StopReason
+from app_server.master import reuseport
 from app_server.master.watch import SourceWatcher
 from app_server.workers.server import listen_backlog
 
@@ -39,6 +40,35 @@ def test_a_dead_peer_reads_as_eof() -> None:
     worker_end.close()
     with master_end:
         assert master_end.recv(64) == b""
+
+
+def test_read_ready_reads_every_waiting_packet_then_stops_at_eagain() -> None:
+    master_end, worker_end = control.channel_pair()
+    with master_end, worker_end:
+        for value in range(3):
+            worker_end.send(control.encode(Kind.HEARTBEAT, 0, value))
+        packets = list(control.read_ready(lambda: master_end.recv(64), b""))
+        assert [control.decode(p).value for p in packets] == [0, 1, 2]  # no EOF: still open
+        worker_end.send(control.encode(Kind.READY))
+        worker_end.close()
+        # A dead peer's last packet is read before its EOF, which ends the stream.
+        packets = list(control.read_ready(lambda: master_end.recv(64), b""))
+        assert [control.decode(p).kind for p in packets[:-1]] == [Kind.READY]
+        assert packets[-1] == b""
+
+
+def test_read_ready_skips_a_packet_that_breaks_the_protocol() -> None:
+    master_end, worker_end = control.channel_pair()
+    with master_end, worker_end:
+        worker_end.send(b"x")
+        worker_end.send(control.encode(Kind.READY))
+
+        def recv() -> bytes:
+            packet = master_end.recv(64)
+            control.decode(packet)  # raises ControlError for the bad one
+            return packet
+
+        assert [control.decode(p).kind for p in control.read_ready(recv, b"")] == [Kind.READY]
 
 
 @pytest.mark.parametrize("packet", [b"", b"\x01" * 15, b"\x01" * 17, b"\x09" + b"\x00" * 15,
@@ -219,3 +249,48 @@ def test_watcher_sees_changed_added_and_removed_sources(tmp_path: Path) -> None:
     assert watcher.changed()
     (tmp_path / "pkg" / "mod.py").unlink()
     assert watcher.changed()
+
+
+# -- applying a cover plan -----------------------------------------------------------
+
+
+def test_cover_applies_only_the_difference_of_plans() -> None:
+    from app_server.master.cover import Cover
+    from app_server.master.model import Phase, Slot, Worker
+    from app_server.master.policies import plan_cover
+
+    socks = _group(3)
+    pairs = [control.channel_pair() for _ in range(3)]
+    slots = [Slot(i, [socks[i]]) for i in range(3)]
+    for i, slot in enumerate(slots):
+        slot.worker = Worker(100 + i, slot, pairs[i][0], 0.0, phase=Phase.READY)
+    cover = Cover()
+    try:
+        assert cover.apply(slots, plan_cover(slots, first_ready=True))
+        assert cover.steering is None and all(s.adopter is None for s in slots)
+        assert slots[1].worker is not None
+        slots[1].worker.late = True  # a blocked event loop
+        assert cover.apply(slots, plan_cover(slots, first_ready=True))
+        assert cover.steering == (0, 2)
+        adopter = slots[1].adopter
+        assert adopter is not None and adopter.pid in (100, 102)
+        worker_end = pairs[adopter.pid - 100][1]
+        packet, fds = control.receive(worker_end, 64)
+        assert control.decode(packet) == (Kind.ADOPT, 0, 1, b"")
+        assert len(fds) == 1
+        with socket.socket(fileno=fds[0]) as lent:
+            assert lent.getsockname() == socks[1].getsockname()
+        # The same plan again: nothing is sent, nothing re-steered.
+        assert cover.apply(slots, plan_cover(slots, first_ready=True))
+        with pytest.raises(BlockingIOError):
+            worker_end.recv(64)
+        slots[1].worker.late = False  # it heartbeats again
+        assert cover.apply(slots, plan_cover(slots, first_ready=True))
+        assert control.decode(worker_end.recv(64)) == (Kind.RELEASE, 0, 1, b"")
+        assert cover.steering is None and slots[1].adopter is None
+    finally:
+        for master_end, worker_end in pairs:
+            master_end.close()
+            worker_end.close()
+        for s in socks:
+            s.close()

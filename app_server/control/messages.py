@@ -1,9 +1,9 @@
-"""The control channel between the master and one worker.
+"""The messages of the control channel between the master and one worker.
 
 Owns: the message vocabulary (``Kind``, ``StopReason``, ``RecycleReason``),
-its fixed binary encoding (``encode``/``decode``), passing listeners with a
-message (``send_adopt``/``receive``), the heartbeat timing
-(``heartbeat_interval``, ``late_after``) and ``channel_pair()``.
+its fixed binary encoding (``encode``/``decode``) and the heartbeat timing
+(``heartbeat_interval``, ``late_after``) both sides agree on. The socket
+side (the pair, descriptor passing, reading) is ``control.channel``.
 
 The channel is a ``SOCK_SEQPACKET`` socket pair made before the fork: each
 message is one packet (no framing to get wrong), delivery is reliable and in
@@ -29,8 +29,6 @@ Rule: no imports from the rest of the package.
 
 from __future__ import annotations
 
-import os
-import socket
 import struct
 from enum import IntEnum
 from typing import NamedTuple
@@ -108,38 +106,6 @@ def decode(packet: bytes) -> Message:
     return Message(_KINDS[kind], code, value)
 
 
-MAX_FDS = 16  # listeners one ADOPT may carry: a slot has one per TCP bind
-
-
-def send_adopt(channel: socket.socket, slot: int, sockets: list[socket.socket]) -> None:
-    """ADOPT ``slot``, with its listeners' descriptors; raises OSError if not sent."""
-    if not sockets or len(sockets) > MAX_FDS:
-        raise ValueError(f"ADOPT carries 1 to {MAX_FDS} listeners, not {len(sockets)}")
-    socket.send_fds(channel, [encode(Kind.ADOPT, 0, slot)], [s.fileno() for s in sockets])
-
-
-def receive(channel: socket.socket, size: int) -> tuple[bytes, list[int]]:
-    """One packet and the descriptors that came with it (the caller owns them).
-
-    An empty packet is EOF. Descriptors arrive close-on-exec; if the kernel
-    had to drop some (``MSG_CTRUNC``) the ones that came are closed and
-    ``ControlError`` is raised.
-    """
-    packet, fds, flags, _ = socket.recv_fds(channel, size, MAX_FDS, socket.MSG_CMSG_CLOEXEC)
-    if flags & socket.MSG_CTRUNC:
-        close_fds(fds)
-        raise ControlError("control packet with more descriptors than a message may carry")
-    return packet, fds
-
-
-def close_fds(fds: list[int]) -> None:
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
 def heartbeat_interval(timeout_s: float) -> float:
     """Seconds between a worker's heartbeats: a quarter of ``--timeout``, 50 to 250 ms.
 
@@ -158,14 +124,3 @@ def late_after(timeout_s: float) -> float:
     slot flapping.
     """
     return min(3 * heartbeat_interval(timeout_s), timeout_s)
-
-
-def channel_pair() -> tuple[socket.socket, socket.socket]:
-    """(master end, worker end); both non-blocking and close-on-exec."""
-    master_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    # A metrics snapshot is one packet; bounded labels keep it far below this.
-    worker_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_PACKET)
-    master_end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, MAX_PACKET)
-    master_end.setblocking(False)
-    worker_end.setblocking(False)
-    return master_end, worker_end
