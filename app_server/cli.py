@@ -188,7 +188,12 @@ def _serve(settings: Settings, boot: Boot, worker_settings: Settings) -> int:
     from app_server.master import systemd
     from app_server.master.arbiter import Master, remove_pid_file, write_pid_file
 
-    configure_logging(settings.log.level, settings.log.format)
+    try:
+        configure_logging(settings.log.level, settings.log.format, settings.log.file,
+                          settings.log.access_file)
+    except OSError as exc:
+        return _fail(f"app-server: cannot open log file {exc.filename!r}: "
+                     f"{exc.strerror or exc}", EXIT_USAGE)
     if settings.supervisor.reload and settings.supervisor.preload:
         log.warning("--reload with --preload: the master holds the old code, "
                     "so reloads restart the workers with it")

@@ -65,6 +65,8 @@ class LogSettings:
     level: str = "info"
     format: str = "text"  # "text" | "json"
     access_log: bool = True
+    file: str | None = None  # None: stderr
+    access_file: str | None = None  # None: wherever ``file`` goes
 
 
 @dataclass(frozen=True, slots=True)

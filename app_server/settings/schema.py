@@ -174,6 +174,12 @@ SETTINGS: tuple[Setting, ...] = (
             metavar="L"),
     _define("log_format", T.LOG_FORMAT, "text", M, "log format: text or json (one object a line)",
             metavar="text|json"),
+    _define("log_file", T.OPTIONAL_PATH, None, M,
+            "append the server's log to FILE instead of stderr (reopened on USR1)",
+            metavar="F"),
+    _define("access_log_file", T.OPTIONAL_PATH, None, M,
+            "append the access log to FILE instead of the server's log (reopened on USR1)",
+            metavar="F"),
     _define("access_log", T.BOOL, True, W, "one log line per request (--no-access-log: off)",
             style=FlagStyle.SWITCH),
     # -- HTTP limits ---------------------------------------------------------------

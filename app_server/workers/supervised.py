@@ -59,6 +59,10 @@ def run_supervised(start: WorkerStart, boot: Boot) -> int:
     # stderr (the log) from C, even while the event loop is blocked; then the
     # worker dies of it.
     faulthandler.enable(file=sys.stderr, all_threads=True)
+    # A USR1 forwarded while the app is still importing must not kill this
+    # worker (the default action) nor be lost: it is noted here and carried
+    # out once the event loop owns the signal.
+    signal.signal(signal.SIGUSR1, _note_reopen)
     try:
         app, settings = boot()
     except BootError as exc:
@@ -68,12 +72,22 @@ def run_supervised(start: WorkerStart, boot: Boot) -> int:
         return runner.run(_serve(app, settings, start))
 
 
+_reopen_pending = False
+
+
+def _note_reopen(signum: int, frame: Any) -> None:
+    global _reopen_pending
+    _reopen_pending = True
+
+
 async def _serve(app: Any, settings: Settings, start: WorkerStart) -> int:
     stop = StopControl()
     link = Link(start, stop)
     loop = asyncio.get_running_loop()
     # TERM/INT/QUIT are wired to ``stop`` by serve(); USR1 is the worker's own.
     loop.add_signal_handler(signal.SIGUSR1, reopen_log_files)
+    if _reopen_pending:
+        reopen_log_files()
     link.listen(loop)
     try:
         return await serve(app, settings, start.sockets, on_ready=link.ready, control=stop)
