@@ -167,7 +167,7 @@ SETTINGS: tuple[Setting, ...] = (
     _define("max_memory", T.NON_NEGATIVE_INT, 0, M,
             "recycle a worker whose RSS exceeds MB megabytes (0: never)", metavar="MB"),
     _define("pid", T.OPTIONAL_PATH, None, M, "write the master's pid to FILE", metavar="FILE"),
-    _define("metrics_bind", T.TCP_ADDRESS_OR_OFF, "127.0.0.1:9100", M,
+    _define("metrics_bind", T.TCP_ADDRESS_OR_OFF, "127.0.0.1:9259", M,
             "where the master serves /metrics and /healthz ('off' disables)", metavar="ADDR"),
     # -- logging -----------------------------------------------------------------
     _define("log_level", T.LOG_LEVEL, "info", M, "log level: " + "|".join(LOG_LEVELS),
