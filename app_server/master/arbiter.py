@@ -698,6 +698,8 @@ class Master:
 
         self.metrics = MetricsStore()
         self.metrics.workers = self._worker_view
+        self.metrics.desired_workers = lambda: sum(not s.retiring for s in self.slots)
+        self.metrics.memory_limit_bytes = self.settings.max_memory_mb * 1024 * 1024
         self.metrics_server = MetricsServer(listener, self.selector, self)
         host, port = self.metrics_server.address
         log.info("metrics on http://%s:%d/metrics (/healthz, /readyz)", host, port)

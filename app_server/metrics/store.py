@@ -9,7 +9,8 @@ scaling; a gauge is ``sum(live)``. Nothing is written to disk, so there are no
 files to pile up and a scrape costs the same after a thousand restarts as
 after one.
 
-Also here: the master's own metrics (workers by state, restarts by reason,
+Also here: the master's own metrics (workers by state, the configured worker
+count and the ``--max-memory`` limit that alerting rules compare them with, restarts by reason,
 reloads by result, per-slot RSS and CPU with the CPU of a slot's past workers
 carried over) and ``render()``, which builds the text format with
 prometheus-client's own exposition (plus its standard ``process_*`` metrics
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client.core import (
@@ -111,6 +112,10 @@ class MetricsStore:
         ProcessCollector(registry=self.registry)  # the master's own process_* metrics
         self.registry.register(_Collector(self))
         self.workers: Any = None  # set by the master: a callable giving its view
+        # Set by the master: the worker count it keeps (changed by scaling),
+        # and --max-memory in bytes (0: no limit).
+        self.desired_workers: Callable[[], int] = lambda: 0
+        self.memory_limit_bytes = 0
 
     # -- fed by the master ---------------------------------------------------------
 
@@ -203,6 +208,12 @@ class _Collector:
         for state, count in states.items():
             workers.add_metric((state,), count)
         yield workers
+        yield GaugeMetricFamily(PREFIX + "workers_desired",
+                                "Worker processes the master keeps (--workers, scaling).",
+                                value=store.desired_workers())
+        yield GaugeMetricFamily(PREFIX + "worker_memory_limit_bytes",
+                                "RSS above which a worker is recycled (--max-memory; 0: none).",
+                                value=store.memory_limit_bytes)
         restarts = CounterMetricFamily(PREFIX + "worker_restarts",
                                        "Workers replaced, by reason.", labels=("reason",))
         for reason, count in store.restarts.items():
