@@ -180,3 +180,52 @@ def test_log_file_flags_are_in_help(flag: str) -> None:
     from app_server.settings.resolve import format_help
 
     assert flag in format_help()
+
+
+SLOW_BOOT_APP = """
+import os
+import time
+from pathlib import Path
+
+from app_server import App, text
+
+# The master's start-up probe imports this module first and passes; a worker
+# then waits here (at most 30 s) until the test creates go.flag.
+if Path("probed").exists():
+    Path(f"booting.{os.getpid()}").touch()
+    for _ in range(1500):
+        if Path("go.flag").exists():
+            break
+        time.sleep(0.02)
+else:
+    Path("probed").touch()
+
+app = App("slow")
+
+
+@app.get("/")
+async def index(request):
+    return text(str(os.getpid()))
+"""
+
+
+def test_usr1_while_a_worker_imports_the_app_is_carried_out_once_it_serves(
+    master: StartMaster, tmp_path: Path
+) -> None:
+    log = tmp_path / "server.log"
+    m = master(["--log-file", str(log), "app:app"], {"app.py": SLOW_BOOT_APP})
+    booting = poll(lambda: m.check_alive() or list(tmp_path.glob("booting.*")), 30,
+                   "a worker importing the app")
+    pid = int(booting[0].suffix[1:])
+    log.rename(tmp_path / "server.log.1")
+    m.signal(signal.SIGUSR1)
+    # The master reopens at once; the importing worker must neither die of
+    # the signal nor forget it.
+    poll(lambda: m.check_alive() or f"[{m.pid}] [INFO] reopened" in read(log), 30,
+         "the master's reopen line")
+    (tmp_path / "go.flag").touch()
+    poll(lambda: m.check_alive() or "all 1 workers ready" in read(log), 30,
+         f"the worker ready; log:\n{read(log)}\n{read(tmp_path / 'server.log.1')}")
+    assert f"[{pid}] [INFO] reopened 1 log file(s)" in read(log)
+    assert m.workers() == [pid]
+    assert httpx.get(m.url + "/", timeout=10).text == str(pid)
