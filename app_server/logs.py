@@ -104,6 +104,15 @@ class _ServerFileHandler(logging.FileHandler):
 _OWNED = (_ServerHandler, _ServerFileHandler)
 
 
+def server_log_stream() -> TextIO:
+    """Where the server's log goes now (its file, or stderr): for writers that
+    bypass logging, such as faulthandler's stack dumps."""
+    for handler in logging.getLogger(ROOT_LOGGER).handlers:
+        if isinstance(handler, _OWNED):
+            return handler.stream  # type: ignore[no-any-return]
+    return sys.stderr
+
+
 class TextFormatter(logging.Formatter):
     """``[time] [pid] [LEVEL] message``, the traceback on the following lines."""
 

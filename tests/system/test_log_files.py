@@ -229,3 +229,45 @@ def test_usr1_while_a_worker_imports_the_app_is_carried_out_once_it_serves(
     assert f"[{pid}] [INFO] reopened 1 log file(s)" in read(log)
     assert m.workers() == [pid]
     assert httpx.get(m.url + "/", timeout=10).text == str(pid)
+
+
+HANGING_APP = """
+import os
+import time
+
+from app_server import App, text
+
+app = App("hangs")
+
+
+@app.get("/")
+async def index(request):
+    return text(str(os.getpid()))
+
+
+@app.get("/block")
+async def block(request):
+    time.sleep(30)  # blocks the event loop: no heartbeat
+    return text("never")
+"""
+
+
+def test_hung_workers_stacks_go_to_the_log_file_after_a_rotation(
+    master: StartMaster, tmp_path: Path
+) -> None:
+    log = tmp_path / "server.log"
+    m = master(["--log-file", str(log), "--timeout", "2", "--graceful-timeout", "2",
+                "app:app"], {"app.py": HANGING_APP})
+    poll(lambda: m.check_alive() or "all 1 workers ready" in read(log), 30, "ready")
+    (hung,) = m.wait_workers(lambda pids: len(pids) == 1)
+    log.rename(tmp_path / "server.log.1")
+    m.signal(signal.SIGUSR1)
+    poll(lambda: f"[{hung}] [INFO] reopened" in read(log), 30, "the worker reopened")
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(m.url + "/block", timeout=httpx.Timeout(10, read=15))
+    # SIGABRT after --timeout: faulthandler writes the stacks into the new file.
+    poll(lambda: 'in block' in read(log) and "SIGABRT" in read(log), 30,
+         f"the hung worker's stack in the log:\n{read(log)}")
+    assert "Current thread" in read(log) or "Thread 0x" in read(log)
+    assert "in block" not in read(tmp_path / "server.log.1")
+    assert "in block" not in m.log()  # not on stderr
