@@ -108,8 +108,8 @@ def server_log_stream() -> TextIO:
     """Where the server's log goes now (its file, or stderr): for writers that
     bypass logging, such as faulthandler's stack dumps."""
     for handler in logging.getLogger(ROOT_LOGGER).handlers:
-        if isinstance(handler, _OWNED):
-            return handler.stream  # type: ignore[no-any-return]
+        if isinstance(handler, _OWNED) and handler.stream is not None:
+            return handler.stream
     return sys.stderr
 
 

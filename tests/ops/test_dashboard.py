@@ -123,8 +123,10 @@ def test_every_name_in_dashboard_and_alerts_is_exposed_by_a_real_master(
                files={"app.py": APP})
     http = httpx.Client(timeout=10, headers={"Connection": "close"})
     with http:
-        poll(lambda: m.check_alive() or _ok(http, m.metrics_url + "/readyz"), 30,
-             f"ready; log:\n{m.log()[-3000:]}")
+        def ready() -> bool:
+            m.check_alive()
+            return _ok(http, m.metrics_url + "/readyz")
+        poll(ready, 30, f"ready; log:\n{m.log()[-3000:]}")
         for i in range(10):
             assert http.get(f"{m.url}/items/{i}").status_code == 200
         assert http.get(f"{m.url}/nope").status_code == 404

@@ -52,6 +52,14 @@ def read(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
+def alive_and(m: Master, condition: Callable[[], object]) -> Callable[[], object]:
+    """A poll predicate that fails at once if the master has exited."""
+    def check() -> object:
+        m.check_alive()
+        return condition()
+    return check
+
+
 def numbers(*paths: Path) -> Counter[int]:
     seen: Counter[int] = Counter()
     for path in paths:
@@ -104,7 +112,7 @@ def test_rename_and_usr1_reopen_every_process_and_lose_no_access_line(
     log.parent.mkdir()
     m = master(["--workers", "2", "--log-file", str(log), "--access-log-file", str(access),
                 "app:app"], {"app.py": APP})
-    poll(lambda: m.check_alive() or "all 2 workers ready" in read(log), 30,
+    poll(alive_and(m, lambda: "all 2 workers ready" in read(log)), 30,
          f"workers ready; log:\n{read(log)}")
     workers = set(m.wait_workers(lambda pids: len(pids) == 2))
 
@@ -214,17 +222,17 @@ def test_usr1_while_a_worker_imports_the_app_is_carried_out_once_it_serves(
 ) -> None:
     log = tmp_path / "server.log"
     m = master(["--log-file", str(log), "app:app"], {"app.py": SLOW_BOOT_APP})
-    booting = poll(lambda: m.check_alive() or list(tmp_path.glob("booting.*")), 30,
+    booting = poll(alive_and(m, lambda: list(tmp_path.glob("booting.*"))), 30,
                    "a worker importing the app")
     pid = int(booting[0].suffix[1:])
     log.rename(tmp_path / "server.log.1")
     m.signal(signal.SIGUSR1)
     # The master reopens at once; the importing worker must neither die of
     # the signal nor forget it.
-    poll(lambda: m.check_alive() or f"[{m.pid}] [INFO] reopened" in read(log), 30,
+    poll(alive_and(m, lambda: f"[{m.pid}] [INFO] reopened" in read(log)), 30,
          "the master's reopen line")
     (tmp_path / "go.flag").touch()
-    poll(lambda: m.check_alive() or "all 1 workers ready" in read(log), 30,
+    poll(alive_and(m, lambda: "all 1 workers ready" in read(log)), 30,
          f"the worker ready; log:\n{read(log)}\n{read(tmp_path / 'server.log.1')}")
     assert f"[{pid}] [INFO] reopened 1 log file(s)" in read(log)
     assert m.workers() == [pid]
@@ -258,7 +266,7 @@ def test_hung_workers_stacks_go_to_the_log_file_after_a_rotation(
     log = tmp_path / "server.log"
     m = master(["--log-file", str(log), "--timeout", "2", "--graceful-timeout", "2",
                 "app:app"], {"app.py": HANGING_APP})
-    poll(lambda: m.check_alive() or "all 1 workers ready" in read(log), 30, "ready")
+    poll(alive_and(m, lambda: "all 1 workers ready" in read(log)), 30, "ready")
     (hung,) = m.wait_workers(lambda pids: len(pids) == 1)
     log.rename(tmp_path / "server.log.1")
     m.signal(signal.SIGUSR1)
