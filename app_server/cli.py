@@ -190,7 +190,12 @@ def _serve(settings: Settings, boot: Boot, worker_settings: Settings) -> int:
     from app_server.master.arbiter import Master
     from app_server.master.pidfile import remove_pid_file, write_pid_file
 
-    configure_logging(settings.log.level, settings.log.format)
+    try:
+        configure_logging(settings.log.level, settings.log.format, settings.log.file,
+                          settings.log.access_file)
+    except OSError as exc:
+        return _fail(f"app-server: cannot open log file {exc.filename!r}: "
+                     f"{exc.strerror or exc}", EXIT_USAGE)
     if settings.supervisor.reload and settings.supervisor.preload:
         log.warning("--reload with --preload: the master holds the old code, "
                     "so reloads restart the workers with it")
@@ -229,7 +234,8 @@ def _serve(settings: Settings, boot: Boot, worker_settings: Settings) -> int:
         supervisor, worker_settings.http.graceful_timeout_s, listeners, spawn,
         notifier=notifier, watchdog_s=watchdog_s,
         watch_dir=settings.app_dir if supervisor.reload else None,
-        metrics_listener=metrics_listener, metrics=_master_metrics(metrics_listener),
+        metrics_listener=metrics_listener,
+        metrics=_master_metrics(metrics_listener, supervisor.max_memory_mb),
     )
     if supervisor.pid_file:
         write_pid_file(supervisor.pid_file)
@@ -243,13 +249,13 @@ def _serve(settings: Settings, boot: Boot, worker_settings: Settings) -> int:
                 remove_socket_file(bind.path)
 
 
-def _master_metrics(listener: socket.socket | None) -> MasterMetrics:
+def _master_metrics(listener: socket.socket | None, max_memory_mb: int) -> MasterMetrics:
     """The master's metrics sink: the Prometheus store when there is an endpoint."""
     if listener is None:
         return NullMasterMetrics()
     from app_server.metrics.store import MetricsStore  # prometheus_client: only when asked
 
-    return MetricsStore()
+    return MetricsStore(memory_limit_bytes=max_memory_mb * 1024 * 1024)
 
 
 def _listeners(settings: Settings, activated: list[socket.socket]) -> Listeners:

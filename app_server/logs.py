@@ -1,9 +1,14 @@
 """Logging: the server's loggers, their two formats, and the access log.
 
 Owns: ``configure_logging(level, fmt)``, the ``AccessLog`` writer the workers
-call once per request, and ``reopen_log_files()`` for SIGUSR1. Everything goes
-to stderr; workers keep the master's stderr, so one and many workers log to the
-same place.
+call once per request, and ``reopen_log_files()`` for SIGUSR1. The server's log
+goes to stderr, or to ``--log-file``; the access log goes with it, or to
+``--access-log-file``. The master opens the files (appending) before it forks,
+so every worker inherits the same open files and one and many workers log to
+the same place; each process reopens them by name on USR1 (the master forwards
+the signal), which is what logrotate without ``copytruncate`` needs. Files are
+opened with O_APPEND, so lines of concurrent processes never overwrite each
+other, and each line is flushed as it is written.
 
 Loggers:
 
@@ -46,25 +51,66 @@ TEXT_TIME_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 ACCESS_FIELDS = "access_fields"  # the LogRecord attribute carrying an access line's data
 
 
-def configure_logging(level: str, fmt: str) -> None:
-    """Send the ``app_server.*`` loggers to stderr at ``level`` in ``fmt``.
+def configure_logging(
+    level: str, fmt: str, log_file: str | None = None, access_file: str | None = None
+) -> None:
+    """Send the ``app_server.*`` loggers to stderr (or ``log_file``) at ``level``
+    in ``fmt``, and the access log to ``access_file`` when given.
 
-    Idempotent: calling it again replaces the handler it installed before.
+    Idempotent: calling it again replaces the handlers it installed before.
     The root logger, and so the application's own loggers, are left alone.
+    A file that cannot be opened raises ``OSError`` before anything changes.
     """
     formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
+    server: logging.Handler = (
+        _ServerFileHandler(log_file) if log_file else _ServerHandler(sys.stderr)
+    )
+    try:
+        access = _ServerFileHandler(access_file) if access_file else None
+    except OSError:
+        server.close()
+        raise
     logger = logging.getLogger(ROOT_LOGGER)
-    for handler in [h for h in logger.handlers if isinstance(h, _ServerHandler)]:
-        logger.removeHandler(handler)
-    handler = _ServerHandler(sys.stderr)
-    handler.setFormatter(formatter)
-    logger.addHandler(handler)
+    access_logger = logging.getLogger(ACCESS_LOGGER)
+    for owner in (logger, access_logger):
+        for old in [h for h in owner.handlers if isinstance(h, _OWNED)]:
+            owner.removeHandler(old)
+            if isinstance(old, _ServerFileHandler):
+                old.close()
+    server.setFormatter(formatter)
+    logger.addHandler(server)
     logger.setLevel(level.upper())
     logger.propagate = False
+    # With its own file the access log stops at its logger; without, it goes
+    # up to the server's handler like every other ``app_server.*`` record.
+    access_logger.propagate = access is None
+    if access is not None:
+        access.setFormatter(formatter)
+        access_logger.addHandler(access)
 
 
 class _ServerHandler(logging.StreamHandler[TextIO]):
-    """The handler ``configure_logging`` owns (and replaces when called again)."""
+    """The stderr handler ``configure_logging`` owns (and replaces when called again)."""
+
+
+class _ServerFileHandler(logging.FileHandler):
+    """A log file ``configure_logging`` owns: appended to, opened at once, so a
+    path that cannot be written stops start-up instead of the first log line."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, mode="a", encoding="utf-8", delay=False)
+
+
+_OWNED = (_ServerHandler, _ServerFileHandler)
+
+
+def server_log_stream() -> TextIO:
+    """Where the server's log goes now (its file, or stderr): for writers that
+    bypass logging, such as faulthandler's stack dumps."""
+    for handler in logging.getLogger(ROOT_LOGGER).handlers:
+        if isinstance(handler, _OWNED) and handler.stream is not None:
+            return handler.stream
+    return sys.stderr
 
 
 class TextFormatter(logging.Formatter):
@@ -140,14 +186,28 @@ class AccessLog:
 
 
 def reopen_log_files() -> None:
-    """Reopen every file handler (for SIGUSR1, after logrotate moved the files)."""
+    """Reopen every file handler by name (for SIGUSR1, after logrotate moved the files).
+
+    A file that cannot be reopened keeps its old stream, with one warning: a
+    rotation that went wrong must not stop the logging, nor the process. Each
+    process that reopened a file says so, in the new file: one line per process
+    shows the rotation reached it.
+    """
+    reopened = 0
     loggers = [logging.getLogger()]
     loggers += [obj for obj in logging.Logger.manager.loggerDict.values()
                 if isinstance(obj, logging.Logger)]
     for logger in loggers:
         for handler in logger.handlers:
             if isinstance(handler, logging.FileHandler):
-                _reopen(handler)
+                try:
+                    _reopen(handler)
+                    reopened += 1
+                except OSError as exc:
+                    logging.getLogger(ERROR_LOGGER).warning(
+                        "cannot reopen log file %s: %s", handler.baseFilename, exc)
+    if reopened:
+        logging.getLogger(ERROR_LOGGER).info("reopened %d log file(s)", reopened)
 
 
 def _reopen(handler: logging.FileHandler) -> None:

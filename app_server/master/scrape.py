@@ -128,4 +128,5 @@ class Scrape:
                 continue
             cpu[index] = cpu.get(index, 0.0) + times.user + times.system
         slots = [(index, rss.get(index, 0), seconds) for index, seconds in sorted(cpu.items())]
-        return WorkerView(states, slots)
+        desired = sum(not slot.retiring for slot in self.master.slots)
+        return WorkerView(states, slots, desired)

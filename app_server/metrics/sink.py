@@ -24,6 +24,7 @@ class WorkerView:
 
     states: dict[str, int]
     slots: list[tuple[int, int, float]]  # slot, RSS bytes, CPU seconds of its current worker
+    desired: int = 0  # the worker count the master keeps (--workers, changed by scaling)
 
 
 class MasterMetrics(Protocol):

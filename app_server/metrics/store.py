@@ -9,7 +9,8 @@ scaling; a gauge is ``sum(live)``. Nothing is written to disk, so there are no
 files to pile up and a scrape costs the same after a thousand restarts as
 after one.
 
-Also here: the master's own metrics (workers by state, restarts by reason,
+Also here: the master's own metrics (workers by state, the configured worker
+count and the ``--max-memory`` limit that alerting rules compare them with, restarts by reason,
 reloads by result, per-slot RSS and CPU with the CPU of a slot's past workers
 carried over) and ``render()``, which builds the text format with
 prometheus-client's own exposition (plus its standard ``process_*`` metrics
@@ -101,7 +102,7 @@ class _Snapshot:
 
 
 class MetricsStore:
-    def __init__(self) -> None:
+    def __init__(self, memory_limit_bytes: int = 0) -> None:
         self.live: dict[int, _Snapshot] = {}  # pid -> latest snapshot
         self.retired = _Series()
         self.restarts = dict.fromkeys(RESTART_REASONS, 0)
@@ -111,6 +112,7 @@ class MetricsStore:
         ProcessCollector(registry=self.registry)  # the master's own process_* metrics
         self.registry.register(_Collector(self))
         self.workers: Any = None  # set by the master: a callable giving its view
+        self.memory_limit_bytes = memory_limit_bytes  # --max-memory (0: no limit)
 
     # -- fed by the master ---------------------------------------------------------
 
@@ -194,7 +196,9 @@ class _Collector:
         view = store.workers() if store.workers is not None else None
         states = dict.fromkeys(WORKER_STATES, 0)
         slots: list[tuple[int, int, float]] = []  # slot, rss, cpu of its current worker
+        desired = 0
         if view is not None:
+            desired = view.desired
             for state, count in view.states.items():
                 states[state] = states.get(state, 0) + count
             slots = view.slots
@@ -203,6 +207,12 @@ class _Collector:
         for state, count in states.items():
             workers.add_metric((state,), count)
         yield workers
+        yield GaugeMetricFamily(PREFIX + "workers_desired",
+                                "Worker processes the master keeps (--workers, scaling).",
+                                value=desired)
+        yield GaugeMetricFamily(PREFIX + "worker_memory_limit_bytes",
+                                "RSS above which a worker is recycled (--max-memory; 0: none).",
+                                value=store.memory_limit_bytes)
         restarts = CounterMetricFamily(PREFIX + "worker_restarts",
                                        "Workers replaced, by reason.", labels=("reason",))
         for reason, count in store.restarts.items():

@@ -65,6 +65,8 @@ class LogSettings:
     level: str = "info"
     format: str = "text"  # "text" | "json"
     access_log: bool = True
+    file: str | None = None  # None: stderr
+    access_file: str | None = None  # None: wherever ``file`` goes
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +90,7 @@ class SupervisorSettings:
     reuse_port: bool = True
     backlog: int = 2048
     pid_file: str | None = None
-    metrics_bind: str | None = "127.0.0.1:9100"
+    metrics_bind: str | None = "127.0.0.1:9259"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,9 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from app_server.control import StopReason
 from app_server.framework.proxy import ForwardedPolicy
 from app_server.logs import AccessLog
-from app_server.control import StopReason
 from app_server.metrics.recorder import Recorder
 from app_server.settings.model import Settings
 from app_server.settings.resolve import app_config_of, app_config_values, app_config_warnings

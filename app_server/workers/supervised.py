@@ -29,7 +29,7 @@ from typing import Any
 
 from app_server import control
 from app_server.control import Kind, RecycleReason, StopReason
-from app_server.logs import reopen_log_files
+from app_server.logs import reopen_log_files, server_log_stream
 from app_server.settings.model import Settings
 from app_server.workers.entry import EXIT_BOOT_FAILED, StopControl, loop_factory, serve
 
@@ -57,9 +57,13 @@ Boot = Callable[[], tuple[Any, Settings]]
 def run_supervised(start: WorkerStart, boot: Boot) -> int:
     """The forked child's main: returns its exit code."""
     # The master's SIGABRT for a silent worker dumps every thread's stack to
-    # stderr (the log) from C, even while the event loop is blocked; then the
-    # worker dies of it.
-    faulthandler.enable(file=sys.stderr, all_threads=True)
+    # the server's log (stderr or --log-file) from C, even while the event
+    # loop is blocked; then the worker dies of it.
+    _dump_stacks_to_the_log()
+    # A USR1 forwarded while the app is still importing must not kill this
+    # worker (the default action) nor be lost: it is noted here and carried
+    # out once the event loop owns the signal.
+    signal.signal(signal.SIGUSR1, _note_reopen)
     try:
         app, settings = boot()
     except BootError as exc:
@@ -69,12 +73,32 @@ def run_supervised(start: WorkerStart, boot: Boot) -> int:
         return runner.run(_serve(app, settings, start))
 
 
+_reopen_pending = False
+
+
+def _dump_stacks_to_the_log() -> None:
+    faulthandler.enable(file=server_log_stream(), all_threads=True)
+
+
+def _reopen_logs() -> None:
+    reopen_log_files()
+    # faulthandler holds the old file's descriptor, closed by the reopen.
+    _dump_stacks_to_the_log()
+
+
+def _note_reopen(signum: int, frame: Any) -> None:
+    global _reopen_pending
+    _reopen_pending = True
+
+
 async def _serve(app: Any, settings: Settings, start: WorkerStart) -> int:
     stop = StopControl()
     link = Link(start, stop)
     loop = asyncio.get_running_loop()
     # TERM/INT/QUIT are wired to ``stop`` by serve(); USR1 is the worker's own.
-    loop.add_signal_handler(signal.SIGUSR1, reopen_log_files)
+    loop.add_signal_handler(signal.SIGUSR1, _reopen_logs)
+    if _reopen_pending:
+        _reopen_logs()
     link.listen(loop)
     try:
         return await serve(app, settings, start.sockets, on_ready=link.ready, control=stop)

@@ -659,3 +659,27 @@ def test_chat_example_metrics(master: StartMaster) -> None:
     assert s.value("app_server_http_requests_total", method="GET", route=chat, status="101") == 2
     assert s.value("app_server_http_requests_total", method="GET", route="/api/rooms",
                    status="200") == 1
+
+
+def test_desired_workers_and_memory_limit_follow_the_settings_and_scaling(
+    master: StartMaster,
+) -> None:
+    """The gauges the alerting rules compare with (config/app-server-alerts.yml)."""
+    m = _start(master, ["--workers", "2", "--max-memory", "512"])
+    wait_ready(m)
+    s = scrape(m)
+    assert s.value("app_server_workers_desired") == 2
+    assert s.value("app_server_worker_memory_limit_bytes") == 512 * 1024 * 1024
+    assert s.kinds["app_server_workers_desired"] == "gauge"
+    assert s.kinds["app_server_worker_memory_limit_bytes"] == "gauge"
+    m.signal(signal.SIGTTIN)
+    poll(lambda: scrape(m).value("app_server_workers_desired") == 3, 30, "desired 3 after TTIN")
+    poll(lambda: scrape(m).value("app_server_workers", state="ready") == 3, 30, "3 ready")
+    m.signal(signal.SIGTTOU)
+    poll(lambda: scrape(m).value("app_server_workers_desired") == 2, 30, "desired 2 after TTOU")
+
+    unlimited = _start(master, ["--workers", "1"])
+    wait_ready(unlimited)
+    s = scrape(unlimited)
+    assert s.value("app_server_workers_desired") == 1
+    assert s.value("app_server_worker_memory_limit_bytes") == 0

@@ -33,7 +33,7 @@ BRIEF_KEYS = {
     "keep_alive_timeout", "response_timeout", "ws_timeout", "ws_ping_interval",
     "ws_ping_timeout", "ws_max_size", "ws_max_queue", "ws_compression", "ssl_certfile",
     "ssl_keyfile", "forwarded_allow_ips", "backlog", "response_write_timeout",
-    "limit_concurrency",
+    "limit_concurrency", "log_file", "access_log_file",
 }
 
 
@@ -616,3 +616,10 @@ def test_bad_run_option_value() -> None:
         "app-server: invalid value 'x' for port (from app.run(port=...)): "
         "expected a port number from 0 to 65535"
     )
+
+
+def test_default_metrics_port_is_not_node_exporters() -> None:
+    # 9100 is node_exporter's, taken on most monitored hosts (issue 12).
+    default = settings_from().supervisor.metrics_bind
+    assert default == "127.0.0.1:9259"
+    assert default == Settings().supervisor.metrics_bind

@@ -1,0 +1,1 @@
+from tests.system.harness import master  # noqa: F401  (the fixture)
