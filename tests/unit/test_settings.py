@@ -32,7 +32,7 @@ BRIEF_KEYS = {
     "access_log", "debug", "request_max_size", "request_max_header_size", "request_timeout",
     "keep_alive_timeout", "response_timeout", "ws_timeout", "ws_ping_interval",
     "ws_ping_timeout", "ws_max_size", "ws_max_queue", "ws_compression", "ssl_certfile",
-    "ssl_keyfile", "forwarded_allow_ips",
+    "ssl_keyfile", "forwarded_allow_ips", "ws_max_send_buffer", "channels",
 }
 
 
