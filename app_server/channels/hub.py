@@ -20,6 +20,7 @@ up/down) are plain attributes for a metrics reader.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -223,6 +224,7 @@ class ChannelHub:
         self.topics: dict[str, _Topic] = {}
         self.members: dict[ChannelConnection, dict[str, _Member]] = {}
         self.up = True
+        self.closed = False
         self._tasks: set[asyncio.Task[None]] = set()
         # Counters for metrics (read, never reset).
         self.published = 0
@@ -240,13 +242,17 @@ class ChannelHub:
         await self.backend.start(self, self.rules)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        self.closed = True  # from here no new task: leaving below spawns nothing
         for conn in list(self.members):
             self.leave_all(conn)
         for state in list(self.topics.values()):
             for sub in list(state.handlers):
                 sub.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         await self.backend.close()
 
     # -- publishing ----------------------------------------------------------
@@ -497,6 +503,9 @@ class ChannelHub:
                 del self.topics[state.name]
 
     def _spawn(self, coro: Any) -> None:
+        if self.closed:
+            coro.close()
+            return
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -145,6 +145,7 @@ class RedisBackend:
         self._conn: AbstractConnection | None = None
         self._confirm: dict[bytes, list[asyncio.Future[None]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._disconnects: set[asyncio.Future[None]] = set()
         self._first: asyncio.Event | None = None
         self._last_seen = 0.0
         self._scripts: dict[str, Any] = {}
@@ -196,6 +197,9 @@ class RedisBackend:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._drop_connection()
+        for task in list(self._disconnects):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task  # disconnects and count syncs still under way
         if self._redis is not None and self.connected:
             with contextlib.suppress(RedisError, OSError):
                 await self._redis.delete(self._counts_key())
@@ -312,13 +316,19 @@ class RedisBackend:
         conn, self._conn = self._conn, None
         if conn is not None:
             task = asyncio.ensure_future(conn.disconnect(nowait=True))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self._disconnects.add(task)
+            task.add_done_callback(self._disconnected)
         confirms, self._confirm = self._confirm, {}
         for waiters in confirms.values():
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_exception(ConnectionError("pub/sub connection lost"))
                     waiter.exception()
+
+    def _disconnected(self, task: asyncio.Future[None]) -> None:
+        self._disconnects.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a failed disconnect of a dead socket is expected
 
     async def _watch(self) -> None:
         """Our health check: PING the pub/sub connection; silence means dead."""
@@ -338,7 +348,7 @@ class RedisBackend:
     # -- the backend contract -----------------------------------------------------------
 
     def _client(self) -> Redis:
-        if not self.connected or self._redis is None:
+        if not self.connected or self._redis is None or self.closing:
             raise ChannelUnavailable(self.name, f"not connected to {self._where()}")
         return self._redis
 
@@ -442,8 +452,11 @@ class RedisBackend:
     # -- subscriber counts ---------------------------------------------------------------
 
     def _spawn_count_sync(self) -> None:
+        if self.closing:
+            return
         task = asyncio.ensure_future(self._sync_counts())
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._disconnects.add(task)
+        task.add_done_callback(self._disconnected)
 
     async def _sync_counts(self) -> None:
         """Write every local count (after a reconnect Redis may have lost them)."""
