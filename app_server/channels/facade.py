@@ -48,7 +48,9 @@ class Channels:
         """
         return await self._running("publish").publish(topic, data)
 
-    def subscribe(self, topic: str, since: int | None = None, max_queue: int = 1000) -> Subscription:
+    def subscribe(
+        self, topic: str, since: int | None = None, max_queue: int = 1000
+    ) -> Subscription:
         """``async with app.channels.subscribe(topic) as sub: async for message in sub``."""
         return self._running("subscribe").subscribe(topic, since, max_queue)
 

@@ -82,7 +82,9 @@ class HistoryRules:
         if ttl is not None and (
             isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0
         ):
-            raise ValueError(f"history ttl must be a positive number of seconds or None, got {ttl!r}")
+            raise ValueError(
+                f"history ttl must be a positive number of seconds or None, got {ttl!r}"
+            )
         rule = HistoryRule(pattern, size, None if ttl is None else float(ttl))
         self.rules.append(rule)
         self._compiled.append((re.compile(fnmatch.translate(pattern)), rule))

@@ -102,9 +102,9 @@ class _Group:
             opcode = OP_TEXT if payload.is_text else OP_BINARY
             return encode_frame(opcode, payload.body), payload.message
         message = to_message(self.envelope(topic, offset, payload.data), self.send_type)
-        if message.__class__ is str:
-            return encode_frame(OP_TEXT, message.encode()), message  # type: ignore[union-attr]
-        return encode_frame(OP_BINARY, message), message  # type: ignore[arg-type]
+        if isinstance(message, str):
+            return encode_frame(OP_TEXT, message.encode()), message
+        return encode_frame(OP_BINARY, message), message
 
 
 class _Member:
@@ -181,10 +181,10 @@ class Subscription:
             finally:
                 self._waiter = None
         item = queue.popleft()
-        if item.__class__ is ChannelMessage:
-            return item  # type: ignore[return-value]
+        if isinstance(item, ChannelMessage):
+            return item
         self.gapped = False
-        raise item  # type: ignore[misc]
+        raise item
 
     def push(self, offset: int | None, payload: Payload) -> bool:
         """Queue a message; False when it was dropped (queue full)."""

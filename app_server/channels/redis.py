@@ -197,9 +197,9 @@ class RedisBackend:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._drop_connection()
-        for task in list(self._disconnects):
+        for pending in list(self._disconnects):
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task  # disconnects and count syncs still under way
+                await pending  # disconnects and count syncs still under way
         if self._redis is not None and self.connected:
             with contextlib.suppress(RedisError, OSError):
                 await self._redis.delete(self._counts_key())
@@ -247,16 +247,18 @@ class RedisBackend:
         self._conn = conn
         await conn.connect()
         self._last_seen = time.monotonic()
-        reader = asyncio.ensure_future(self._read(conn))
+        reader: asyncio.Future[Any] = asyncio.ensure_future(self._read(conn))
         try:
             topics = sorted(self.topics)
             if topics:
                 channels = [self._channel(t) for t in topics]
-                confirmed = asyncio.gather(*(self._expect(c) for c in channels))
+                waiters = [self._expect(c) for c in channels]
+                confirmed: asyncio.Future[Any] = asyncio.gather(*waiters)
                 confirmed.add_done_callback(lambda f: f.cancelled() or f.exception())
                 await conn.send_command("SUBSCRIBE", *channels)
                 await asyncio.wait(
-                    [reader, confirmed], timeout=COMMAND_TIMEOUT_S,
+                    [reader, confirmed],
+                    timeout=COMMAND_TIMEOUT_S,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 if reader.done():

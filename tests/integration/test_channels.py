@@ -53,7 +53,9 @@ def channel_app() -> App:
     async def publish(request: Request, topic: str) -> Any:
         kind = request.args.get("kind", "text")
         body = request.body
-        data: Any = body if kind == "bytes" else json.loads(body) if kind == "json" else body.decode()
+        data: Any = body if kind == "bytes" else body.decode()
+        if kind == "json":
+            data = json.loads(body)
         return {"offset": await request.app.channels.publish(topic, data)}
 
     @app.route("/count/<topic>")
