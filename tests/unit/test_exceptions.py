@@ -12,10 +12,10 @@ import pytest
 
 from app_server import status
 from app_server.exceptions import (
-    ChannelGap,
-    ChannelUnavailable,
     AppServerError,
     BadRequest,
+    ChannelGap,
+    ChannelUnavailable,
     Forbidden,
     HTTPError,
     HTTPVersionNotSupported,
