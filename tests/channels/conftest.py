@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_until
+from tests.system.harness import master  # noqa: F401  (the fixture, for real masters)
 
 
 def free_port() -> int:

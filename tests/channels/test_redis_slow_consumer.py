@@ -18,7 +18,7 @@ import psutil
 import websockets
 
 from tests.channels.conftest import RedisProcess, flush
-from tests.system.harness import Master, master  # noqa: F401  (the fixture)
+from tests.system.harness import Master
 
 APP = '''
 from app_server import App, Request, WebSocket
