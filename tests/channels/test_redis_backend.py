@@ -117,3 +117,43 @@ def test_an_offset_from_another_epoch_is_a_gap(redis_factory: Callable[..., Redi
             return int(closed.value.rcvd.code)
 
         assert asyncio.run(main()) == 4000  # the app saw ChannelGap
+
+
+def _redis_clients(server: RedisProcess) -> int:
+    """Connections Redis has open, not counting the one asking."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=2) as sock:
+        sock.sendall(b"CLIENT LIST\r\n")
+        reply = b""
+        while not reply.endswith(b"\r\n") or reply.count(b"\n") < 2:
+            reply += sock.recv(65536)
+    return sum(1 for line in reply.split(b"\n") if line.startswith(b"id=")) - 1
+
+
+def test_redis_connections_do_not_grow_with_topics_or_subscribers(
+    redis_server: RedisProcess,
+) -> None:
+    flush(redis_server)
+    baseline = _redis_clients(redis_server)
+    with serve_app(chat_app(), channels=redis_server.url) as a:
+
+        async def main() -> list[int]:
+            used = []
+            clients = [await _join(f"{a.ws_url}/room/0")]
+            await clients[0].send("hello")
+            await _collect(clients[0], 1)
+            used.append(_redis_clients(redis_server) - baseline)
+            for i in range(40):  # 40 more subscribers over 10 topics, all publishing
+                clients.append(await _join(f"{a.ws_url}/room/{i % 10}"))
+            await asyncio.gather(*(c.send("x") for c in clients))
+            await asyncio.gather(*(_collect(c, 1) for c in clients))
+            used.append(_redis_clients(redis_server) - baseline)
+            for c in clients:
+                await c.close()
+            return used
+
+        used = asyncio.run(main())
+    assert used[0] <= used[1] <= 5  # one pub/sub connection and at most 4 for commands
+    assert used[1] <= used[0] + 3  # the pool fills up to its bound, no further
+    assert _redis_clients(redis_server) == baseline  # all closed at stop

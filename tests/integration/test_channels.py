@@ -196,3 +196,64 @@ def test_test_client_runs_channels_on_the_local_backend() -> None:
         assert ws.receive_text() == "ready"
         ws.send_text("hello")
         assert ws.receive_text() == "hello"
+
+
+def test_handler_side_subscription_replays_since_and_reports_overflow_as_a_gap() -> None:
+    app = App("consumer")
+    app.channels.history("log", size=10)
+    results: dict[str, Any] = {}
+
+    @app.route("/run")
+    async def run(request: Request) -> Any:
+        channels = request.app.channels
+        first = await channels.publish("log", "a")
+        await channels.publish("log", b"b")
+        async with channels.subscribe("log", since=first) as sub:
+            await channels.publish("log", {"c": 1})
+            got = [await sub.__anext__(), await sub.__anext__()]
+            results["replay"] = [(m.topic, m.offset - first, m.data) for m in got]
+        async with channels.subscribe("log", max_queue=2) as small:
+            for text in ("x", "y", "z"):  # z does not fit
+                await channels.publish("log", text)
+            results["kept"] = [(await small.__anext__()).data for _ in range(2)]
+            with pytest.raises(ChannelGap, match="queue is full"):
+                await small.__anext__()
+            await channels.publish("log", "after")
+            results["after"] = (await small.__anext__()).data  # it goes on after the gap
+        results["count"] = await channels.count("log")
+        return {"ok": True}
+
+    with TestClient(app) as client:
+        assert client.get("/run").json() == {"ok": True}
+    assert results["replay"] == [("log", 1, b"b"), ("log", 2, {"c": 1})]
+    assert results["kept"] == ["x", "y"] and results["after"] == "after"
+    assert results["count"] == 0  # both left at the end of their block
+
+
+def test_unsubscribe_stops_delivery_to_that_websocket_only() -> None:
+    app = App("unsub")
+
+    @app.websocket("/feed")
+    async def feed(ws: WebSocket) -> None:
+        await ws.subscribe("a")
+        await ws.subscribe("b")
+        await ws.send("ready")
+        await ws.recv()
+        await ws.unsubscribe("a")
+        await ws.send("left a")
+        await ws.recv()
+
+    @app.route("/publish/<topic>", methods=["POST"])
+    async def publish(request: Request, topic: str) -> Any:
+        await request.app.channels.publish(topic, request.body.decode())
+        return {"count": await request.app.channels.count(topic)}
+
+    with TestClient(app) as client, client.websocket_connect("/feed") as ws:
+        assert ws.receive_text() == "ready"
+        assert client.post("/publish/a", body=b"1").json() == {"count": 1}
+        assert ws.receive_text() == "1"
+        ws.send_text("go")
+        assert ws.receive_text() == "left a"
+        assert client.post("/publish/a", body=b"2").json() == {"count": 0}
+        assert client.post("/publish/b", body=b"3").json() == {"count": 1}
+        assert ws.receive_text() == "3"  # "2" never came
