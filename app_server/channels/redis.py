@@ -382,6 +382,7 @@ class RedisBackend:
             await conn.send_command("SUBSCRIBE", channel)
             await asyncio.wait_for(waiter, COMMAND_TIMEOUT_S)
         except (RedisError, OSError, TimeoutError) as exc:
+            self.topics.discard(topic)
             raise ChannelUnavailable(self.name, f"{type(exc).__name__}: {exc}") from exc
         if self.rules.for_topic(topic) is None:
             return None

@@ -603,3 +603,24 @@ def test_bad_run_option_value() -> None:
         "app-server: invalid value 'x' for port (from app.run(port=...)): "
         "expected a port number from 0 to 65535"
     )
+
+
+# -- channels (SPEC §9) ----------------------------------------------------------------
+
+
+def test_channels_and_the_send_buffer_from_every_layer() -> None:
+    assert settings_from().channels == "local"
+    assert settings_from().websocket.max_send_buffer == 4_194_304
+    s = settings_from(["--channels", "redis://10.0.0.5:6380/2", "--ws-max-send-buffer", "65536"])
+    assert s.channels == "redis://10.0.0.5:6380/2" and s.websocket.max_send_buffer == 65536
+    env = {"APP_SERVER_CHANNELS": "rediss://cache:6379/0"}
+    assert settings_from(environ=env).channels == "rediss://cache:6379/0"
+    app_config = {"WEBSOCKET_MAX_SEND_BUFFER": 1024}
+    assert settings_from(app_config=app_config).websocket.max_send_buffer == 1024
+
+
+@pytest.mark.parametrize("value", ["redis", "http://x:1/0", "redis://", "redis://h:99999/0",
+                                   "redis://h:1/db"])
+def test_a_bad_channels_url_names_what_is_expected(value: str) -> None:
+    text = error_from(["--channels", value])
+    assert "channels" in text and "redis://HOST:PORT/DB" in text
