@@ -43,6 +43,7 @@ async def burst(request: Request):
 MAX_SEND_BUFFER = 256 * 1024
 MESSAGES = 1500
 SIZE = 2048  # 3 MB per subscriber in each phase
+ROUNDS = 3
 
 
 def slow_subscriber(port: int) -> socket.socket:
@@ -90,35 +91,46 @@ def test_one_slow_reader_among_100(
     [worker] = m.wait_workers(lambda pids: len(pids) == 1)
     ws_url = f"ws://127.0.0.1:{m.port}/sub"
 
-    async def main() -> tuple[float, float, int, int]:
+    async def main() -> tuple[float, float, int, list[int]]:
         clients = []
         for _ in range(99):
             ws = await websockets.connect(ws_url, max_size=None)
             assert await ws.recv() == "ready"
             clients.append(ws)
         await phase(m.url, clients)  # warm-up: every buffer at its working size
-        without = await phase(m.url, clients)
+        # Alternate phases without and with a (new) slow reader and compare
+        # the best of each: other load on the machine then affects both alike.
+        without, with_slow, slows = [], [], []
         rss_before = psutil.Process(worker).memory_info().rss
-        slow = await asyncio.to_thread(slow_subscriber, m.port)
-        with_slow = await phase(m.url, clients)
-        rss_after = psutil.Process(worker).memory_info().rss
-        await asyncio.to_thread(m.wait_log, "closing a slow WebSocket subscriber")
+        growth = 0
+        for _ in range(ROUNDS):
+            without.append(await phase(m.url, clients))
+            slows.append(await asyncio.to_thread(slow_subscriber, m.port))
+            with_slow.append(await phase(m.url, clients))
+            rss = psutil.Process(worker).memory_info().rss
+            growth = max(growth, rss - rss_before)
+        await asyncio.to_thread(
+            m.wait_log, "closing a slow WebSocket subscriber", ROUNDS
+        )
         for ws in clients:
             await ws.close()
-        # The slow one reads at last: what was queued, then Close 1013.
-        slow.settimeout(10)
-        data = bytearray()
-        while part := await asyncio.to_thread(slow.recv, 65536):
-            data += part
-        slow.close()
-        close_at = data.rfind(b"\x88\x0f")  # Close frame of 15 bytes: 1013, "slow consumer"
-        assert close_at > 0
-        return without, with_slow, rss_after - rss_before, int.from_bytes(
-            data[close_at + 2:close_at + 4], "big")
+        # Each slow one reads at last: what was queued, then Close 1013.
+        codes = []
+        for slow in slows:
+            slow.settimeout(10)
+            data = bytearray()
+            while part := await asyncio.to_thread(slow.recv, 65536):
+                data += part
+            slow.close()
+            close_at = data.rfind(b"\x88\x0f")  # Close frame of 15 bytes: 1013, "slow consumer"
+            assert close_at > 0
+            codes.append(int.from_bytes(data[close_at + 2:close_at + 4], "big"))
+        print("rounds without", [round(r) for r in without], "with", [round(r) for r in with_slow])
+        return max(without), max(with_slow), growth, codes
 
-    without, with_slow, growth, code = asyncio.run(main())
+    without, with_slow, growth, codes = asyncio.run(main())
     print(f"rate without the slow reader {without:.0f} msg/s, with it {with_slow:.0f} msg/s; "
           f"worker RSS growth {growth / 2**20:.1f} MiB")
-    assert code == 1013
+    assert codes == [1013] * ROUNDS
     assert with_slow >= 0.9 * without, (with_slow, without)
     assert growth <= MAX_SEND_BUFFER + 10 * 2**20, growth
