@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from app_server.channels.history import HistoryRule, HistoryRules
 
 if TYPE_CHECKING:
-    from app_server.channels.hub import ChannelHub, Subscription
+    from app_server.channels.hub import ChannelHub
+    from app_server.channels.subscription import Subscription
 
 
 class Channels:

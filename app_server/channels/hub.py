@@ -3,7 +3,8 @@
 Owns: ``ChannelHub``, one per worker. It keeps each topic's local
 subscribers: WebSocket connections, grouped by envelope function so an
 envelope is called once per worker per message and its result framed once,
-and handler-side ``Subscription`` objects with bounded queues. It tells the
+and handler-side ``Subscription`` objects (``channels.subscription``) with
+bounded queues. It tells the
 backend when a topic gains its first local subscriber or loses its last,
 delivers each topic's messages in offset order, replays history for
 ``since=`` (subscribe live first and buffer, fetch the history, then drop
@@ -22,13 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from app_server.channels.backend import ChannelBackend
-from app_server.channels.history import HistoryRules, check_since, split_offset
+from app_server.channels.history import HistoryRules, check_since
 from app_server.channels.payload import Payload
+from app_server.channels.subscription import Subscription, is_newer
 from app_server.exceptions import ChannelGap, ChannelUnavailable
 from app_server.framework.websocket import to_message
 from app_server.protocols.websocket.frames import OP_BINARY, OP_TEXT, encode_frame
@@ -59,32 +60,6 @@ def check_topic(topic: object) -> str:
     if len(topic) > MAX_TOPIC_LENGTH:
         raise ValueError(f"a topic is at most {MAX_TOPIC_LENGTH} characters, got {len(topic)}")
     return str(topic)
-
-
-def is_newer(offset: int, last: int) -> bool:
-    """``offset`` comes after ``last``: higher in the same epoch, or any other epoch."""
-    if split_offset(offset)[0] != split_offset(last)[0]:
-        return True
-    return offset > last
-
-
-class ChannelMessage:
-    """One message as a handler-side subscriber sees it."""
-
-    __slots__ = ("topic", "offset", "_payload")
-
-    def __init__(self, topic: str, offset: int | None, payload: Payload) -> None:
-        self.topic = topic
-        self.offset = offset
-        self._payload = payload
-
-    @property
-    def data(self) -> Any:
-        """str, bytes, or the dict/list, as it was published."""
-        return self._payload.data
-
-    def __repr__(self) -> str:
-        return f"ChannelMessage(topic={self.topic!r}, offset={self.offset}, data={self.data!r})"
 
 
 class _Group:
@@ -132,87 +107,6 @@ class _Topic:
         self.live = False
         self.last: int | None = None  # the last offset delivered (history topics)
         self.recovering: list[tuple[int | None, Payload]] | None = None
-
-
-class Subscription:
-    """``async with app.channels.subscribe(topic) as sub: async for message in sub``.
-
-    Messages wait in a bounded queue (``max_queue``). When it is full, or
-    when the backend was down and the missed messages cannot be replayed,
-    the iteration raises ``ChannelGap`` at the place of the loss; iterating
-    again continues with the next messages.
-    """
-
-    def __init__(self, hub: ChannelHub, topic: str, since: int | None, max_queue: int) -> None:
-        self.hub = hub
-        self.topic = topic
-        self.since = since
-        self.max_queue = max_queue
-        self.queue: deque[ChannelMessage | ChannelGap] = deque()
-        self.last: int | None = None
-        self.pending: list[tuple[int | None, Payload]] | None = None
-        self.gapped = False
-        self.active = False
-        self._waiter: asyncio.Future[None] | None = None
-
-    async def __aenter__(self) -> Subscription:
-        await self.hub.join(self)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self.active:
-            self.hub.leave(self)
-        self._wake()
-
-    def __aiter__(self) -> Subscription:
-        return self
-
-    async def __anext__(self) -> ChannelMessage:
-        queue = self.queue
-        while not queue:
-            if not self.active:
-                raise StopAsyncIteration
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-        item = queue.popleft()
-        if isinstance(item, ChannelMessage):
-            return item
-        self.gapped = False
-        raise item
-
-    def push(self, offset: int | None, payload: Payload) -> bool:
-        """Queue a message; False when it was dropped (queue full)."""
-        if self.pending is not None:
-            self.pending.append((offset, payload))
-            return True
-        if offset is not None and self.last is not None:
-            if not is_newer(offset, self.last):
-                return True  # a duplicate of a replayed message
-            self.last = None
-        if len(self.queue) >= self.max_queue:
-            self.lost(offset, "the subscriber's queue is full")
-            return False
-        self.queue.append(ChannelMessage(self.topic, offset, payload))
-        self._wake()
-        return True
-
-    def lost(self, since: int | None, reason: str) -> None:
-        """Messages were lost here: the iteration raises ChannelGap at this place (once)."""
-        if not self.gapped:
-            self.gapped = True
-            self.queue.append(ChannelGap(self.topic, since, reason))
-            self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
 
 class ChannelHub:
