@@ -139,3 +139,50 @@ def test_redis_restart_under_load(
         rest = data[20:]
         assert data[:20] == sent and rest == after[len(after) - len(rest):]
         assert seen["gaps"] == 1  # told, once, that history was lost
+
+
+def test_redis_killed_during_continuous_publishing_loses_nothing_that_was_acknowledged(
+    redis_factory: Callable[..., RedisProcess],
+) -> None:
+    """A publisher never stops while Redis (with its data) is killed and
+    restarted: every publish either returns an offset or raises
+    ChannelUnavailable, and the subscriber on the other worker receives every
+    acknowledged message once, in publish order (a message whose reply was
+    lost in the kill may arrive too: it was stored)."""
+    redis = redis_factory(persistent=True)
+    app_a, seen = recorder_app()
+    app_b, _ = recorder_app()
+    acknowledged: list[str] = []
+    refused: list[str] = []
+    stop = threading.Event()
+
+    def publisher(url: str) -> None:
+        i = 0
+        while not stop.is_set():
+            text = f"m-{i}"
+            (acknowledged if "offset" in _publish(url, text) else refused).append(text)
+            i += 1
+
+    with serve_app(app_a, channels=redis.url) as a, serve_app(app_b, channels=redis.url) as b:
+        assert seen["ready"].wait(5)
+        thread = threading.Thread(target=publisher, args=(b.url,), daemon=True)
+        thread.start()
+        try:
+            wait_until(lambda: len(acknowledged) >= 50)
+            redis.kill()
+            wait_until(lambda: len(refused) >= 5)
+            redis.start()
+            mark = len(acknowledged)
+            wait_until(lambda: len(acknowledged) >= mark + 50, timeout=15)
+        finally:
+            stop.set()
+            thread.join(15)
+        wait_until(lambda: seen["data"][-1:] == acknowledged[-1:], timeout=10)
+        assert "offset" in _publish(a.url, "a-too")  # both workers publish again
+        wait_until(lambda: seen["data"][-1:] == ["a-too"])
+    data = seen["data"][:-1]
+    numbers = [int(text[2:]) for text in data]
+    assert numbers == sorted(set(numbers))  # publish order, each once
+    assert set(acknowledged) <= set(data)
+    assert set(data) - set(acknowledged) <= set(refused)
+    assert seen["gaps"] == 0
