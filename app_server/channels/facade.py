@@ -31,7 +31,7 @@ class Channels:
         first matching rule wins."""
         return self.rules.add(pattern, size, ttl)
 
-    def _running(self, what: str) -> ChannelHub:
+    def running_hub(self, what: str) -> ChannelHub:
         hub = self.hub
         if hub is None:
             raise RuntimeError(
@@ -47,17 +47,17 @@ class Channels:
         Returns the message's offset when the topic keeps history, else None;
         raises ``ChannelUnavailable`` at once when the backend is down.
         """
-        return await self._running("publish").publish(topic, data)
+        return await self.running_hub("publish").publish(topic, data)
 
     def subscribe(
         self, topic: str, since: int | None = None, max_queue: int = 1000
     ) -> Subscription:
         """``async with app.channels.subscribe(topic) as sub: async for message in sub``."""
-        return self._running("subscribe").subscribe(topic, since, max_queue)
+        return self.running_hub("subscribe").subscribe(topic, since, max_queue)
 
     async def count(self, topic: str) -> int:
         """Subscribers of ``topic`` in every worker and on every host."""
-        return await self._running("count").count(topic)
+        return await self.running_hub("count").count(topic)
 
     def attach(self, hub: ChannelHub | None) -> None:
         """The worker hands its hub over at start (None at stop)."""

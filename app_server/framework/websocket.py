@@ -509,7 +509,7 @@ class WebSocket:
         sends it), called once per worker per message. Returns once the
         subscription is live everywhere. Every topic is left at close.
         """
-        hub = self.app.channels._running("subscribe")
+        hub = self.app.channels.running_hub("subscribe")
         if not self._channel.accepted:
             self._auto_accept()
         channel = self._channel
@@ -519,7 +519,7 @@ class WebSocket:
 
     async def unsubscribe(self, topic: str) -> None:
         """Stop receiving ``topic`` (nothing happens when not subscribed)."""
-        hub = self.app.channels._running("unsubscribe")
+        hub = self.app.channels.running_hub("unsubscribe")
         await hub.unsubscribe_websocket(self._channel, topic)
 
 
