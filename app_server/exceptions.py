@@ -20,6 +20,9 @@ from http import HTTPStatus
 __all__ = [
     "AppServerError",
     "BadRequest",
+    "ChannelError",
+    "ChannelGap",
+    "ChannelUnavailable",
     "Forbidden",
     "HTTPError",
     "HTTPVersionNotSupported",
@@ -209,6 +212,51 @@ class InvalidWebSocketStateError(WebSocketError):
             f"invalid {self.party} WebSocket state: "
             f"expected {_describe_states(self.expected_state)}, got {self.current_state}"
         )
+
+
+# -- channels (SPEC §9) ---------------------------------------------------------
+
+
+class ChannelError(AppServerError):
+    """Base class of the channel (publish/subscribe) errors."""
+
+
+class ChannelGap(ChannelError):
+    """Messages of ``topic`` after ``since`` cannot be replayed (or were lost).
+
+    Raised by ``subscribe(topic, since=offset)`` when the kept history no
+    longer reaches back to ``offset`` (trimmed, expired, or an offset of
+    another epoch), and by a handler-side subscription when messages were
+    lost (the backend was down, or the subscriber's queue overflowed). The
+    app then sends a full state instead of a replay. ``since`` is None when
+    the subscriber had no offset.
+    """
+
+    def __init__(self, topic: str, since: int | None, reason: str) -> None:
+        self.topic = topic
+        self.since = since
+        self.reason = reason
+        super().__init__(topic, since, reason)
+
+    def __str__(self) -> str:
+        where = "" if self.since is None else f" after offset {self.since}"
+        return f"channel gap on topic {self.topic!r}{where}: {self.reason}"
+
+
+class ChannelUnavailable(ChannelError):
+    """The channel backend cannot be reached now; nothing was published.
+
+    Raised at once (never after a silent drop) while the backend is down;
+    the backend reconnects by itself, so a later call may succeed.
+    """
+
+    def __init__(self, backend: str, reason: str) -> None:
+        self.backend = backend
+        self.reason = reason
+        super().__init__(backend, reason)
+
+    def __str__(self) -> str:
+        return f"channel backend {self.backend} unavailable: {self.reason}"
 
 
 # Names kept so ported handlers only change their imports.

@@ -42,6 +42,8 @@ import httptools
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import CloseConnection, Message, Ping, TextMessage
 
+from app_server.channels.hub import ChannelHub
+from app_server.channels.runtime import close_channels, open_channels
 from app_server.exceptions import WebSocketClosed
 from app_server.framework.datastructures import Headers
 from app_server.settings.model import HttpLimits, LogSettings, Settings, WebSocketLimits
@@ -100,6 +102,9 @@ class MemoryTransport(asyncio.Transport):
 
     def is_closing(self) -> bool:
         return self.closed
+
+    def get_write_buffer_size(self) -> int:
+        return len(self.buffer)  # written, not yet read by the test client
 
     def can_write_eof(self) -> bool:
         return True
@@ -177,6 +182,7 @@ class TestClient:
         self._runner: asyncio.Runner | None = None
         self._state: ServerState | None = None
         self._entered = False
+        self._channels: ChannelHub | None = None
 
     def __enter__(self) -> TestClient:
         self._start()
@@ -193,6 +199,8 @@ class TestClient:
 
     async def _boot(self) -> None:
         self.app.freeze()
+        # Channels run on the in-process backend: one worker, no network.
+        self._channels = await open_channels(self.app, "local")
         await self.app.run_hooks("before_server_start")
         self._state = build_state(self.app, self._settings, asyncio.get_running_loop().time())
         await self.app.run_hooks("after_server_start")
@@ -209,6 +217,8 @@ class TestClient:
     async def _shutdown(self) -> None:
         await self.app.run_hooks("before_server_stop")
         await self.app.run_hooks("after_server_stop")
+        await close_channels(self.app, self._channels)
+        self._channels = None
 
     def request(
         self,

@@ -85,6 +85,7 @@ def serve_app(
     access_log: bool = False,
     log_format: str = "text",
     websocket: WebSocketLimits | None = None,
+    channels: str = "local",
     **limits: Any,
 ) -> Iterator[RunningServer]:
     """Run ``app`` on a real listener in a background thread; stop it on exit."""
@@ -94,6 +95,7 @@ def serve_app(
         tls=tls,
         forwarded_allow_ips=forwarded_allow_ips,
         websocket=websocket or WebSocketLimits(),
+        channels=channels,
     )
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -20,6 +20,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+from app_server.channels.facade import Channels
 from app_server.exceptions import HTTPError, ServerError, WebSocketClosed
 from app_server.framework.auth import requirement_of
 from app_server.framework.blueprints import Blueprint
@@ -81,6 +82,8 @@ class App(Registrar):
         self._hooks: dict[str, list[Hook]] = {event: [] for event in HOOK_EVENTS}
         self._authenticator: Callable[[Request], Awaitable[Any]] | None = None
         self._frozen = False
+        # Publish/subscribe across workers and hosts (SPEC §9); the worker attaches its hub.
+        self.channels = Channels()
 
     def __repr__(self) -> str:
         return f"<App {self.name!r} routes={len(self.router.routes)}>"

@@ -72,9 +72,41 @@ class Channel(Protocol):
 
     async def wait_closed(self) -> None: ...
 
+    def send_channel_frame(self, frame: bytes, message: str | bytes) -> int: ...
+
+    def on_close(self, callback: Callable[[], None]) -> None: ...
+
+    def start_close(self, code: int, reason: str) -> None: ...
+
 
 def _dumps(obj: Any) -> str:
     return _json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def to_message(data: Any, kind: str | None) -> str | bytes:
+    """What ``send`` puts in a frame: str -> text, bytes -> binary, dict/list -> JSON text.
+
+    ``kind`` ("text", "bytes" or "json"; None: by the data's type) forces
+    the kind. Channels send an envelope's result through this too.
+    """
+    if kind is None:
+        cls = data.__class__
+        if cls is str or cls is bytes:
+            return data  # type: ignore[no-any-return]
+        if isinstance(data, bytearray | memoryview):
+            return bytes(data)
+        if isinstance(data, str):
+            return str(data)
+        if isinstance(data, dict | list | tuple):
+            return _dumps(data)
+        raise TypeError(f"cannot send {cls.__name__}: expected str, bytes, dict or list")
+    if kind == "text":
+        return data.decode() if isinstance(data, bytes | bytearray) else str(data)
+    if kind == "json":
+        return _dumps(data)
+    if kind == "bytes":
+        return data.encode() if isinstance(data, str) else bytes(data)
+    raise ValueError(f"encoding must be 'text', 'bytes' or 'json', got {kind!r}")
 
 
 class WebSocket:
@@ -388,29 +420,7 @@ class WebSocket:
         ``encoding`` ("text", "bytes" or "json"), else the route's
         ``send_type``, forces the kind.
         """
-        kind = encoding or self._send_type
-        if kind is None:
-            cls = data.__class__
-            if cls is str or cls is bytes:
-                payload = data
-            elif isinstance(data, bytearray | memoryview):
-                payload = bytes(data)
-            elif isinstance(data, str):
-                payload = str(data)
-            elif isinstance(data, dict | list | tuple):
-                payload = _dumps(data)
-            else:
-                raise TypeError(
-                    f"cannot send {cls.__name__}: expected str, bytes, dict or list"
-                )
-        elif kind == "text":
-            payload = data.decode() if isinstance(data, bytes | bytearray) else str(data)
-        elif kind == "json":
-            payload = _dumps(data)
-        elif kind == "bytes":
-            payload = data.encode() if isinstance(data, str) else bytes(data)
-        else:
-            raise ValueError(f"encoding must be 'text', 'bytes' or 'json', got {kind!r}")
+        payload = to_message(data, encoding or self._send_type)
         channel = self._channel
         if not channel.accepted:
             self._auto_accept()
@@ -481,6 +491,36 @@ class WebSocket:
 
     async def wait_closed(self) -> None:
         await self._channel.wait_closed()
+
+    # -- channels (SPEC §9) --------------------------------------------------
+
+    async def subscribe(
+        self,
+        topic: str,
+        since: int | None = None,
+        envelope: Callable[[str, int | None, Any], Any] | None = None,
+    ) -> None:
+        """Receive every message published to ``topic``, from any worker or host.
+
+        Completes a pending handshake like a first send. ``since``: an offset
+        (of a topic with history) to replay what was missed first; raises
+        ``ChannelGap`` when the kept history no longer reaches back to it.
+        ``envelope(topic, offset, data)`` shapes what is sent (as ``send``
+        sends it), called once per worker per message. Returns once the
+        subscription is live everywhere. Every topic is left at close.
+        """
+        hub = self.app.channels.running_hub("subscribe")
+        if not self._channel.accepted:
+            self._auto_accept()
+        channel = self._channel
+        if channel.close_code is not None or channel.sent_close is not None:
+            raise WebSocketClosed(self.close_code or 1006, self.close_reason)
+        await hub.subscribe_websocket(channel, topic, since, envelope, self._send_type)
+
+    async def unsubscribe(self, topic: str) -> None:
+        """Stop receiving ``topic`` (nothing happens when not subscribed)."""
+        hub = self.app.channels.running_hub("unsubscribe")
+        await hub.unsubscribe_websocket(self._channel, topic)
 
 
 async def broadcast(websockets: Iterable[WebSocket], message: Any) -> int:

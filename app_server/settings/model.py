@@ -58,6 +58,7 @@ class WebSocketLimits:
     max_size: int = 1_048_576
     max_queue: int = 32
     compression: str | None = None
+    max_send_buffer: int = 4_194_304  # channel bytes queued before a 1013 close
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +106,8 @@ class Settings:
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
     supervisor: SupervisorSettings = field(default_factory=SupervisorSettings)
     debug: bool = False
+    # The channel backend (SPEC §9): "local" or a redis:// / rediss:// URL.
+    channels: str = "local"
     # Every resolved value by setting name (the views above are built from it);
     # empty when a Settings is built by hand. Not part of equality.
     values: Mapping[str, object] = field(default_factory=dict, compare=False)

@@ -27,6 +27,7 @@ import ipaddress
 import math
 import os
 import string
+import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -403,6 +404,25 @@ def _compression(value: object) -> str | None:
     raise _Invalid()
 
 
+def _channels(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Invalid()
+    url = value.strip()
+    if url.lower() == "local":
+        return "local"
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
+        raise _Invalid()
+    try:
+        parsed.port  # noqa: B018  raises ValueError for a port out of range
+        db = parsed.path.strip("/")
+        if db and int(db) < 0:
+            raise ValueError(db)
+    except ValueError:
+        raise _Invalid() from None
+    return url
+
+
 def _address_list(value: object) -> tuple[str, ...]:
     entries = []
     for item in _items(value):
@@ -443,6 +463,7 @@ _COERCERS: dict[ValueType, Callable[[object], object]] = {
     ValueType.TCP_ADDRESS_OR_OFF: _tcp_address_or_off,
     ValueType.COMPRESSION: _compression,
     ValueType.ADDRESS_LIST: _address_list,
+    ValueType.CHANNELS: _channels,
 }
 
 
@@ -501,6 +522,7 @@ def _build(values: dict[str, Sourced], app: Sourced | None) -> Settings:
         forwarded_allow_ips=v["forwarded_allow_ips"],
         supervisor=_supervisor(v),
         debug=v["debug"],
+        channels=v["channels"],
         values=v,
     )
 
@@ -526,6 +548,7 @@ def _websocket_limits(v: dict[str, Any]) -> WebSocketLimits:
         max_size=v["ws_max_size"],
         max_queue=v["ws_max_queue"],
         compression=v["ws_compression"],
+        max_send_buffer=v["ws_max_send_buffer"],
     )
 
 

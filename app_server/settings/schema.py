@@ -65,6 +65,7 @@ class ValueType(Enum):
     TCP_ADDRESS_OR_OFF = "HOST:PORT, [::1]:PORT or 'off'"
     COMPRESSION = f"'{COMPRESSION_DEFLATE}' or 'none'"
     ADDRESS_LIST = "a comma-separated list of IP addresses, CIDR networks, or *"
+    CHANNELS = "'local', or a redis://HOST:PORT/DB or rediss:// URL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +215,16 @@ SETTINGS: tuple[Setting, ...] = (
     _define("ws_compression", T.COMPRESSION, None, W,
             "negotiate permessage-deflate (RFC 7692)",
             style=FlagStyle.CONSTANT, constant=COMPRESSION_DEFLATE),
+    _define("ws_max_send_buffer", T.POSITIVE_INT, 4_194_304, W,
+            "bytes of channel messages queued for one slow connection before it is "
+            "closed with 1013", metavar="N"),
+    # -- channels (SPEC §9) ---------------------------------------------------------
+    # "local" is the default for now; the master relay becomes the default
+    # when the master backend lands (issue 11). Master scope: the master
+    # will need to know the backend before it forks.
+    _define("channels", T.CHANNELS, "local", M,
+            "channel backend: local (one worker), or redis://HOST:PORT/DB (across hosts)",
+            metavar="URL"),
     # -- TLS and proxies -------------------------------------------------------------
     _define("ssl_certfile", T.OPTIONAL_PATH, None, W, "TLS certificate chain (PEM)",
             metavar="F"),

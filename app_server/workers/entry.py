@@ -16,6 +16,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from app_server.channels.runtime import close_channels, open_channels
 from app_server.control import StopReason
 from app_server.framework.proxy import ForwardedPolicy
 from app_server.logs import AccessLog
@@ -106,9 +107,16 @@ async def serve(
     use_effective_config(app, settings)
     try:
         app.freeze()
+        # The channel backend is up before the start hooks, which may publish.
+        channels = await open_channels(app, settings.channels)
+    except Exception:
+        log.exception("the channel backend %s failed to start", settings.channels)
+        return EXIT_BOOT_FAILED
+    try:
         await app.run_hooks("before_server_start")
     except Exception:
         log.exception("the application failed to start")
+        await close_channels(app, channels)
         return EXIT_BOOT_FAILED
     tls = settings.tls
     ssl_context = make_ssl_context(tls.certfile, tls.keyfile) if tls else None
@@ -121,6 +129,7 @@ async def serve(
     except Exception:
         log.exception("the application failed to start")
         await server.close()
+        await close_channels(app, channels)
         return EXIT_BOOT_FAILED
     for address in server.bound_addresses:
         log.info("listening on %s", _describe(address, ssl_context is not None))
@@ -148,6 +157,7 @@ async def serve(
         await app.run_hooks("after_server_stop")
     except Exception:
         log.exception("after_server_stop hook failed")
+    await close_channels(app, channels)
     return EXIT_OK
 
 

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import struct
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from app_server.exceptions import WebSocketClosed
@@ -340,6 +341,34 @@ class WebSocketConnection(asyncio.Protocol):
             if self.out_size > CORK_BYTES:
                 self.flush()
         return True
+
+    def send_channel_frame(self, frame: bytes, message: str | bytes) -> int:
+        """Write a channel message's frame: 1 written, 0 closed, -1 too slow.
+
+        A connection whose outgoing bytes (transport buffer plus corked
+        frames) would pass ``max_send_buffer`` is closed with 1013 (Try Again
+        Later, SPEC §9) instead: the publisher and the other subscribers
+        never wait for it, and its memory stays bounded. The Close frame
+        queues behind what is buffered, so a client that reads on sees it.
+        """
+        session = self.session
+        if self.close_code is not None or session is None or session.close_sent:
+            return 0
+        if session.deflate is not None:
+            frame = session.encode_message(message)
+        pending = self.out_size if self.out else 0
+        if (
+            self.transport.get_write_buffer_size() + pending + len(frame)
+            > self.limits.max_send_buffer
+        ):
+            self.start_close(1013, "slow consumer")
+            return -1
+        self.write_frame(frame)
+        return 1
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once the connection is closed, whatever the reason."""
+        self.closed_waiter.add_done_callback(lambda _: callback())
 
     def _write(self, data: bytes) -> None:
         """Every write but a broadcast's: corked frames go first, keeping order."""

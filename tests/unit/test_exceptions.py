@@ -14,6 +14,8 @@ from app_server import status
 from app_server.exceptions import (
     AppServerError,
     BadRequest,
+    ChannelGap,
+    ChannelUnavailable,
     Forbidden,
     HTTPError,
     HTTPVersionNotSupported,
@@ -147,6 +149,8 @@ def test_upgrade_required_names_websocket() -> None:
         UpgradeRequired(),
         WebSocketClosed(1008, "policy"),
         InvalidWebSocketStateError("client", "CONNECTING", "CONNECTED"),
+        ChannelGap("room:1", 4294967297, "trimmed"),
+        ChannelUnavailable("redis", "connection refused"),
     ],
 )
 def test_exceptions_pickle_and_copy(error: AppServerError) -> None:

@@ -45,6 +45,13 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "app_server.protocols",
     ),
     "app_server.exceptions": ("app_server.",),
+    # The master will keep the master backend's history with these two: they
+    # must not pull in the framework, the workers or the rest of channels.
+    "app_server.channels.history": (
+        "app_server.channels", "app_server.framework", "app_server.workers",
+        "app_server.protocols", "app_server.settings", "app_server.master",
+    ),
+    "app_server.channels.payload": ("app_server.",),
     "app_server.status": ("app_server.",),
 }
 

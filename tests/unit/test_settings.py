@@ -33,7 +33,7 @@ BRIEF_KEYS = {
     "keep_alive_timeout", "response_timeout", "ws_timeout", "ws_ping_interval",
     "ws_ping_timeout", "ws_max_size", "ws_max_queue", "ws_compression", "ssl_certfile",
     "ssl_keyfile", "forwarded_allow_ips", "backlog", "response_write_timeout",
-    "limit_concurrency", "log_file", "access_log_file",
+    "limit_concurrency", "log_file", "access_log_file", "ws_max_send_buffer", "channels",
 }
 
 
@@ -623,3 +623,24 @@ def test_default_metrics_port_is_not_node_exporters() -> None:
     default = settings_from().supervisor.metrics_bind
     assert default == "127.0.0.1:9259"
     assert default == Settings().supervisor.metrics_bind
+
+
+# -- channels (SPEC §9) ----------------------------------------------------------------
+
+
+def test_channels_and_the_send_buffer_from_every_layer() -> None:
+    assert settings_from().channels == "local"
+    assert settings_from().websocket.max_send_buffer == 4_194_304
+    s = settings_from(["--channels", "redis://10.0.0.5:6380/2", "--ws-max-send-buffer", "65536"])
+    assert s.channels == "redis://10.0.0.5:6380/2" and s.websocket.max_send_buffer == 65536
+    env = {"APP_SERVER_CHANNELS": "rediss://cache:6379/0"}
+    assert settings_from(environ=env).channels == "rediss://cache:6379/0"
+    app_config = {"WEBSOCKET_MAX_SEND_BUFFER": 1024}
+    assert settings_from(app_config=app_config).websocket.max_send_buffer == 1024
+
+
+@pytest.mark.parametrize("value", ["redis", "http://x:1/0", "redis://", "redis://h:99999/0",
+                                   "redis://h:1/db"])
+def test_a_bad_channels_url_names_what_is_expected(value: str) -> None:
+    text = error_from(["--channels", value])
+    assert "channels" in text and "redis://HOST:PORT/DB" in text

@@ -1,0 +1,45 @@
+"""The worker's channel set-up: choose the backend, start the hub, stop it.
+
+Owns: ``open_channels(app, url)``, which the worker (``workers.entry.serve``)
+and ``app_server.testing`` call before the app's start hooks run, and
+``close_channels``, called after the drain. ``url`` is the ``channels``
+setting: ``local``, or ``redis://host:port/db`` / ``rediss://...``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app_server.channels.backend import ChannelBackend, LocalBackend
+from app_server.channels.facade import Channels
+from app_server.channels.hub import ChannelHub
+
+
+def make_backend(url: str) -> ChannelBackend:
+    if url == "local":
+        return LocalBackend()
+    if url.startswith(("redis://", "rediss://")):
+        from app_server.channels.redis import RedisBackend  # redis-py only when asked for
+
+        return RedisBackend(url)
+    raise ValueError(f"channels must be 'local' or a redis:// or rediss:// URL, got {url!r}")
+
+
+async def open_channels(app: Any, url: str) -> ChannelHub | None:
+    """Start a hub for ``app.channels`` (None for an app without channels)."""
+    channels = getattr(app, "channels", None)
+    if not isinstance(channels, Channels):
+        return None
+    hub = ChannelHub(make_backend(url), channels.rules)
+    await hub.start()
+    channels.attach(hub)
+    return hub
+
+
+async def close_channels(app: Any, hub: ChannelHub | None) -> None:
+    if hub is None:
+        return
+    channels = getattr(app, "channels", None)
+    if isinstance(channels, Channels) and channels.hub is hub:
+        channels.attach(None)
+    await hub.close()
