@@ -47,6 +47,7 @@ from app_server.protocols.http.framing import (
 from app_server.protocols.http.parser import REQUEST_END, RequestParser
 from app_server.protocols.websocket.handshake import UpgradeRefused, read_offer
 from app_server.workers.sendfile import send_file
+from app_server.workers.flow_control import FlowControl
 from app_server.workers.state import NEVER, ServerState
 from app_server.workers.ws_protocol import WebSocketConnection
 
@@ -145,8 +146,7 @@ class HttpProtocol(asyncio.Protocol):
         "keep_alive",
         "reading_paused",
         "input_paused_by_us",
-        "write_paused",
-        "drain_waiter",
+        "flow",
         "input_closed",
         "pending_error",
         "upgrade_tail",
@@ -171,8 +171,7 @@ class HttpProtocol(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
         self.keep_alive = True
         self.input_paused_by_us = False
-        self.write_paused = False
-        self.drain_waiter: asyncio.Future[None] | None = None
+        self.flow = FlowControl()
         # No more requests are read from this connection (after a protocol
         # error or an upgrade we do not serve); queued ones are still answered.
         self.input_closed = False
@@ -203,9 +202,7 @@ class HttpProtocol(asyncio.Protocol):
         self.state.connections.discard(self)
         if self.task is not None and not self.task.done():
             self.task.cancel()
-        waiter = self.drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(ConnectionResetError("client disconnected"))
+        self.flow.connection_lost()
         if self.incoming is not None and self.incoming.reader is not None:
             self.incoming.reader.end()
 
@@ -222,15 +219,12 @@ class HttpProtocol(asyncio.Protocol):
         return True
 
     def pause_writing(self) -> None:
-        self.write_paused = True
+        self.flow.pause_writing()
 
     def resume_writing(self) -> None:
-        self.write_paused = False
         if self.phase is Phase.SENDING:
             self._body_progress()
-        waiter = self.drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self.flow.resume_writing()
 
     def data_received(self, data: bytes) -> None:
         phase = self.phase
@@ -528,7 +522,7 @@ class HttpProtocol(asyncio.Protocol):
                 return
             sent += len(data)
             transport.write(encode_chunk(data) if chunked else data)
-            if self.write_paused:
+            if self.flow.paused:
                 await self._wait_for_client()
 
         await response.send_body(write)
@@ -541,20 +535,20 @@ class HttpProtocol(asyncio.Protocol):
         if self.phase is Phase.SENDING:
             self.stall_mark = self.transport.get_write_buffer_size()
             self._body_progress()
-        await self._drain()
+        await self.flow.drain()
 
     def _body_progress(self) -> None:
         """The body moved (bytes taken by the socket): restart the stall clock.
 
         Also the hook for a body written outside the transport (sendfile):
         call it after each piece sent, and hold the future awaited for the
-        socket in ``drain_waiter`` so that ``_check_stall`` sees the wait.
+        socket through ``flow.wait`` so that ``_check_stall`` sees the wait.
         """
         self.deadline = self.loop.time() + self.state.limits.response_write_timeout_s
 
     def _check_stall(self, now: float) -> None:
         """SENDING deadline: abort only if the client took nothing at all."""
-        if self.drain_waiter is None:
+        if not self.flow.is_waiting:
             self.deadline = INF  # not waiting on the client: the handler is producing
             return
         size = self.transport.get_write_buffer_size()
@@ -571,16 +565,6 @@ class HttpProtocol(asyncio.Protocol):
             self.state.limits.response_write_timeout_s,
         )
         self._abort()
-
-    async def _drain(self) -> None:
-        if self.phase is Phase.CLOSED:
-            raise ConnectionResetError("client disconnected")
-        waiter = self.loop.create_future()
-        self.drain_waiter = waiter
-        try:
-            await waiter
-        finally:
-            self.drain_waiter = None
 
     def _after_response(self) -> None:
         state = self.state

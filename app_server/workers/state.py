@@ -11,12 +11,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from app_server.metrics.sink import NullWorkerMetrics, WorkerMetrics
 from app_server.protocols.http.framing import date_line
 
 if TYPE_CHECKING:
     from app_server.framework.proxy import ForwardedPolicy
     from app_server.logs import AccessLog
-    from app_server.metrics.recorder import Recorder
     from app_server.settings.model import HttpLimits, WebSocketLimits
 
 
@@ -50,7 +50,7 @@ class ServerState:
         forwarded: ForwardedPolicy | None,
         now: float,
         ws_limits: WebSocketLimits | None = None,
-        recorder: Recorder | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.app = app
         self.limits = limits
@@ -77,10 +77,13 @@ class ServerState:
         # (set by the supervised worker) asks the master for a replacement.
         self.recycle_at = NEVER
         self.on_recycle: Any = None
-        # Metrics of this worker (None: --metrics-bind off, nothing recorded).
-        self.recorder = recorder
-        if recorder is not None:
-            recorder.connections = self.connections
+        # Metrics of this worker. The null sink becomes None here, once, so the
+        # request path pays one ``is not None`` test and no call when off.
+        if isinstance(metrics, NullWorkerMetrics):
+            metrics = None
+        self.recorder: WorkerMetrics | None = metrics
+        if metrics is not None:
+            metrics.watch_connections(self.connections)
 
     def count_served(self) -> None:
         """One more request (or closed WebSocket) served; recycle at the limit.
