@@ -446,24 +446,6 @@ class App(Registrar):
             return error_response(500, body, None, error_format)
         return error_response(500, ServerError().message, None, error_format)
 
-    # -- running -----------------------------------------------------------
-
-    def run(
-        self,
-        host: str | None = None,
-        port: int | None = None,
-        workers: int | str | None = None,
-        **options: Any,
-    ) -> int:
-        """Serve this app with the same server as the ``app-server`` command.
-
-        Arguments left out fall back to the environment, the config file and
-        the defaults (127.0.0.1:8000, one worker), as on the command line.
-        """
-        from app_server.cli import run_app
-
-        return run_app(self, host=host, port=port, workers=workers, **options)
-
 
 async def _run_request_middleware(chain: Middleware, request: Request) -> BaseResponse | None:
     for mw in chain:
