@@ -38,11 +38,12 @@ from app_server.framework.registrar import (
     check_methods,
     check_options,
 )
-from app_server.framework.request import Request
+from app_server.framework.request import ConnectionInfo, Request
 from app_server.framework.responses import BaseResponse, HTTPResponse, text, to_response
 from app_server.framework.routing.router import Route, Router
 from app_server.framework.static import static_route
 from app_server.framework.websocket import WebSocket, broadcast
+from app_server.protocols.http.events import RequestHead, RouteMatch, RouteRefusal
 
 F = TypeVar("F", bound=Callable[..., Any])
 Hook = Callable[..., Awaitable[None]]
@@ -285,29 +286,34 @@ class App(Registrar):
         for hook in hooks:
             await hook(self)
 
-    def prepare(self, request: Request) -> Route | HTTPError:
-        """Route a request whose head has arrived: its route, or the error to answer."""
+    def prepare(self, head: RequestHead, conn: ConnectionInfo) -> Request:
+        """The request whose head has arrived, routed: ``request.routing`` is
+        its route's match, or the refusal carrying the error to answer."""
+        request = Request(head, conn, self)
         try:
-            route, params = self.router.match_http(request.method, request.path, request.host)
+            route, params = self.router.match_http(head.method, head.path, request.host)
         except HTTPError as exc:
-            return exc
+            request.routing = RouteRefusal(exc)
+            return request
         request.route = route
         request.match_info = params
-        return route
+        request.routing = route.match
+        return request
 
-    def prepare_websocket(self, request: Request) -> Route | HTTPError:
-        """Route a WebSocket upgrade request: its route, or the error to answer."""
+    def prepare_websocket(self, head: RequestHead, conn: ConnectionInfo) -> Request:
+        """A WebSocket upgrade request, routed as ``prepare`` does."""
+        request = Request(head, conn, self)
         try:
-            route, params = self.router.match_websocket(request.path, request.host)
+            route, params = self.router.match_websocket(head.path, request.host)
         except HTTPError as exc:
-            return exc
+            request.routing = RouteRefusal(exc)
+            return request
         request.route = route
         request.match_info = params
-        return route
+        request.routing = route.match
+        return request
 
-    async def handle_websocket(
-        self, request: Request, routing: Route | HTTPError, channel: Any
-    ) -> None:
+    async def handle_websocket(self, request: Request, channel: Any) -> None:
         """Run authentication, request middleware and the handler of a WebSocket.
 
         Never raises for app errors: before the handshake is answered they
@@ -315,9 +321,11 @@ class App(Registrar):
         after accepting); after it, a 1011 close. The connection is closed
         normally (1000) when the handler returns without closing it.
         """
-        if routing.__class__ is Route:
-            options = routing.options
-            before = routing.request_middleware
+        routing = request.routing
+        route = routing.route if isinstance(routing, RouteMatch) else None
+        if route is not None:
+            options = route.options
+            before = route.request_middleware
         else:
             options, before = {}, self._request_chain
         ws = WebSocket(request, channel, options)
@@ -330,9 +338,9 @@ class App(Registrar):
                 if response is not None:
                     channel.reject(response)
                     return
-            if routing.__class__ is not Route:
-                raise routing  # type: ignore[misc]  # an HTTPError from prepare_websocket()
-            await routing.call(request)  # type: ignore[union-attr]
+            if isinstance(routing, RouteRefusal):
+                raise routing.error  # answered by _websocket_failed, as a handler error is
+            await route.call(request)  # type: ignore[union-attr, misc]  # bound by freeze()
         except WebSocketClosed as exc:
             if not channel.rejected and not ws.catches(exc.code):
                 error_log.warning(
@@ -385,11 +393,13 @@ class App(Registrar):
         """
         return await broadcast(websockets, message)
 
-    async def handle_http(self, request: Request, routing: Route | HTTPError) -> BaseResponse:
+    async def handle_http(self, request: Request) -> BaseResponse:
         """Run authentication, middleware and the handler; never raises for app errors."""
-        if routing.__class__ is Route:
-            before = routing.request_middleware
-            after = routing.response_middleware
+        routing = request.routing
+        route = routing.route if routing.__class__ is RouteMatch else None  # type: ignore[union-attr]
+        if route is not None:
+            before = route.request_middleware
+            after = route.response_middleware
         else:
             before, after = self._request_chain, self._response_chain
         try:
@@ -399,9 +409,9 @@ class App(Registrar):
             if before:
                 response = await _run_request_middleware(before, request)
             if response is None:
-                if routing.__class__ is not Route:
-                    raise routing  # type: ignore[misc]  # an HTTPError from prepare()
-                response = await routing.call(request)  # type: ignore[union-attr, misc]
+                if route is None:
+                    raise routing.error  # type: ignore[union-attr]  # a RouteRefusal: answered below
+                response = await route.call(request)  # type: ignore[misc]  # bound by freeze()
                 if response.__class__ is not HTTPResponse:
                     response = to_response(response)
         except Exception as exc:  # noqa: BLE001  every app error becomes a response

@@ -88,8 +88,9 @@ class Recorder:
     # -- HTTP ----------------------------------------------------------------
 
     def request_done(self, route: object, method: str, status: int, seconds: float) -> None:
-        """Once per request: ``route`` is the matched route (its template is
-        the label) or the error that answered an unmatched request."""
+        """Once per request: ``route`` is the route's match, built once per
+        route (its ``label`` is the template), or the refusal of an unmatched
+        request (no label)."""
         methods = self.by_route.get(route)  # identity hash: no string hashing
         if methods is None:
             methods = self._methods_of(route)
@@ -103,10 +104,10 @@ class Recorder:
         histogram.sum += seconds
 
     def _methods_of(self, route: object) -> dict[str, _RouteStats]:
-        template = getattr(route, "template", None)
-        if not isinstance(template, str) or isinstance(route, BaseException):
+        label = getattr(route, "label", None)
+        if not isinstance(label, str):
             return self.routes.setdefault(UNMATCHED, {})  # one label for every unmatched path
-        methods = self.routes.setdefault(template, {})
+        methods = self.routes.setdefault(label, {})
         self.by_route[route] = methods
         return methods
 

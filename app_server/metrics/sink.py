@@ -24,9 +24,10 @@ UNMATCHED = "<unmatched>"
 class WorkerMetrics(Protocol):
     """What one worker reports about the traffic it serves.
 
-    ``route`` is the matched route object (its ``template`` is the label; the
-    object itself is a cheap identity key) or the error that answered an
-    unmatched request.
+    ``route`` is the routing answer of a request: a match, built once per
+    route (its ``label`` is the route template; the object itself is a cheap
+    identity key), or the refusal of a request that matched no route (no
+    ``label``: counted under ``UNMATCHED``).
     """
 
     def request_done(self, route: object, method: str, status: int, seconds: float) -> None: ...

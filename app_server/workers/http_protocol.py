@@ -23,17 +23,8 @@ from collections import deque
 from enum import Enum
 from typing import Any
 
-from app_server.framework.request import ConnectionInfo, Request
-from app_server.framework.responses import (
-    BaseResponse,
-    FileResponse,
-    HTTPResponse,
-    StreamingResponse,
-    text,
-)
-from app_server.framework.routing.router import Route
-from app_server.metrics.recorder import UNMATCHED
-from app_server.protocols.http.events import ProtocolError, RequestHead
+from app_server.metrics.sink import UNMATCHED
+from app_server.protocols.http.events import ProtocolError, RequestHead, RouteMatch
 from app_server.protocols.http.framing import (
     CONNECTION_CLOSE,
     CONNECTION_KEEP_ALIVE,
@@ -47,6 +38,15 @@ from app_server.protocols.http.framing import (
 from app_server.protocols.http.parser import REQUEST_END, RequestParser
 from app_server.protocols.websocket.handshake import UpgradeRefused, read_offer
 from app_server.workers.sendfile import send_file
+from app_server.workers.app_contract import (
+    AppHandler,
+    BaseResponse,
+    ConnectionInfo,
+    FileResponse,
+    HTTPResponse,
+    PreparedRequest,
+    StreamingResponse,
+)
 from app_server.workers.flow_control import FlowControl
 from app_server.workers.state import NEVER, ServerState
 from app_server.workers.ws_protocol import WebSocketConnection
@@ -74,11 +74,10 @@ class Phase(Enum):
 class _Cycle:
     """One request on its way through the connection."""
 
-    __slots__ = ("request", "routing", "parts", "complete", "reader", "started", "websocket")
+    __slots__ = ("request", "parts", "complete", "reader", "started", "websocket")
 
-    def __init__(self, request: Request, routing: Any, reader: _StreamedBody | None) -> None:
+    def __init__(self, request: PreparedRequest, reader: _StreamedBody | None) -> None:
         self.request = request
-        self.routing = routing
         self.parts: list[bytes] = []
         self.complete = False
         self.reader = reader
@@ -158,7 +157,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def __init__(self, state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
         self.state = state
-        self.app = state.app
+        self.app: AppHandler[Any] = state.app
         self.loop = loop
         limits = state.limits
         self.parser = RequestParser(limits.request_max_header_size, limits.request_max_size)
@@ -284,21 +283,19 @@ class HttpProtocol(asyncio.Protocol):
         self._maybe_start()
 
     def _on_head(self, head: RequestHead) -> None:
-        request = Request(head, self.conn, self.app)  # type: ignore[arg-type]
         if head.upgrade == b"websocket":
-            cycle = _Cycle(request, self.app.prepare_websocket(request), None)
+            cycle = _Cycle(self.app.prepare_websocket(head, self.conn), None)  # type: ignore[arg-type]  # set in connection_made
             cycle.websocket = True
             self.upgrade_tail = b""
             self.incoming = cycle
             self.queue.append(cycle)
             return
-        routing = self.app.prepare(request)
+        request = self.app.prepare(head, self.conn)  # type: ignore[arg-type]  # set in connection_made
         reader = None
-        options = getattr(routing, "options", None)  # an HTTPError has none
-        if options is not None and options.get("stream"):
+        if request.routing.streams_body:  # type: ignore[union-attr]  # prepare() always routes
             reader = _StreamedBody(self)
             request.set_stream(reader)
-        cycle = _Cycle(request, routing, reader)
+        cycle = _Cycle(request, reader)
         self.incoming = cycle
         self.queue.append(cycle)
         if len(self.queue) > MAX_PIPELINED:
@@ -337,7 +334,7 @@ class HttpProtocol(asyncio.Protocol):
     async def _run(self, cycle: _Cycle) -> None:
         request = cycle.request
         try:
-            response = await self.app.handle_http(request, cycle.routing)
+            response = await self.app.handle_http(request)
             await self._send(request, response, cycle)
         except asyncio.CancelledError:
             if self.phase is Phase.CLOSED:
@@ -345,7 +342,7 @@ class HttpProtocol(asyncio.Protocol):
             raise
         except (ConnectionError, RuntimeError) as exc:
             if self.phase is not Phase.CLOSED:
-                error_log.warning("response to %s %s failed: %s", request.method, request.path, exc)
+                error_log.warning("response to %s %s failed: %s", request.head.method, request.head.path, exc)
                 self._abort()
             return
         finally:
@@ -357,19 +354,21 @@ class HttpProtocol(asyncio.Protocol):
         self.keep_alive = False  # whatever happens, no more HTTP on this socket
         request = cycle.request
         offer = None
-        if not isinstance(cycle.routing, Exception):
+        routing = request.routing
+        label = UNMATCHED
+        if isinstance(routing, RouteMatch):
+            label = routing.label
             try:
                 offer = read_offer(request.head)
             except UpgradeRefused as exc:
-                self._write_rejection(text(exc.detail, exc.status_hint, dict(exc.headers)), cycle)
+                refusal = HTTPResponse(exc.detail, exc.status_hint, dict(exc.headers))
+                self._write_rejection(refusal, cycle)
                 return
         self._ws_cycle = cycle
-        routing = cycle.routing
-        label = routing.template if routing.__class__ is Route else UNMATCHED
         channel = WebSocketConnection(self, self.state, offer, request, label)
         # The task does not reference this object: once the handshake is
         # accepted the HTTP side (parser, queues) can be freed.
-        task = self.loop.create_task(_serve_websocket(self.app, request, cycle.routing, channel))
+        task = self.loop.create_task(_serve_websocket(self.app, request, channel))
         channel.task = task
         self.task = task
         task.add_done_callback(self._websocket_task_done)
@@ -411,7 +410,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         self.keep_alive = False
         if not isinstance(response, HTTPResponse):
-            response = text("WebSocket handshake refused", 500)
+            response = HTTPResponse("WebSocket handshake refused", 500)
         body = response.body
         self.transport.write(
             encode_response(
@@ -425,7 +424,7 @@ class HttpProtocol(asyncio.Protocol):
             self._record(cycle, response.status)
         self._close_lingering()
 
-    async def _send(self, request: Request, response: BaseResponse, cycle: _Cycle) -> None:
+    async def _send(self, request: PreparedRequest, response: BaseResponse, cycle: _Cycle) -> None:
         head = request.head
         keep_alive = self.keep_alive and head.keep_alive and not self.state.draining
         if keep_alive and cycle.reader is not None and not cycle.complete:
@@ -463,14 +462,14 @@ class HttpProtocol(asyncio.Protocol):
         recorder = self.state.recorder
         if recorder is not None:
             recorder.request_done(
-                cycle.routing, head.method, response.status, time.perf_counter() - cycle.started
+                request.routing, head.method, response.status, time.perf_counter() - cycle.started
             )
 
     def _record(self, cycle: _Cycle, status: int) -> None:
         recorder = self.state.recorder
         if recorder is not None:
             recorder.request_done(
-                cycle.routing, cycle.request.head.method, status,
+                cycle.request.routing, cycle.request.head.method, status,
                 time.perf_counter() - cycle.started,
             )
 
@@ -481,7 +480,7 @@ class HttpProtocol(asyncio.Protocol):
         if recorder is not None:
             recorder.request_refused(status)
 
-    def _log_access(self, request: Request, status: int, size: int, cycle: _Cycle) -> None:
+    def _log_access(self, request: PreparedRequest, status: int, size: int, cycle: _Cycle) -> None:
         log = self.state.access_log
         if log is None:
             return
@@ -708,9 +707,9 @@ class HttpProtocol(asyncio.Protocol):
 
 
 async def _serve_websocket(
-    app: Any, request: Request, routing: Any, channel: WebSocketConnection
+    app: AppHandler[Any], request: PreparedRequest, channel: WebSocketConnection
 ) -> None:
-    await app.handle_websocket(request, routing, channel)
+    await app.handle_websocket(request, channel)
 
 
 def _connection_info(transport: Any, state: ServerState) -> ConnectionInfo:

@@ -33,9 +33,8 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Protocol, TypeVar
 
-from app_server.framework.responses import FileResponse
-from app_server.framework.static import plan_file
 from app_server.protocols.http.framing import encode_response, encode_streaming_head
+from app_server.workers.app_contract import FileResponse, plan_file
 from app_server.workers.flow_control import FlowControl
 
 # One sendfile call moves at most this much, then the loop gets a turn, so a

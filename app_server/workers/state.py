@@ -15,7 +15,7 @@ from app_server.metrics.sink import NullWorkerMetrics, WorkerMetrics
 from app_server.protocols.http.framing import date_line
 
 if TYPE_CHECKING:
-    from app_server.framework.proxy import ForwardedPolicy
+    from app_server.workers.app_contract import ForwardedPolicy
     from app_server.logs import AccessLog
     from app_server.settings.model import HttpLimits, WebSocketLimits
 

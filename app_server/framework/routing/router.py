@@ -19,6 +19,7 @@ from urllib.parse import quote, urlencode
 
 from app_server.exceptions import HTTPError, MethodNotAllowed, NotFound, UpgradeRequired
 from app_server.framework.routing.patterns import CompiledPattern, compile_template
+from app_server.protocols.http.events import RouteMatch
 
 _NO_PARAMS: dict[str, Any] = {}
 # The methods RFC 9110 §9 (and RFC 5789, PATCH) define: a request for one of
@@ -46,6 +47,7 @@ class Route:
         "request_middleware",
         "response_middleware",
         "error_scopes",
+        "match",
     )
 
     def __init__(
@@ -77,6 +79,9 @@ class Route:
         self.request_middleware: tuple[Callable[..., Any], ...] = ()
         self.response_middleware: tuple[Callable[..., Any], ...] = ()
         self.error_scopes: tuple[Any, ...] = ()
+        # What the app answers the worker for a request that matched this
+        # route: built once, so matching allocates nothing for it.
+        self.match = RouteMatch(self, self.template, bool(options.get("stream")))
 
     @property
     def uri(self) -> str:
