@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from app_server.metrics.sink import NullWorkerMetrics, WorkerMetrics
+from app_server.protocols.http.connection import Timeouts
 from app_server.protocols.http.framing import date_line
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class ServerState:
         "recycle_at",
         "on_recycle",
         "max_connections",
+        "timeouts",
     )
 
     def __init__(
@@ -70,6 +72,14 @@ class ServerState:
 
             ws_limits = WebSocketLimits()
         self.ws_limits = ws_limits
+        # What each HTTP connection's rules (HttpConnection) time, built once.
+        self.timeouts = Timeouts(
+            limits.keep_alive_timeout_s,
+            limits.request_timeout_s,
+            limits.response_timeout_s,
+            limits.response_write_timeout_s,
+            ws_limits.timeout_s,
+        )
         # WebSocket connections with broadcast frames corked until the end of
         # this loop pass (see WebSocketConnection.write_frame).
         self.corked: list[Any] = []
