@@ -40,6 +40,20 @@ class Cycle:
         self.started = 0.0
         self.websocket = False
 
+    def take_body(self, chunk: bytes) -> None:
+        if self.reader is not None:
+            self.reader.feed(chunk)
+        else:
+            self.parts.append(chunk)
+
+    def end_body(self) -> None:
+        self.complete = True
+        if self.reader is not None:
+            self.reader.end()
+        elif self.parts:
+            parts = self.parts
+            self.request.body = parts[0] if len(parts) == 1 else b"".join(parts)
+
     @property
     def is_ready(self) -> bool:
         """Its handler can start: the body is complete, or streamed to it."""

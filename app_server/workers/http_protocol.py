@@ -23,7 +23,7 @@ from typing import Any
 from app_server.metrics.sink import UNMATCHED
 from app_server.protocols.http.connection import AfterResponse, Expired, HttpConnection, Phase
 from app_server.protocols.http.events import RequestHead, RouteMatch
-from app_server.protocols.http.framing import CONTINUE_RESPONSE, encode_error
+from app_server.protocols.http.framing import CONTINUE_RESPONSE
 from app_server.protocols.http.parser import REQUEST_END, RequestParser
 from app_server.protocols.websocket.handshake import UpgradeRefused, read_offer
 from app_server.workers.app_contract import (
@@ -35,7 +35,15 @@ from app_server.workers.app_contract import (
 )
 from app_server.workers.flow_control import FlowControl
 from app_server.workers.http_cycle import Cycle, StreamedBody, connection_info
-from app_server.workers.http_response import log_access, record, send_response, write_rejection
+from app_server.workers.http_response import (
+    log_access,
+    log_stall,
+    record,
+    send_response,
+    shut_down_writing,
+    write_error,
+    write_rejection,
+)
 from app_server.workers.state import NEVER, ServerState
 from app_server.workers.ws_protocol import WebSocketConnection
 
@@ -143,18 +151,10 @@ class HttpProtocol(asyncio.Protocol):
             cycle = self.incoming
             if event.__class__ is bytes:
                 if cycle is not None:
-                    if cycle.reader is not None:
-                        cycle.reader.feed(event)
-                    else:
-                        cycle.parts.append(event)
+                    cycle.take_body(event)  # type: ignore[arg-type]  # bytes, checked above
             elif event is REQUEST_END:
                 if cycle is not None:
-                    cycle.complete = True
-                    if cycle.reader is not None:
-                        cycle.reader.end()
-                    elif cycle.parts:
-                        parts = cycle.parts
-                        cycle.request.body = parts[0] if len(parts) == 1 else b"".join(parts)
+                    cycle.end_body()
                     self.incoming = None
             else:
                 self._on_head(event)
@@ -241,7 +241,7 @@ class HttpProtocol(asyncio.Protocol):
         channel = WebSocketConnection(self, self.state, offer, request, label)
         # The task does not reference this object: once the handshake is
         # accepted the HTTP side (parser, queues) can be freed.
-        task = self.loop.create_task(_serve_websocket(self.app, request, channel))
+        task = self.loop.create_task(self.app.handle_websocket(request, channel))
         channel.task = task
         self.task = task
         task.add_done_callback(self._websocket_task_done)
@@ -294,25 +294,16 @@ class HttpProtocol(asyncio.Protocol):
         if rules.is_closed:
             return
         step = rules.response_done(self.loop.time(), bool(self.queue))
-        if step is AfterResponse.IDLE or step is AfterResponse.READ_REST:
-            self.resume_input()
-        elif step is AfterResponse.NEXT_REQUEST:
-            self.resume_input()
+        if step is AfterResponse.SEND_ERROR:
+            write_error(self, *rules.took_error())
+        if step is AfterResponse.SEND_ERROR or step is AfterResponse.CLOSE:
+            self._close_lingering()
+            return
+        self.resume_input()
+        if step is AfterResponse.NEXT_REQUEST:
             self._maybe_start()
-        elif step is AfterResponse.SEND_ERROR:
-            self._write_error(*rules.took_error())
-            self._close_lingering()
-        else:
-            self._close_lingering()
 
     # -- errors, deadlines, closing ---------------------------------------
-
-    def _write_error(self, status: int, detail: str) -> None:
-        """A request refused by the protocol layer (400, 408, 431, 503...)."""
-        self.transport.write(encode_error(status, detail, self.state.date))
-        recorder = self.state.recorder
-        if recorder is not None:
-            recorder.request_refused(status)
 
     def _drop_incomplete(self) -> None:
         """Forget the request being read: it will never complete."""
@@ -328,7 +319,7 @@ class HttpProtocol(asyncio.Protocol):
         """Answer a request we will not serve, after the complete ones, then close."""
         self._drop_incomplete()
         if self.rules.refuse(status, detail, self.task is not None or bool(self.queue)):
-            self._write_error(status, detail)
+            write_error(self, status, detail)
             self._close_lingering()
         else:
             self._maybe_start()
@@ -347,12 +338,7 @@ class HttpProtocol(asyncio.Protocol):
         elif self.rules.check_stall(
             now, self.flow.is_waiting, self.transport.get_write_buffer_size()
         ):
-            conn = self.conn
-            error_log.warning(
-                "response body to %s:%s stalled for %ss (client not reading): connection aborted",
-                conn.peer_ip if conn else "?", conn.peer_port if conn else 0,
-                self.state.timeouts.write_s,
-            )
+            log_stall(self)
             self._abort()
 
     def _response_timeout(self) -> None:
@@ -364,23 +350,15 @@ class HttpProtocol(asyncio.Protocol):
             self.task = None
         if self.upgrade_tail is not None:
             error_log.warning("WebSocket handshake not answered within the timeout")
-        self._write_error(503, "Service Unavailable")
+        write_error(self, 503, "Service Unavailable")
         self._close_lingering()
 
     def _close_lingering(self) -> None:
         """Shut down our sending side, then read and discard until the client
         closes or the linger deadline passes (see ``HttpConnection.start_closing``)."""
-        if not self.rules.start_closing(self.loop.time()):
-            return
-        self.resume_input()
-        transport = self.transport
-        if transport.can_write_eof():
-            try:
-                transport.write_eof()
-                return
-            except (OSError, RuntimeError):
-                pass
-        transport.close()
+        if self.rules.start_closing(self.loop.time()):
+            self.resume_input()
+            shut_down_writing(self.transport)
 
     def _abort(self) -> None:
         self.rules.closed()
@@ -420,9 +398,3 @@ class HttpProtocol(asyncio.Protocol):
         if self.input_paused_by_us and not self.rules.is_closed:
             self.input_paused_by_us = False
             self.transport.resume_reading()
-
-
-async def _serve_websocket(
-    app: AppHandler[Any], request: PreparedRequest, channel: WebSocketConnection
-) -> None:
-    await app.handle_websocket(request, channel)

@@ -11,6 +11,7 @@ body starts and makes progress.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Protocol
 
@@ -19,6 +20,7 @@ from app_server.protocols.http.framing import (
     CONNECTION_KEEP_ALIVE,
     LAST_CHUNK,
     encode_chunk,
+    encode_error,
     encode_response,
     encode_streaming_head,
 )
@@ -34,6 +36,8 @@ from app_server.workers.flow_control import FlowControl
 from app_server.workers.http_cycle import Cycle
 from app_server.workers.sendfile import send_file
 from app_server.workers.state import ServerState
+
+error_log = logging.getLogger("app_server.error")
 
 
 class ResponseTarget(Protocol):
@@ -168,4 +172,33 @@ def log_access(
         size,
         time.perf_counter() - cycle.started,
         head.http_version,
+    )
+
+
+def write_error(target: ResponseTarget, status: int, detail: str) -> None:
+    """A request refused by the protocol layer (400, 408, 431, 503...)."""
+    target.transport.write(encode_error(status, detail, target.state.date))
+    recorder = target.state.recorder
+    if recorder is not None:
+        recorder.request_refused(status)
+
+
+def shut_down_writing(transport: Any) -> None:
+    """Send FIN after the last response, keep reading (a lingering close);
+    a transport that cannot half-close is closed."""
+    if transport.can_write_eof():
+        try:
+            transport.write_eof()
+            return
+        except (OSError, RuntimeError):
+            pass
+    transport.close()
+
+
+def log_stall(target: ResponseTarget) -> None:
+    conn = target.conn
+    error_log.warning(
+        "response body to %s:%s stalled for %ss (client not reading): connection aborted",
+        conn.peer_ip if conn else "?", conn.peer_port if conn else 0,
+        target.state.timeouts.write_s,
     )

@@ -16,9 +16,9 @@ from app_server.protocols.http.connection import Timeouts
 from app_server.protocols.http.framing import date_line
 
 if TYPE_CHECKING:
-    from app_server.workers.app_contract import ForwardedPolicy
     from app_server.logs import AccessLog
     from app_server.settings.model import HttpLimits, WebSocketLimits
+    from app_server.workers.app_contract import ForwardedPolicy
 
 
 NEVER = 1 << 62

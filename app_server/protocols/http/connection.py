@@ -239,7 +239,9 @@ class HttpConnection:
         timeouts = self.timeouts
         self.deadline = now + (timeouts.handshake_s if websocket else timeouts.response_s)
 
-    def response_keep_alive(self, request_keep_alive: bool, draining: bool, body_unread: bool) -> bool:
+    def response_keep_alive(
+        self, request_keep_alive: bool, draining: bool, body_unread: bool
+    ) -> bool:
         """Whether this response keeps the connection (RFC 9112 §9.3).
 
         Not when the request asked to close, when the worker is draining, or
