@@ -261,6 +261,17 @@ class Router:
                 return by_method["GET"], params
         raise NotFound(f"No WebSocket route for {path}")
 
+    def name_for(self, name: str | None, handler: Callable[..., Any]) -> str:
+        """``name``, else the handler's name made unique (``_2``, ``_3``...)."""
+        if name is not None:
+            return name
+        base = getattr(handler, "__name__", "handler")
+        candidate, n = base, 1
+        while candidate in self.names:
+            n += 1
+            candidate = f"{base}_{n}"
+        return candidate
+
     def url_for(self, view_name: str, /, **params: Any) -> str:
         """The path of the named route; leftover parameters become the query."""
         name = view_name
@@ -277,3 +288,13 @@ class Router:
         path = pattern.format.format(**values) if pattern.param_names else pattern.format
         query = {k: v for k, v in params.items() if not k.startswith("_")}
         return path + ("?" + urlencode(query, doseq=True) if query else "")
+
+
+def versioned(uri: str, version: int | str | None, prefix: str) -> str:
+    """``uri`` under its version prefix (``/v2/items``); ``uri`` with a
+    leading slash when there is no version."""
+    if not uri.startswith("/"):
+        uri = "/" + uri
+    if version is None:
+        return uri
+    return f"{prefix.rstrip('/')}{version}{uri if uri != '/' else ''}" or "/"
