@@ -15,7 +15,7 @@ application's route class.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from app_server.framework.proxy import ForwardedPolicy
 from app_server.framework.request import BodyReader, ConnectionInfo
@@ -27,9 +27,6 @@ from app_server.framework.responses import (
 )
 from app_server.framework.static import plan_file
 from app_server.protocols.http.events import RequestHead, RouteMatch, RouteRefusal
-
-if TYPE_CHECKING:
-    from app_server.workers.ws_protocol import WebSocketConnection
 
 __all__ = [
     "AppHandler",
@@ -88,4 +85,6 @@ class AppHandler(Protocol[RequestT]):
 
     def prepare_websocket(self, head: RequestHead, conn: ConnectionInfo) -> RequestT: ...
 
-    async def handle_websocket(self, request: RequestT, channel: WebSocketConnection) -> None: ...
+    async def handle_websocket(self, request: RequestT, channel: object) -> None:
+        """``channel`` is the worker's WebSocket connection; the app talks to
+        it through the interface it owns (``framework.websocket.Channel``)."""
