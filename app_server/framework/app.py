@@ -360,7 +360,7 @@ class App(Registrar):
     async def handle_http(self, request: Request) -> BaseResponse:
         """Run authentication, middleware and the handler; never raises for app errors."""
         routing = request.routing
-        route = routing.route if routing.__class__ is RouteMatch else None  # type: ignore[union-attr]
+        route = routing.route if routing.__class__ is RouteMatch else None
         if route is not None:
             before = route.request_middleware
             after = route.response_middleware

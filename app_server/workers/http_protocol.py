@@ -151,7 +151,7 @@ class HttpProtocol(asyncio.Protocol):
             cycle = self.incoming
             if event.__class__ is bytes:
                 if cycle is not None:
-                    cycle.take_body(event)  # type: ignore[arg-type]  # bytes, checked above
+                    cycle.take_body(event)
             elif event is REQUEST_END:
                 if cycle is not None:
                     cycle.end_body()
@@ -172,7 +172,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         request = self.app.prepare(head, conn)
         reader = None
-        if request.routing.streams_body:  # type: ignore[union-attr]  # prepare() always routes
+        if request.routing.streams_body:
             reader = StreamedBody(self)
             request.set_stream(reader)
         cycle = Cycle(request, reader)
