@@ -54,11 +54,6 @@ class Cycle:
             parts = self.parts
             self.request.body = parts[0] if len(parts) == 1 else b"".join(parts)
 
-    @property
-    def is_ready(self) -> bool:
-        """Its handler can start: the body is complete, or streamed to it."""
-        return self.complete or self.reader is not None
-
 
 class StreamedBody:
     """The unbuffered body of a ``stream=True`` route, with read backpressure."""

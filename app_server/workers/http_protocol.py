@@ -21,7 +21,18 @@ from collections import deque
 from typing import Any
 
 from app_server.metrics.sink import UNMATCHED
-from app_server.protocols.http.connection import AfterResponse, Expired, HttpConnection, Phase
+from app_server.protocols.http.connection import (
+    CLOSE_SOCKET,
+    CLOSED,
+    LINGERING_CLOSE,
+    NEXT_REQUEST,
+    REQUEST_TIMEOUT,
+    RESPONSE_TIMEOUT,
+    SEND_ERROR,
+    SENDING,
+    UPGRADED,
+    HttpConnection,
+)
 from app_server.protocols.http.events import RequestHead, RouteMatch
 from app_server.protocols.http.framing import CONTINUE_RESPONSE
 from app_server.protocols.http.parser import REQUEST_END, RequestParser
@@ -31,7 +42,6 @@ from app_server.workers.app_contract import (
     BaseResponse,
     ConnectionInfo,
     HTTPResponse,
-    PreparedRequest,
 )
 from app_server.workers.flow_control import FlowControl
 from app_server.workers.http_cycle import Cycle, StreamedBody, connection_info
@@ -120,8 +130,8 @@ class HttpProtocol(asyncio.Protocol):
         self.flow.pause_writing()
 
     def resume_writing(self) -> None:
-        if self.rules.phase is Phase.SENDING:
-            self.rules.body_progress(self.loop.time())
+        if self.rules.phase is SENDING:  # the client took bytes: the stall clock restarts
+            self.body_progress()
         self.flow.resume_writing()
 
     def data_received(self, data: bytes) -> None:
@@ -131,15 +141,12 @@ class HttpProtocol(asyncio.Protocol):
             return  # lingering close or no more requests: read and discard
         if events:
             self._on_events(events)
-        refusal = rules.take_refusal()
-        if refusal is not None:
-            self._refuse(*refusal)
+        if rules.refusal is not None:
+            self._refuse(*rules.take_refusal())  # type: ignore[misc]  # checked just above
             return
-        upgraded_at = rules.upgraded_at
-        if upgraded_at >= 0:
-            websocket = self.upgrade_tail is not None
-            rules.upgrade_seen(websocket)
-            if websocket:
+        if (upgraded_at := rules.parser.upgraded_at) >= 0:
+            rules.upgrade_seen(self.upgrade_tail is not None)
+            if self.upgrade_tail is not None:
                 # A WebSocket handshake is pending: what follows is for it.
                 self.upgrade_tail = data[upgraded_at:]
                 self.pause_input()
@@ -189,7 +196,7 @@ class HttpProtocol(asyncio.Protocol):
             rules.maybe_quiet(self.loop.time(), bool(self.queue))
             return
         cycle = self.queue[0]
-        if not cycle.is_ready:
+        if not (cycle.complete or cycle.reader is not None):  # body complete, or streamed
             return
         self.queue.popleft()
         rules.handler_started(self.loop.time(), cycle.websocket)
@@ -209,11 +216,11 @@ class HttpProtocol(asyncio.Protocol):
             response = await self.app.handle_http(request)
             await send_response(self, request, response, cycle)
         except asyncio.CancelledError:
-            if self.rules.is_closed:
+            if self.rules.phase is CLOSED:
                 return
             raise
         except (ConnectionError, RuntimeError) as exc:
-            if not self.rules.is_closed:
+            if self.rules.phase is not CLOSED:
                 head = request.head
                 error_log.warning("response to %s %s failed: %s", head.method, head.path, exc)
                 self._abort()
@@ -251,7 +258,7 @@ class HttpProtocol(asyncio.Protocol):
             self.task = None
         if not task.cancelled() and task.exception() is not None:
             error_log.error("WebSocket task failed", exc_info=task.exception())
-            if self.rules.phase is not Phase.UPGRADED:
+            if self.rules.phase is not UPGRADED:
                 self._abort()
 
     def upgrade_done(self, websocket: Any) -> bytes:
@@ -291,16 +298,16 @@ class HttpProtocol(asyncio.Protocol):
             state.recycle_at = NEVER  # once
             state.on_recycle()
         rules = self.rules
-        if rules.is_closed:
+        if rules.phase is CLOSED:
             return
         step = rules.response_done(self.loop.time(), bool(self.queue))
-        if step is AfterResponse.SEND_ERROR:
+        if step is SEND_ERROR:
             write_error(self, *rules.took_error())
-        if step is AfterResponse.SEND_ERROR or step is AfterResponse.CLOSE:
+        if step is SEND_ERROR or step is LINGERING_CLOSE:
             self._close_lingering()
             return
         self.resume_input()
-        if step is AfterResponse.NEXT_REQUEST:
+        if step is NEXT_REQUEST:
             self._maybe_start()
 
     # -- errors, deadlines, closing ---------------------------------------
@@ -328,12 +335,12 @@ class HttpProtocol(asyncio.Protocol):
         expired = self.rules.expired(now)
         if expired is None:
             return
-        if expired is Expired.CLOSE:
+        if expired is CLOSE_SOCKET:
             self.transport.close()
             self.rules.closed()
-        elif expired is Expired.REQUEST_TIMEOUT:
+        elif expired is REQUEST_TIMEOUT:
             self._refuse(408, "Request Timeout")
-        elif expired is Expired.RESPONSE_TIMEOUT:
+        elif expired is RESPONSE_TIMEOUT:
             self._response_timeout()
         elif self.rules.check_stall(
             now, self.flow.is_waiting, self.transport.get_write_buffer_size()
@@ -380,21 +387,14 @@ class HttpProtocol(asyncio.Protocol):
     def waiting_on_client(self) -> None:
         self.rules.waiting_on_client(self.loop.time(), self.transport.get_write_buffer_size())
 
-    def response_keep_alive(self, request: PreparedRequest, cycle: Cycle) -> bool:
-        return self.rules.response_keep_alive(
-            request.head.keep_alive,
-            self.state.draining,
-            cycle.reader is not None and not cycle.complete,
-        )
-
     # -- read flow control -------------------------------------------------
 
     def pause_input(self) -> None:
-        if not self.input_paused_by_us and not self.rules.is_closed:
+        if not self.input_paused_by_us and self.rules.phase is not CLOSED:
             self.input_paused_by_us = True
             self.transport.pause_reading()
 
     def resume_input(self) -> None:
-        if self.input_paused_by_us and not self.rules.is_closed:
+        if self.input_paused_by_us and self.rules.phase is not CLOSED:
             self.input_paused_by_us = False
             self.transport.resume_reading()

@@ -4,9 +4,8 @@ Owns: turning the app's response into bytes on the transport (complete
 bodies in one ``transport.write``, streamed bodies chunked or with their
 length, files through ``sendfile``), the ``Connection`` header that states
 the keep-alive decision, and what is recorded per response (access log
-line, metrics). The connection's rules are asked through
-``ResponseTarget``: the keep-alive decision, and the phase change when a
-body starts and makes progress.
+line, metrics). The connection's rules (``ResponseTarget.rules``) make the keep-alive
+decision; the target records when a body starts and makes progress.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ import logging
 import time
 from typing import Any, Protocol
 
+from app_server.protocols.http.connection import HttpConnection
 from app_server.protocols.http.framing import (
     CONNECTION_CLOSE,
     CONNECTION_KEEP_ALIVE,
@@ -47,8 +47,7 @@ class ResponseTarget(Protocol):
     state: ServerState
     flow: FlowControl
     conn: ConnectionInfo | None
-
-    def response_keep_alive(self, request: PreparedRequest, cycle: Cycle) -> bool: ...
+    rules: HttpConnection
 
     def body_started(self) -> None: ...
 
@@ -61,14 +60,16 @@ async def send_response(
     target: ResponseTarget, request: PreparedRequest, response: BaseResponse, cycle: Cycle
 ) -> None:
     head = request.head
-    keep_alive = target.response_keep_alive(request, cycle)
+    state = target.state
+    keep_alive = target.rules.response_keep_alive(
+        head.keep_alive, state.draining, cycle.reader is not None and not cycle.complete
+    )
     connection = (
         (b"" if head.http_version == "1.1" else CONNECTION_KEEP_ALIVE)
         if keep_alive
         else CONNECTION_CLOSE
     )
     head_only = head.method == "HEAD"
-    state = target.state
     if response.__class__ is HTTPResponse or not isinstance(response, StreamingResponse):
         body = response.body  # type: ignore[attr-defined]  # every non-streaming response has one
         target.transport.write(

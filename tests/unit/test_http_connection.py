@@ -55,7 +55,7 @@ def test_a_new_connection_waits_the_keep_alive_timeout_for_its_first_byte() -> N
     conn = connection(now=100.0)
     assert conn.phase is Phase.IDLE
     assert conn.expired(104.9) is None
-    assert conn.expired(105.0) is Expired.CLOSE
+    assert conn.expired(105.0) is Expired.CLOSE_SOCKET
 
 
 def test_the_request_timeout_runs_from_the_first_byte_and_later_bytes_do_not_extend_it() -> None:
@@ -106,7 +106,7 @@ def test_a_streamed_body_has_no_deadline_until_it_waits_on_the_client() -> None:
 def test_keep_alive_after_a_response_returns_to_idle_with_the_keep_alive_timeout() -> None:
     conn = connection()
     receive(conn, GET, 1.0)
-    assert serve_one(conn, 2.0) is AfterResponse.IDLE
+    assert serve_one(conn, 2.0) is AfterResponse.KEEP_ALIVE
     assert conn.phase is Phase.IDLE and conn.deadline == 7.0
 
 
@@ -122,10 +122,10 @@ def test_keep_alive_ends_on_close_drain_or_an_unread_body(
     receive(conn, GET, 0.0)
     conn.handler_started(0.0, websocket=False)
     assert conn.response_keep_alive(request_keep_alive, draining, body_unread) is False
-    assert conn.response_done(1.0, queued=False) is AfterResponse.CLOSE
+    assert conn.response_done(1.0, queued=False) is AfterResponse.LINGERING_CLOSE
     assert conn.start_closing(1.0) is True
     assert conn.phase is Phase.CLOSING and conn.deadline == 3.0
-    assert conn.expired(3.0) is Expired.CLOSE
+    assert conn.expired(3.0) is Expired.CLOSE_SOCKET
     assert conn.receive_data(GET, 1.5) is None  # lingering: read and discarded
     assert conn.start_closing(1.5) is False  # once
 

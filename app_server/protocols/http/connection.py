@@ -76,15 +76,15 @@ class AfterResponse(Enum):
 
     NEXT_REQUEST = "next"  # a pipelined request is queued: start it
     READ_REST = "read"  # part of the next request has arrived: keep reading it
-    IDLE = "idle"  # keep-alive: wait for the next request
+    KEEP_ALIVE = "idle"  # keep-alive: wait for the next request
     SEND_ERROR = "error"  # the refused request's error goes out last, then close
-    CLOSE = "close"  # no keep-alive: lingering close
+    LINGERING_CLOSE = "close"  # no keep-alive: lingering close
 
 
 class Expired(Enum):
     """What a passed deadline means in the current phase."""
 
-    CLOSE = "close"  # idle keep-alive or linger over: close the socket
+    CLOSE_SOCKET = "close"  # idle keep-alive or linger over: close the socket
     REQUEST_TIMEOUT = "408"  # the request did not arrive in time
     RESPONSE_TIMEOUT = "503"  # the handler did not answer in time
     CHECK_STALL = "stall"  # a body write may be stalled: ask ``check_stall``
@@ -98,6 +98,14 @@ class Timeouts:
     write_s: float  # a response body the client takes nothing of
     handshake_s: float  # a WebSocket upgrade request, until the app answers it
     linger_s: float = LINGER_S
+
+
+# The members as module names: on Python 3.11 ``Phase.IDLE`` is a ~90 ns
+# class-attribute lookup through the enum's metaclass, and these rules run
+# several times per request.
+IDLE, READING, HANDLING, SENDING, CLOSING, UPGRADED, CLOSED = Phase
+NEXT_REQUEST, READ_REST, KEEP_ALIVE, SEND_ERROR, LINGERING_CLOSE = AfterResponse
+CLOSE_SOCKET, REQUEST_TIMEOUT, RESPONSE_TIMEOUT, CHECK_STALL = Expired
 
 
 class HttpConnection:
@@ -124,7 +132,7 @@ class HttpConnection:
         # Set by receive_data when the bytes are refused: (status, detail).
         self.refusal: tuple[int, str] | None = None
         self.timeouts = timeouts
-        self.phase = Phase.IDLE
+        self.phase = IDLE
         # A new connection gets the keep-alive timeout for its first request.
         self.deadline = now + timeouts.keep_alive_s
         self.keep_alive = True
@@ -159,14 +167,14 @@ class HttpConnection:
         runs from a request's first byte, so a slow sender cannot extend it.
         The caller drains the returned list.
         """
-        if self.phase is Phase.CLOSING or self.input_closed:
+        if self.phase is CLOSING or self.input_closed:
             return None
         parser = self.parser
-        if self.phase is Phase.IDLE:
+        if self.phase is IDLE:
             if self.over_limit:
                 self.refusal = (503, "Service Unavailable")
                 return parser.events
-            self._enter(Phase.READING)
+            self._enter(READING)
             self.deadline = now + self.timeouts.request_s
         try:
             parser.feed(data)
@@ -216,26 +224,26 @@ class HttpConnection:
     def took_error(self) -> tuple[int, str]:
         error = self.pending_error
         if error is None:
-            raise ConnectionStateError(self.phase, Phase.CLOSING, frozenset())
+            raise ConnectionStateError(self.phase, CLOSING, frozenset())
         self.pending_error = None
         return error
 
     def maybe_quiet(self, now: float, queued: bool) -> None:
         """Nothing to start: a connection reading with no partial request and
         nothing queued is idle again."""
-        if self.phase is Phase.READING and not self.parser.in_message and not queued:
+        if self.phase is READING and not self.parser.in_message and not queued:
             self.went_quiet(now)
 
     def went_quiet(self, now: float) -> None:
         """Nothing in flight and no partial request: keep-alive idle."""
-        self._enter(Phase.IDLE)
+        self._enter(IDLE)
         self.went_idle = True
         self.deadline = now + self.timeouts.keep_alive_s
 
     # -- handling and sending ----------------------------------------------------
 
     def handler_started(self, now: float, websocket: bool) -> None:
-        self._enter(Phase.HANDLING)
+        self._enter(HANDLING)
         timeouts = self.timeouts
         self.deadline = now + (timeouts.handshake_s if websocket else timeouts.response_s)
 
@@ -255,7 +263,7 @@ class HttpConnection:
     def body_started(self) -> None:
         """The head is out: the response timeout no longer applies (a body may
         take as long as it needs); only a client that reads nothing is bounded."""
-        self._enter(Phase.SENDING)
+        self._enter(SENDING)
         self.deadline = INF
         self.stall_mark = 0
 
@@ -265,7 +273,7 @@ class HttpConnection:
 
     def waiting_on_client(self, now: float, buffered: int) -> None:
         """A body write waits for the client to take bytes: the stall clock runs."""
-        if self.phase is Phase.SENDING:
+        if self.phase is SENDING:
             self.stall_mark = buffered
             self.deadline = now + self.timeouts.write_s
 
@@ -289,18 +297,18 @@ class HttpConnection:
         """A response is complete: what next (``queued``: a request waits in
         the pipeline)."""
         if queued and (self.keep_alive or self.pending_error is not None):
-            self._enter(Phase.READING)
-            return AfterResponse.NEXT_REQUEST
+            self._enter(READING)
+            return NEXT_REQUEST
         if self.pending_error is not None:
-            return AfterResponse.SEND_ERROR
+            return SEND_ERROR
         if not self.keep_alive:
-            return AfterResponse.CLOSE
+            return LINGERING_CLOSE
         if self.parser.in_message:  # part of the next request has arrived
-            self._enter(Phase.READING)
+            self._enter(READING)
             self.deadline = now + self.timeouts.request_s
-            return AfterResponse.READ_REST
+            return READ_REST
         self.went_quiet(now)
-        return AfterResponse.IDLE
+        return KEEP_ALIVE
 
     def timed_out(self) -> None:
         """The handler missed its deadline: its 503 is the last response."""
@@ -312,7 +320,7 @@ class HttpConnection:
         """What the deadline means if it has passed, else None."""
         if now < self.deadline:
             return None
-        return _EXPIRED.get(self.phase)
+        return _EXPIRED[self.phase]
 
     def start_closing(self, now: float) -> bool:
         """Close without destroying the response just written: False if the
@@ -320,16 +328,16 @@ class HttpConnection:
         side and reads and discards until the client closes or the linger
         deadline passes (closing with unread input makes the kernel send RST,
         which can discard the response before the client reads it)."""
-        if self.phase is Phase.CLOSING or self.phase is Phase.CLOSED:
+        if self.phase is CLOSING or self.phase is CLOSED:
             return False
-        self._enter(Phase.CLOSING)
+        self._enter(CLOSING)
         self.deadline = now + self.timeouts.linger_s
         return True
 
     def peer_finished(self, busy: bool) -> bool:
         """The client half-closed. True: close now (nothing in flight, or
         already closing). False: answer what is in flight, then close."""
-        if self.phase is Phase.CLOSING or not busy:
+        if self.phase is CLOSING or not busy:
             self.closed()
             return True
         self.keep_alive = False
@@ -345,34 +353,31 @@ class HttpConnection:
         ``Connection: close``; a new connection that has not sent its first
         request is left to send it, as its client has nothing to retry on.
         """
-        if self.phase is Phase.IDLE and self.went_idle:
+        if self.phase is IDLE and self.went_idle:
             self.closed()
             return True
         return False
 
     def upgraded(self) -> None:
         """The WebSocket handshake was accepted: the socket is no longer HTTP."""
-        self._enter(Phase.UPGRADED)
+        self._enter(UPGRADED)
         self.deadline = INF
 
     def closed(self) -> None:
         """The socket is closed, aborted or lost."""
-        self.phase = Phase.CLOSED
+        self.phase = CLOSED
 
     @property
     def is_closed(self) -> bool:
-        return self.phase is Phase.CLOSED
+        return self.phase is CLOSED
 
     @property
     def is_open(self) -> bool:
         """Still answering HTTP on this socket: not closing, closed or upgraded."""
-        return self.phase < Phase.CLOSING
+        return self.phase < CLOSING
 
 
-_EXPIRED: dict[Phase, Expired] = {
-    Phase.IDLE: Expired.CLOSE,
-    Phase.READING: Expired.REQUEST_TIMEOUT,
-    Phase.HANDLING: Expired.RESPONSE_TIMEOUT,
-    Phase.SENDING: Expired.CHECK_STALL,
-    Phase.CLOSING: Expired.CLOSE,
-}
+# What a passed deadline means, by phase (an upgraded or closed connection has none).
+_EXPIRED: tuple[Expired | None, ...] = (
+    CLOSE_SOCKET, REQUEST_TIMEOUT, RESPONSE_TIMEOUT, CHECK_STALL, CLOSE_SOCKET, None, None
+)
