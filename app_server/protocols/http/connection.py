@@ -224,7 +224,7 @@ class HttpConnection:
     def took_error(self) -> tuple[int, str]:
         error = self.pending_error
         if error is None:
-            raise ConnectionStateError(self.phase, CLOSING, frozenset())
+            raise RuntimeError("no pending error: response_done() answers SEND_ERROR only with one")
         self.pending_error = None
         return error
 
