@@ -269,3 +269,18 @@ def test_a_closed_connection_cannot_start_a_handler() -> None:
     conn.closed()
     with pytest.raises(ConnectionStateError):
         conn.handler_started(1.0, websocket=False)
+
+
+def test_requests_queued_before_a_refused_one_are_all_answered_before_its_error() -> None:
+    conn = connection()
+    events = receive(conn, GET + GET + b"G\x00T / HTTP/1.1\r\n\r\n", 0.0)
+    assert sum(isinstance(e, RequestHead) for e in events) == 2
+    status, detail = conn.take_refusal() or (0, "")
+    assert conn.refuse(status, detail, busy=True) is False
+    conn.handler_started(0.0, websocket=False)
+    # Even when this response ends keep-alive (here: the worker drains), the
+    # request queued behind it is answered, then the error.
+    conn.response_keep_alive(True, draining=True, body_unread=False)
+    assert conn.response_done(1.0, queued=True) is AfterResponse.NEXT_REQUEST
+    conn.handler_started(1.0, websocket=False)
+    assert conn.response_done(2.0, queued=False) is AfterResponse.SEND_ERROR
