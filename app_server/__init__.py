@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
-    "App": "app_server.framework.app",
+    "App": "app_server.application",
     "Blueprint": "app_server.framework.blueprints",
     "Request": "app_server.framework.request",
     "text": "app_server.framework.responses",
@@ -62,7 +62,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from app_server import status
-    from app_server.framework.app import App
+    from app_server.application import App
     from app_server.framework.auth import Identity, auth
     from app_server.framework.blueprints import Blueprint
     from app_server.framework.handlers import FromJSON

@@ -3,8 +3,9 @@
 Owns: ``App``, which *composes* a router, middleware chains, lifecycle hooks,
 error handlers, authentication and ``AppConfig``; its decorators (shared with
 ``Blueprint`` through ``Registrar``) only record into those parts. It
-implements what the worker needs from an application (``freeze``,
-``prepare``, ``handle_http``, ``render_error``, ``startup``, ``shutdown``) and
+implements what the worker needs from an application
+(``workers.app_contract.AppHandler``: ``freeze``, ``run_hooks``, ``prepare``,
+``handle_http``, ``prepare_websocket``, ``handle_websocket``) and
 freezes itself at startup: from then on every handler's arguments are resolved
 by callers built once, each route carries its middleware chains (the app's
 plus its blueprint's) and exception-handler scopes, and no route can be added.
@@ -13,21 +14,22 @@ plus its blueprint's) and exception-handler scopes, and no route can be added.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import os
-import traceback
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from operator import attrgetter
 from typing import Any, TypeVar
 
 from app_server.channels.facade import Channels
-from app_server.exceptions import HTTPError, ServerError, WebSocketClosed
-from app_server.framework.auth import requirement_of
+from app_server.exceptions import HTTPError, WebSocketClosed
+from app_server.framework.auth import guarded
 from app_server.framework.blueprints import Blueprint
 from app_server.framework.config import AppConfig
-from app_server.framework.errors import ExceptionHandlers, error_response, find_handler
+from app_server.framework.errors import ExceptionHandlers, render_exception
 from app_server.framework.handlers import bind
 from app_server.framework.handlers import ensure_async as _ensure_async
+from app_server.framework.hooks import Hooks
+from app_server.framework.middleware import Middleware, run_request_chain, run_response_chain
 from app_server.framework.registrar import (
     ROUTE_OPTIONS,
     ROUTE_PARAMETERS,
@@ -39,25 +41,18 @@ from app_server.framework.registrar import (
     check_methods,
     check_options,
 )
-from app_server.framework.request import Request
+from app_server.framework.request import ConnectionInfo, Request
 from app_server.framework.responses import BaseResponse, HTTPResponse, text, to_response
-from app_server.framework.routing.router import Route, Router
+from app_server.framework.routing.router import Route, Router, versioned
 from app_server.framework.static import static_route
 from app_server.framework.websocket import WebSocket, broadcast
+from app_server.protocols.http.events import RequestHead, RouteMatch, RouteRefusal
 
 F = TypeVar("F", bound=Callable[..., Any])
-Hook = Callable[..., Awaitable[None]]
 error_log = logging.getLogger("app_server.error")
-
-HOOK_EVENTS = (
-    "before_server_start",
-    "after_server_start",
-    "before_server_stop",
-    "after_server_stop",
-)
+_WEBSOCKET_OF = attrgetter("websocket")  # a WebSocket handler's first argument
 # Options that place a route rather than describe it: not kept in Route.options.
 _ADDRESSING = frozenset({"name", "host", "strict_slashes", "version", "version_prefix"})
-Middleware = tuple[Callable[..., Any], ...]
 
 
 class AppFrozenError(RuntimeError):
@@ -79,7 +74,7 @@ class App(Registrar):
         self._request_chain: Middleware = ()
         self._response_chain: Middleware = ()
         self._error_scopes = (self.exception_handlers,)
-        self._hooks: dict[str, list[Hook]] = {event: [] for event in HOOK_EVENTS}
+        self._hooks = Hooks()
         self._authenticator: Callable[[Request], Awaitable[Any]] | None = None
         self._frozen = False
         # Publish/subscribe across workers and hosts (SPEC §9); the worker attaches its hub.
@@ -162,10 +157,10 @@ class App(Registrar):
         else:
             route_options = {"stream": options["stream"], "error_format": options["error_format"]}
         self.router.add(
-            _versioned(uri, options["version"], options["version_prefix"]),
+            versioned(uri, options["version"], options["version_prefix"]),
             methods or ("GET",),
             target,
-            name=self._route_name(options["name"], handler),
+            name=self.router.name_for(options["name"], handler),
             host=options["host"],
             websocket=methods is None,
             strict_slashes=bool(options["strict_slashes"]),
@@ -173,16 +168,6 @@ class App(Registrar):
             blueprint=blueprint,
         )
         return handler
-
-    def _route_name(self, name: str | None, handler: Callable[..., Any]) -> str:
-        if name is not None:
-            return name
-        base = getattr(handler, "__name__", "handler")
-        candidate, n = base, 1
-        while candidate in self.router.names:
-            n += 1
-            candidate = f"{base}_{n}"
-        return candidate
 
     def static(
         self,
@@ -218,31 +203,21 @@ class App(Registrar):
 
     # -- hooks, authentication ---------------------------------------------
 
-    def _hook(self, event: str, fn: F) -> F:
-        count = len(inspect.signature(fn).parameters)
-        wrapped = _ensure_async(fn)
-        loop_arg = count >= 2
-        self._hooks[event].append(
-            (lambda app: wrapped(app, asyncio.get_running_loop())) if loop_arg else wrapped
-        )
-        return fn
-
     def before_server_start(self, fn: F) -> F:
-        return self._hook("before_server_start", fn)
+        return self._hooks.add("before_server_start", fn)
 
     def after_server_start(self, fn: F) -> F:
-        return self._hook("after_server_start", fn)
+        return self._hooks.add("after_server_start", fn)
 
     def before_server_stop(self, fn: F) -> F:
-        return self._hook("before_server_stop", fn)
+        return self._hooks.add("before_server_stop", fn)
 
     def after_server_stop(self, fn: F) -> F:
-        return self._hook("after_server_stop", fn)
+        return self._hooks.add("after_server_stop", fn)
 
     def listener(self, event: str) -> Callable[[F], F]:
-        if event not in self._hooks:
-            raise ValueError(f"unknown listener event {event!r}: expected one of {HOOK_EVENTS}")
-        return lambda fn: self._hook(event, fn)
+        self._hooks.check_event(event)
+        return lambda fn: self._hooks.add(event, fn)
 
     def use_authentication(self, handler: Callable[[Request], Awaitable[Any]]) -> None:
         """Register ``async def handler(request) -> identity | None`` for every request."""
@@ -255,11 +230,9 @@ class App(Registrar):
         if self._frozen:
             return
         for route in self.router.routes:
-            if route.websocket:
-                caller = bind(route.handler, route.pattern.param_names, _websocket_of)
-            else:
-                caller = bind(route.handler, route.pattern.param_names)
-            route.call = _with_auth(route, caller)
+            getter = _WEBSOCKET_OF if route.websocket else None
+            caller = bind(route.handler, route.pattern.param_names, getter)
+            route.call = guarded(route.handler, caller)
             self._scope_route(route)
         self._request_chain = tuple(self.request_middleware)
         self._response_chain = tuple(self.response_middleware)
@@ -282,35 +255,32 @@ class App(Registrar):
     async def run_hooks(self, event: str) -> None:
         if event == "before_server_stop":
             self.draining.set()
-        hooks = self._hooks[event]
-        if event in ("before_server_stop", "after_server_stop"):
-            hooks = list(reversed(hooks))
-        for hook in hooks:
-            await hook(self)
+        await self._hooks.run(event, self)
 
-    def prepare(self, request: Request) -> Route | HTTPError:
-        """Route a request whose head has arrived: its route, or the error to answer."""
+    def prepare(self, head: RequestHead, conn: ConnectionInfo) -> Request:
+        """The request whose head has arrived, routed: ``request.routing`` is
+        its route's match, or the refusal carrying the error to answer."""
+        request = Request(head, conn, self)
         try:
-            route, params = self.router.match_http(request.method, request.path, request.host)
+            route, params = self.router.match_http(head.method, head.path, request.host)
         except HTTPError as exc:
-            return exc
-        request.route = route
-        request.match_info = params
-        return route
+            request.routing = RouteRefusal(exc)
+        else:
+            request.route, request.match_info, request.routing = route, params, route.match
+        return request
 
-    def prepare_websocket(self, request: Request) -> Route | HTTPError:
-        """Route a WebSocket upgrade request: its route, or the error to answer."""
+    def prepare_websocket(self, head: RequestHead, conn: ConnectionInfo) -> Request:
+        """A WebSocket upgrade request, routed as ``prepare`` does."""
+        request = Request(head, conn, self)
         try:
-            route, params = self.router.match_websocket(request.path, request.host)
+            route, params = self.router.match_websocket(head.path, request.host)
         except HTTPError as exc:
-            return exc
-        request.route = route
-        request.match_info = params
-        return route
+            request.routing = RouteRefusal(exc)
+        else:
+            request.route, request.match_info, request.routing = route, params, route.match
+        return request
 
-    async def handle_websocket(
-        self, request: Request, routing: Route | HTTPError, channel: Any
-    ) -> None:
+    async def handle_websocket(self, request: Request, channel: Any) -> None:
         """Run authentication, request middleware and the handler of a WebSocket.
 
         Never raises for app errors: before the handshake is answered they
@@ -318,9 +288,11 @@ class App(Registrar):
         after accepting); after it, a 1011 close. The connection is closed
         normally (1000) when the handler returns without closing it.
         """
-        if routing.__class__ is Route:
-            options = routing.options
-            before = routing.request_middleware
+        routing = request.routing
+        route = routing.route if isinstance(routing, RouteMatch) else None
+        if route is not None:
+            options = route.options
+            before = route.request_middleware
         else:
             options, before = {}, self._request_chain
         ws = WebSocket(request, channel, options)
@@ -329,13 +301,13 @@ class App(Registrar):
             if self._authenticator is not None:
                 request.identity = await self._authenticator(request)
             if before:
-                response = await _run_request_middleware(before, request)
+                response = await run_request_chain(before, request)
                 if response is not None:
                     channel.reject(response)
                     return
-            if routing.__class__ is not Route:
-                raise routing  # type: ignore[misc]  # an HTTPError from prepare_websocket()
-            await routing.call(request)  # type: ignore[union-attr]
+            if isinstance(routing, RouteRefusal):
+                raise routing.error  # answered by _websocket_failed, as a handler error is
+            await route.call(request)  # type: ignore[union-attr, misc]  # bound by freeze()
         except WebSocketClosed as exc:
             if not channel.rejected and not ws.catches(exc.code):
                 error_log.warning(
@@ -388,11 +360,13 @@ class App(Registrar):
         """
         return await broadcast(websockets, message)
 
-    async def handle_http(self, request: Request, routing: Route | HTTPError) -> BaseResponse:
+    async def handle_http(self, request: Request) -> BaseResponse:
         """Run authentication, middleware and the handler; never raises for app errors."""
-        if routing.__class__ is Route:
-            before = routing.request_middleware
-            after = routing.response_middleware
+        routing = request.routing
+        route = routing.route if routing.__class__ is RouteMatch else None
+        if route is not None:
+            before = route.request_middleware
+            after = route.response_middleware
         else:
             before, after = self._request_chain, self._response_chain
         try:
@@ -400,29 +374,17 @@ class App(Registrar):
             if self._authenticator is not None:
                 request.identity = await self._authenticator(request)
             if before:
-                response = await _run_request_middleware(before, request)
+                response = await run_request_chain(before, request)
             if response is None:
-                if routing.__class__ is not Route:
-                    raise routing  # type: ignore[misc]  # an HTTPError from prepare()
-                response = await routing.call(request)  # type: ignore[union-attr, misc]
+                if route is None:
+                    raise routing.error  # type: ignore[union-attr]  # a RouteRefusal: answered below
+                response = await route.call(request)  # type: ignore[misc]  # bound by freeze()
                 if response.__class__ is not HTTPResponse:
                     response = to_response(response)
         except Exception as exc:  # noqa: BLE001  every app error becomes a response
             response = await self.render_error(request, exc)
         if after:
-            response = await self._run_response_middleware(after, request, response)
-        return response
-
-    async def _run_response_middleware(
-        self, chain: Middleware, request: Request, response: BaseResponse
-    ) -> BaseResponse:
-        for mw in chain:
-            try:
-                result = await mw(request, response)
-            except Exception as exc:  # noqa: BLE001
-                return await self.render_error(request, exc)
-            if result is not None:
-                response = to_response(result)
+            response = await run_response_chain(after, request, response, self.render_error)
         return response
 
     async def render_error(self, request: Request | None, exc: BaseException) -> BaseResponse:
@@ -430,73 +392,11 @@ class App(Registrar):
         blueprint first, then the app's), else the default in the route's
         ``error_format``."""
         route = request.route if request is not None else None
-        scopes = route.error_scopes if route is not None and route.error_scopes else \
-            self._error_scopes
-        handler = find_handler(scopes, type(exc))
-        if handler is not None:
-            try:
-                return to_response(await handler(request, exc))
-            except Exception as inner:  # noqa: BLE001
-                error_log.exception("error handler for %s failed", type(exc).__name__)
-                exc = inner
-        error_format = route.options.get("error_format") if route is not None else None
-        if isinstance(exc, HTTPError):
-            return error_response(exc.status, exc.message, exc.headers, error_format)
-        where = f" in {request.method} {request.path}" if request is not None else ""
-        error_log.error("unhandled exception%s", where, exc_info=exc)
-        if self.config.get("DEBUG"):
-            body = "".join(traceback.format_exception(exc))
-            return error_response(500, body, None, error_format)
-        return error_response(500, ServerError().message, None, error_format)
-
-    # -- running -----------------------------------------------------------
-
-    def run(
-        self,
-        host: str | None = None,
-        port: int | None = None,
-        workers: int | str | None = None,
-        **options: Any,
-    ) -> int:
-        """Serve this app with the same server as the ``app-server`` command.
-
-        Arguments left out fall back to the environment, the config file and
-        the defaults (127.0.0.1:8000, one worker), as on the command line.
-        """
-        from app_server.cli import run_app
-
-        return run_app(self, host=host, port=port, workers=workers, **options)
-
-
-async def _run_request_middleware(chain: Middleware, request: Request) -> BaseResponse | None:
-    for mw in chain:
-        result = await mw(request)
-        if result is not None:
-            return to_response(result)
-    return None
-
-
-def _websocket_of(request: Request) -> WebSocket:
-    return request.websocket  # type: ignore[no-any-return]
-
-
-def _versioned(uri: str, version: int | str | None, prefix: str) -> str:
-    if not uri.startswith("/"):
-        uri = "/" + uri
-    if version is None:
-        return uri
-    return f"{prefix.rstrip('/')}{version}{uri if uri != '/' else ''}" or "/"
-
-
-def _with_auth(
-    route: Route, call: Callable[[Any], Awaitable[Any]]
-) -> Callable[[Any], Awaitable[Any]]:
-    requirement = requirement_of(route.handler)
-    if requirement is None:
-        return call
-
-    def guarded(request: Any) -> Awaitable[Any]:
-        requirement.check(request.identity)
-        return call(request)
-
-    return guarded
+        if route is None:
+            return await render_exception(
+                self._error_scopes, request, exc, None, bool(self.config.get("DEBUG"))
+            )
+        return await render_exception(
+            route.error_scopes or self._error_scopes, request, exc,
+            route.options.get("error_format"), bool(self.config.get("DEBUG")),
+        )

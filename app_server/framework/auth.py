@@ -8,7 +8,7 @@ that produces ``request.identity``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -110,3 +110,18 @@ def requirement_of(handler: Callable[..., Any]) -> AuthRequirement | None:
         if wrapped is not None:
             return requirement_of(wrapped)
     return found
+
+
+def guarded(
+    handler: Callable[..., Any], call: Callable[[Any], Awaitable[Any]]
+) -> Callable[[Any], Awaitable[Any]]:
+    """``call`` checking ``handler``'s ``@auth`` requirement first (no cost without one)."""
+    requirement = requirement_of(handler)
+    if requirement is None:
+        return call
+
+    def checked(request: Any) -> Awaitable[Any]:
+        requirement.check(request.identity)
+        return call(request)
+
+    return checked

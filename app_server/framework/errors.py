@@ -5,17 +5,22 @@ Owns: ``ExceptionHandlers``, the exception-class → handler table of one scope
 ``find_handler`` over a route's scopes, nearest first (a blueprint's handlers,
 then the app's: Sanic's semantics); and ``error_response``, the body of an
 HTTP error nobody handled, in the route's ``error_format`` (text, json or
-html; text when the route names none).
+html; text when the route names none); ``render_exception``, which picks
+between them for an exception that reached the app.
 """
 
 from __future__ import annotations
 
 import html as html_escape
+import logging
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from app_server.exceptions import reason_phrase
-from app_server.framework.responses import HTTPResponse, html, json, text
+from app_server.exceptions import HTTPError, ServerError, reason_phrase
+from app_server.framework.responses import BaseResponse, HTTPResponse, html, json, text, to_response
+
+error_log = logging.getLogger("app_server.error")
 
 Handler = Callable[..., Any]
 ERROR_FORMATS = ("text", "json", "html")
@@ -78,3 +83,26 @@ def error_response(
         )
         return html(page, status, headers)
     return text(message, status, headers)
+
+
+async def render_exception(
+    scopes: tuple[ExceptionHandlers, ...], request: Any, exc: BaseException,
+    error_format: str | None, debug: bool,
+) -> BaseResponse:
+    """The response for ``exc``: the nearest scope's handler's, else the
+    default error in ``error_format`` (a 500 logs the exception, and shows
+    the traceback only when ``debug``)."""
+    handler = find_handler(scopes, type(exc))
+    if handler is not None:
+        try:
+            return to_response(await handler(request, exc))
+        except Exception as inner:  # noqa: BLE001  a failing handler is answered like its error
+            error_log.exception("error handler for %s failed", type(exc).__name__)
+            exc = inner
+    if isinstance(exc, HTTPError):
+        return error_response(exc.status, exc.message, exc.headers, error_format)
+    where = f" in {request.method} {request.path}" if request is not None else ""
+    error_log.error("unhandled exception%s", where, exc_info=exc)
+    if debug:
+        return error_response(500, "".join(traceback.format_exception(exc)), None, error_format)
+    return error_response(500, ServerError().message, None, error_format)

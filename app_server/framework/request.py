@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from app_server.exceptions import BadRequest
 from app_server.framework.datastructures import Headers, QueryArgs, parse_cookies
 from app_server.framework.forms import FormError, UploadedFile, parse_form
-from app_server.protocols.http.events import RequestHead
+from app_server.protocols.http.events import RequestHead, RouteMatch, RouteRefusal
 
 if TYPE_CHECKING:
     from app_server.framework.proxy import ForwardedPolicy
@@ -99,6 +99,7 @@ class Request:
         "app",
         "body",
         "route",
+        "routing",
         "match_info",
         "identity",
         "_stream",
@@ -120,6 +121,8 @@ class Request:
         self.app = app
         self.body = b""
         self.route: Route | None = None
+        # The app's routing answer (set by ``App.prepare``): what the worker reads.
+        self.routing: RouteMatch[Route] | RouteRefusal | None = None
         self.match_info: dict[str, Any] = {}
         self.identity: Any = None
         self._stream: RequestStream | None = None

@@ -14,17 +14,21 @@ WebSocket messages are counted on the connection (one integer increment per
 message) and folded into the recorder when it closes; a snapshot adds the
 counts of the connections still open.
 
-Rule: imports nothing from the package.
+Implements ``metrics.sink.WorkerMetrics``.
+
+Rule: imports nothing from the package but ``metrics.sink``.
 """
 
 from __future__ import annotations
 
 import json
 from bisect import bisect_left
+from collections.abc import Collection
 from typing import Any
 
+from app_server.metrics.sink import UNMATCHED
+
 SNAPSHOT_VERSION = 1
-UNMATCHED = "<unmatched>"
 OTHER = "<other>"  # the method label of a request refused before it was parsed
 DURATION_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
@@ -83,12 +87,13 @@ class Recorder:
 
     # -- HTTP ----------------------------------------------------------------
 
-    def request_done(self, routing: Any, method: str, status: int, seconds: float) -> None:
-        """Once per request: ``routing`` is the matched route (its template is
-        the label) or the error that answered an unmatched request."""
-        methods = self.by_route.get(routing)  # identity hash: no string hashing
+    def request_done(self, route: object, method: str, status: int, seconds: float) -> None:
+        """Once per request: ``route`` is the route's match, built once per
+        route (its ``label`` is the template), or the refusal of an unmatched
+        request (no label)."""
+        methods = self.by_route.get(route)  # identity hash: no string hashing
         if methods is None:
-            methods = self._methods_of(routing)
+            methods = self._methods_of(route)
         stats = methods.get(method)
         if stats is None:
             stats = methods[method] = _RouteStats()
@@ -98,12 +103,12 @@ class Recorder:
         histogram.counts[bisect_left(DURATION_BUCKETS, seconds)] += 1
         histogram.sum += seconds
 
-    def _methods_of(self, routing: Any) -> dict[str, _RouteStats]:
-        template = getattr(routing, "template", None)
-        if not isinstance(template, str) or isinstance(routing, BaseException):
+    def _methods_of(self, route: object) -> dict[str, _RouteStats]:
+        label = getattr(route, "label", None)
+        if not isinstance(label, str):
             return self.routes.setdefault(UNMATCHED, {})  # one label for every unmatched path
-        methods = self.routes.setdefault(template, {})
-        self.by_route[routing] = methods
+        methods = self.routes.setdefault(label, {})
+        self.by_route[route] = methods
         return methods
 
     def request_refused(self, status: int) -> None:
@@ -132,6 +137,13 @@ class Recorder:
             messages[(route, "in")] = messages.get((route, "in"), 0) + received
         if sent:
             messages[(route, "out")] = messages.get((route, "out"), 0) + sent
+
+    def ping_answered(self, rtt_s: float) -> None:
+        self.ping_rtt.observe(rtt_s)
+
+    def watch_connections(self, connections: Collection[object]) -> None:
+        """The worker's open connections, read at each snapshot for live counts."""
+        self.connections = connections
 
     # -- the snapshot --------------------------------------------------------
 

@@ -5,6 +5,8 @@ later the master, after the fork) calls. It chooses the event loop (uvloop,
 asyncio as the fallback), freezes the app, runs the start hooks, serves the
 given listeners, and on SIGTERM/SIGINT drains gracefully (a second signal
 stops at once). A failing start hook ends the worker with ``EXIT_BOOT_FAILED``.
+It also picks the metrics sink: ``Recorder`` under ``--metrics-bind``, the
+null one otherwise (the rest of the worker sees only ``WorkerMetrics``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from app_server.control import StopReason
 from app_server.framework.proxy import ForwardedPolicy
 from app_server.logs import AccessLog
 from app_server.metrics.recorder import Recorder
+from app_server.metrics.sink import NullWorkerMetrics, WorkerMetrics
 from app_server.settings.model import Settings
 from app_server.settings.resolve import app_config_of, app_config_values, app_config_warnings
 from app_server.workers.server import WorkerServer, make_ssl_context
@@ -47,8 +50,10 @@ def run_worker(app: Any, settings: Settings, sockets: list[socket.socket]) -> in
 def build_state(app: Any, settings: Settings, now: float) -> ServerState:
     access = AccessLog(settings.log.access_log, settings.log.format)
     forwarded = ForwardedPolicy(settings.forwarded_allow_ips)
-    recorder = Recorder() if settings.supervisor.metrics_bind is not None else None
-    return ServerState(app, settings.http, access, forwarded, now, settings.websocket, recorder)
+    metrics: WorkerMetrics = (
+        Recorder() if settings.supervisor.metrics_bind is not None else NullWorkerMetrics()
+    )
+    return ServerState(app, settings.http, access, forwarded, now, settings.websocket, metrics)
 
 
 class StopControl:

@@ -33,9 +33,9 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Protocol, TypeVar
 
-from app_server.framework.responses import FileResponse
-from app_server.framework.static import plan_file
 from app_server.protocols.http.framing import encode_response, encode_streaming_head
+from app_server.workers.app_contract import FileResponse, plan_file
+from app_server.workers.flow_control import FlowControl
 
 # One sendfile call moves at most this much, then the loop gets a turn, so a
 # large file to a fast reader does not monopolise the worker.
@@ -53,14 +53,10 @@ class ResponseWriter(Protocol):
     """What the transfer needs from the connection (``HttpProtocol``)."""
 
     transport: Any
-    write_paused: bool
-    # The future a wait for the client is parked on: the connection's
-    # write-stall check only runs while it is set, and a lost connection
-    # fails it, which ends the transfer.
-    drain_waiter: asyncio.Future[None] | None
-
-    async def _drain(self) -> None:
-        """Wait until the transport has resumed writing."""
+    # Waits for the client go through it: the connection's write-stall check
+    # only runs while one is parked there, and a lost connection fails it,
+    # which ends the transfer.
+    flow: FlowControl
 
 
 class FileChanged(RuntimeError):
@@ -217,7 +213,7 @@ async def _flush(writer: ResponseWriter) -> None:
 
     Lowering the high-water mark to zero makes the transport pause the
     protocol while anything is buffered and resume it once the buffer is
-    empty, which is the event ``_drain`` already waits for.
+    empty, which is the event ``FlowControl.drain`` already waits for.
     """
     transport = writer.transport
     if transport.get_write_buffer_size() == 0:
@@ -226,7 +222,7 @@ async def _flush(writer: ResponseWriter) -> None:
     transport.set_write_buffer_limits(high=0, low=0)
     try:
         while transport.get_write_buffer_size() > 0:
-            await writer._drain()
+            await writer.flow.drain()
     finally:
         transport.set_write_buffer_limits(high=high, low=low)
 
@@ -234,11 +230,9 @@ async def _flush(writer: ResponseWriter) -> None:
 async def _writable(writer: ResponseWriter, loop: asyncio.AbstractEventLoop, fd: int) -> None:
     waiter = loop.create_future()
     loop.add_writer(fd, _wake, waiter)
-    writer.drain_waiter = waiter
     try:
-        await waiter
+        await writer.flow.wait(waiter)
     finally:
-        writer.drain_waiter = None
         loop.remove_writer(fd)
 
 
@@ -265,8 +259,8 @@ async def _send_in_chunks(
         transport.write(data)
         if on_progress is not None:
             on_progress()
-        if writer.write_paused:
-            await writer._drain()
+        if writer.flow.paused:
+            await writer.flow.drain()
 
 
 class _SharedFd:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from app_server.metrics.sink import NullWorkerMetrics, WorkerMetrics
+from app_server.protocols.http.connection import Timeouts
 from app_server.protocols.http.framing import date_line
 
 if TYPE_CHECKING:
-    from app_server.framework.proxy import ForwardedPolicy
     from app_server.logs import AccessLog
-    from app_server.metrics.recorder import Recorder
     from app_server.settings.model import HttpLimits, WebSocketLimits
+    from app_server.workers.app_contract import ForwardedPolicy
 
 
 NEVER = 1 << 62
@@ -40,6 +41,7 @@ class ServerState:
         "recycle_at",
         "on_recycle",
         "max_connections",
+        "timeouts",
     )
 
     def __init__(
@@ -50,7 +52,7 @@ class ServerState:
         forwarded: ForwardedPolicy | None,
         now: float,
         ws_limits: WebSocketLimits | None = None,
-        recorder: Recorder | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.app = app
         self.limits = limits
@@ -70,6 +72,14 @@ class ServerState:
 
             ws_limits = WebSocketLimits()
         self.ws_limits = ws_limits
+        # What each HTTP connection's rules (HttpConnection) time, built once.
+        self.timeouts = Timeouts(
+            limits.keep_alive_timeout_s,
+            limits.request_timeout_s,
+            limits.response_timeout_s,
+            limits.response_write_timeout_s,
+            ws_limits.timeout_s,
+        )
         # WebSocket connections with broadcast frames corked until the end of
         # this loop pass (see WebSocketConnection.write_frame).
         self.corked: list[Any] = []
@@ -77,10 +87,13 @@ class ServerState:
         # (set by the supervised worker) asks the master for a replacement.
         self.recycle_at = NEVER
         self.on_recycle: Any = None
-        # Metrics of this worker (None: --metrics-bind off, nothing recorded).
-        self.recorder = recorder
-        if recorder is not None:
-            recorder.connections = self.connections
+        # Metrics of this worker. The null sink becomes None here, once, so the
+        # request path pays one ``is not None`` test and no call when off.
+        if isinstance(metrics, NullWorkerMetrics):
+            metrics = None
+        self.recorder: WorkerMetrics | None = metrics
+        if metrics is not None:
+            metrics.watch_connections(self.connections)
 
     def count_served(self) -> None:
         """One more request (or closed WebSocket) served; recycle at the limit.

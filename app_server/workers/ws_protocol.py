@@ -38,6 +38,7 @@ from app_server.protocols.websocket.session import (
     TEXT,
     Session,
 )
+from app_server.workers.flow_control import FlowControl
 
 if TYPE_CHECKING:
     from app_server.settings.model import WebSocketLimits
@@ -68,8 +69,7 @@ class WebSocketConnection(asyncio.Protocol):
         "max_queue",
         "reading_paused",
         "recv_waiter",
-        "write_paused",
-        "drain_waiters",
+        "flow",
         "pings",
         "ping_count",
         "next_ping_at",
@@ -113,8 +113,7 @@ class WebSocketConnection(asyncio.Protocol):
         self.max_queue = max(1, self.limits.max_queue)
         self.reading_paused = False
         self.recv_waiter: asyncio.Future[None] | None = None
-        self.write_paused = False
-        self.drain_waiters: list[asyncio.Future[None]] = []
+        self.flow = FlowControl()
         # ping payload -> (waiter, time sent); insertion order is sending order
         self.pings: dict[bytes, tuple[asyncio.Future[float] | None, float]] = {}
         self.ping_count = 0
@@ -197,7 +196,7 @@ class WebSocketConnection(asyncio.Protocol):
             self._handle(events)
         # Stop reading while the app's queue is full, or while our answers
         # (pongs) are not being read: a flooding peer gets TCP backpressure.
-        if (session.pending or self.write_paused) and not self.reading_paused:
+        if (session.pending or self.flow.paused) and not self.reading_paused:
             if not self.closed:
                 self.reading_paused = True
                 self.transport.pause_reading()
@@ -233,21 +232,19 @@ class WebSocketConnection(asyncio.Protocol):
         # its long-lived connections had only just begun.
         self.state.count_served()
         self._finish(ABNORMAL, "")
-        for waiter in self.drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self.drain_waiters.clear()
+        self.flow.connection_lost()
 
     def pause_writing(self) -> None:
-        self.write_paused = True
+        self.flow.pause_writing()
 
     def resume_writing(self) -> None:
-        self.write_paused = False
+        self.flow.paused = False
         self._maybe_resume_reading()
-        waiters, self.drain_waiters = self.drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self.flow.resume_writing()
+
+    @property
+    def write_paused(self) -> bool:
+        return self.flow.paused
 
     # -- receiving ---------------------------------------------------------
 
@@ -271,7 +268,7 @@ class WebSocketConnection(asyncio.Protocol):
     def _maybe_resume_reading(self) -> None:
         """Room in the queue and the write buffer drained: parse what waits, then read."""
         session = self.session
-        if not self.reading_paused or self.closed or self.write_paused or session is None:
+        if not self.reading_paused or self.closed or self.flow.paused or session is None:
             return
         if session.pending:
             events = session.receive(b"", self.max_queue - len(self.queue))
@@ -310,7 +307,7 @@ class WebSocketConnection(asyncio.Protocol):
         self.check_open()
         self._write(self.encode(data))
         self.sent += 1
-        if self.write_paused:
+        if self.flow.paused:
             await self.drained()
 
     def write_frame(self, frame: bytes) -> bool:
@@ -387,15 +384,12 @@ class WebSocketConnection(asyncio.Protocol):
 
     async def drained(self) -> None:
         """Wait until the write buffer is below its high-water mark."""
-        if not self.write_paused:
+        if not self.flow.paused:
             return
-        if self.lost:
-            raise WebSocketClosed(self.close_code or ABNORMAL, self.close_reason)
-        waiter = self.loop.create_future()
-        self.drain_waiters.append(waiter)
-        await waiter
-        if self.lost and self.write_paused:
-            raise WebSocketClosed(self.close_code or ABNORMAL, self.close_reason)
+        try:
+            await self.flow.drain()
+        except ConnectionResetError:
+            raise WebSocketClosed(self.close_code or ABNORMAL, self.close_reason) from None
 
     # -- ping / pong -------------------------------------------------------
 
@@ -428,7 +422,7 @@ class WebSocketConnection(asyncio.Protocol):
             if key == payload:
                 recorder = self.state.recorder
                 if recorder is not None:
-                    recorder.ping_rtt.observe(now - sent)
+                    recorder.ping_answered(now - sent)
                 break
         self._rearm()
 

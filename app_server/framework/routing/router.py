@@ -19,6 +19,7 @@ from urllib.parse import quote, urlencode
 
 from app_server.exceptions import HTTPError, MethodNotAllowed, NotFound, UpgradeRequired
 from app_server.framework.routing.patterns import CompiledPattern, compile_template
+from app_server.protocols.http.events import RouteMatch
 
 _NO_PARAMS: dict[str, Any] = {}
 # The methods RFC 9110 §9 (and RFC 5789, PATCH) define: a request for one of
@@ -46,6 +47,7 @@ class Route:
         "request_middleware",
         "response_middleware",
         "error_scopes",
+        "match",
     )
 
     def __init__(
@@ -77,6 +79,9 @@ class Route:
         self.request_middleware: tuple[Callable[..., Any], ...] = ()
         self.response_middleware: tuple[Callable[..., Any], ...] = ()
         self.error_scopes: tuple[Any, ...] = ()
+        # What the app answers the worker for a request that matched this
+        # route: built once, so matching allocates nothing for it.
+        self.match = RouteMatch(self, self.template, bool(options.get("stream")))
 
     @property
     def uri(self) -> str:
@@ -256,6 +261,17 @@ class Router:
                 return by_method["GET"], params
         raise NotFound(f"No WebSocket route for {path}")
 
+    def name_for(self, name: str | None, handler: Callable[..., Any]) -> str:
+        """``name``, else the handler's name made unique (``_2``, ``_3``...)."""
+        if name is not None:
+            return name
+        base = getattr(handler, "__name__", "handler")
+        candidate, n = base, 1
+        while candidate in self.names:
+            n += 1
+            candidate = f"{base}_{n}"
+        return candidate
+
     def url_for(self, view_name: str, /, **params: Any) -> str:
         """The path of the named route; leftover parameters become the query."""
         name = view_name
@@ -272,3 +288,13 @@ class Router:
         path = pattern.format.format(**values) if pattern.param_names else pattern.format
         query = {k: v for k, v in params.items() if not k.startswith("_")}
         return path + ("?" + urlencode(query, doseq=True) if query else "")
+
+
+def versioned(uri: str, version: int | str | None, prefix: str) -> str:
+    """``uri`` under its version prefix (``/v2/items``); ``uri`` with a
+    leading slash when there is no version."""
+    if not uri.startswith("/"):
+        uri = "/" + uri
+    if version is None:
+        return uri
+    return f"{prefix.rstrip('/')}{version}{uri if uri != '/' else ''}" or "/"

@@ -1,11 +1,43 @@
 """Data types produced by the HTTP request parser.
 
-Owns: ``RequestHead`` (what a request line and its headers say) and
+Owns: ``RequestHead`` (what a request line and its headers say),
 ``ProtocolError`` (a peer error that carries the status to answer with, so
-callers never need an ``isinstance`` ladder). Imports nothing.
+callers never need an ``isinstance`` ladder), and the routing answer an
+application gives for a head: ``RouteMatch`` or ``RouteRefusal``, the values
+of the worker's ``AppHandler`` contract (``workers.app_contract``) that both
+the worker and the framework read. Imports nothing.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Generic, TypeVar
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RouteMatch(Generic[R]):
+    """The application has a handler for this request.
+
+    Built once per route, not per request: identity equality (``eq=False``)
+    makes it a cheap dictionary key for per-route metrics.
+    """
+
+    route: R  # the application's own route object; opaque to the worker
+    label: str  # the route template: a bounded metrics label
+    streams_body: bool = False  # the handler reads the body as it arrives
+    matched: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RouteRefusal:
+    """No handler for this request: the application answers with ``error``
+    (404, 405, 426...) after its request middleware has run."""
+
+    error: Exception
+    streams_body: ClassVar[bool] = False
+    matched: ClassVar[bool] = False
 
 
 class ProtocolError(Exception):

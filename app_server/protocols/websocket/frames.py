@@ -43,10 +43,6 @@ def encode_frame(opcode: int, payload: bytes) -> bytes:
     return _LONG.pack(0x80 | opcode, 127, n) + payload
 
 
-def encode_text(text: str) -> bytes:
-    return encode_frame(OP_TEXT, text.encode())
-
-
 def encode_close(code: int | None, reason: str = "") -> bytes:
     """A Close frame; ``None`` (or 1005/1006, which are never sent) for no code."""
     if code is None or code in (1005, 1006):
