@@ -6,11 +6,16 @@ with a callback such as the metrics endpoint) until the next deadline, then
 drains signals, reaps children and ticks. The records and what is done to
 them are ``master.children``'s. The decisions are pure: the operations
 (``master.operations``: reload on HUP or changed sources, recycle, TTIN,
-TTOU; one at a time, in order) are fed events and return actions that
+TTOU, and the same asked through the control socket) are fed events and return actions that
 ``_carry_out`` executes; ``master.policies`` decides backoff, lateness, hung
 workers, recycling, the watchdog and the cover of slots that cannot accept.
 TERM/INT: STOP(shutdown) to every worker, exit once they are gone; a second
 one or QUIT: STOP(immediate). USR1: reopen log files here and in the workers.
+HUP first asks ``reconfigure`` (the config file read again): an invalid file
+aborts that reload with one line; a changed ``workers`` count is applied by
+scaling around it. ``app-server ctl``'s requests (``master.ctl_server``) map
+to the same operations and signals; ``reload --wait`` is answered once the
+reload ended and every worker it retired has exited.
 
 Rule: never imports the framework, the protocols or the worker runtime (the
 code a child runs is handed in as ``spawn_target``), nor a metrics
@@ -20,18 +25,23 @@ implementation (``cli`` passes a ``metrics.sink.MasterMetrics``).
 from __future__ import annotations
 
 import logging
+import os
 import selectors
 import signal
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
+from typing import Any
 
+from app_server import control
 from app_server.control import Kind, RecycleReason, StopReason
 from app_server.logs import ERROR_LOGGER, reopen_log_files
 from app_server.master import actions as act
 from app_server.master import policies, process
 from app_server.master.children import Children, SpawnTarget
 from app_server.master.cover import Cover
+from app_server.master.ctl_server import Conn, ControlServer, ReloadWaits, worker_status
 from app_server.master.model import Listeners, Worker
 from app_server.master.operations import Operation, Recycle, Reload, ScaleDown, ScaleUp
 from app_server.master.scrape import Scrape
@@ -44,8 +54,11 @@ log = logging.getLogger(ERROR_LOGGER)
 MEMORY_CHECK_S = 1.0
 WATCH_INTERVAL_S = 1.0  # --reload: how often the sources are looked at
 _OPERATIONS: dict[int, type[Operation]] = {
-    signal.SIGHUP: Reload, signal.SIGTTIN: ScaleUp, signal.SIGTTOU: ScaleDown,
+    signal.SIGTTIN: ScaleUp, signal.SIGTTOU: ScaleDown,
 }
+# HUP: the config file read again, validated; new supervisor settings, or the
+# one line saying why the reload is aborted.
+Reconfigure = Callable[[], "SupervisorSettings | str"]
 
 
 class Master:
@@ -54,6 +67,8 @@ class Master:
         spawn_target: SpawnTarget, notifier: Notifier | None = None,
         watchdog_s: float | None = None, watch_dir: str | None = None,
         metrics_listener: socket.socket | None = None, metrics: MasterMetrics | None = None,
+        control_listener: tuple[socket.socket, str] | None = None,
+        reconfigure: Reconfigure | None = None,
     ) -> None:
         self.settings, self.notifier, self.watchdog_s = settings, notifier, watchdog_s
         self.metrics = metrics if metrics is not None else NullMasterMetrics()
@@ -73,12 +88,19 @@ class Master:
         self.watcher = SourceWatcher(watch_dir) if watch_dir is not None else None
         self.metrics_listener = metrics_listener
         self.scrape: Scrape | None = None
+        self.control_listener, self.reconfigure = control_listener, reconfigure
+        self.ctl: ControlServer | None = None
+        self.waits: ReloadWaits | None = None
+        self.started = time.monotonic()
 
     def run(self) -> int:
         self.inbox.install(self.selector)
         if self.metrics_listener is not None:
             self.scrape = Scrape(self.children, lambda: self.stopping is not None, self.metrics,
                                  self.metrics_listener, self.selector)
+        if self.control_listener is not None:
+            self.ctl = ControlServer(*self.control_listener, self.selector, self._on_command)
+            self.waits = ReloadWaits(self.ctl.answer)
         try:
             for index in range(self.settings.workers):
                 self.children.add_slot(index)
@@ -98,7 +120,8 @@ class Master:
         wakeup = min(
             policies.next_wakeup(self.workers.values(), self.slots, self.children.deadlines, now),
             self.next_watchdog if self.watchdog_s else now + 0.5, self.stop_deadline,
-            self.scrape.deadline if self.scrape is not None else now + 0.5)
+            self.scrape.deadline if self.scrape is not None else now + 0.5,
+            self.ctl.deadline if self.ctl is not None else now + 0.5)
         for key, mask in self.selector.select(max(0.0, wakeup - now)):
             if key.data is self.inbox:
                 self.inbox.drain_wakeups()
@@ -125,9 +148,9 @@ class Master:
             self._shutdown(StopReason.IMMEDIATE if again else StopReason.SHUTDOWN)
         elif self.stopping is not None or sig == signal.SIGCHLD:
             return  # SIGCHLD: children are reaped in every step
+        elif sig == signal.SIGHUP:
+            self._reload("HUP")
         elif sig in _OPERATIONS:
-            if sig == signal.SIGHUP:
-                log.info("HUP: rolling reload of %d workers", len(self.slots))
             self.operations.append(_OPERATIONS[sig]())
         elif sig == signal.SIGUSR1:
             reopen_log_files()
@@ -141,6 +164,10 @@ class Master:
                 self._on_ready(worker)
             elif message.kind is Kind.RECYCLE:
                 self._recycle(worker, RecycleReason(message.code))
+            elif message.kind is Kind.HEARTBEAT:
+                beat = control.heartbeat_of(message)
+                worker.requests = beat.requests
+                worker.http_connections, worker.websockets = beat.http_connections, beat.websockets
             elif message.kind is Kind.STATS:
                 self.metrics.update(worker.pid, message.payload)
                 if self.scrape is not None:
@@ -172,6 +199,8 @@ class Master:
         if self.scrape is not None:
             self.scrape.answered(pid)
         self._dispatch(act.WorkerExited(worker))
+        if self.waits is not None:
+            self.waits.exited(pid)
 
     def _recycle(self, worker: Worker, reason: RecycleReason) -> None:
         if self.children.mark_recycling(worker, reason, self.stopping is not None):
@@ -204,6 +233,8 @@ class Master:
         self._dispatch(act.Tick(self.children.queued_on_retiring()))
         if self.scrape is not None:
             self.scrape.expire(now)
+        if self.ctl is not None:
+            self.ctl.expire(now)
         if self.stopping is not None and now >= self.stop_deadline:
             self.children.kill_all(signal.SIGKILL)
             self.stop_deadline = float("inf")
@@ -253,6 +284,9 @@ class Master:
         log.info("TTIN: %d workers", len(self.slots))
 
     def _reload_ended(self, action: act.ReloadEnded) -> None:
+        if self.waits is not None:
+            self.waits.ended(self.current, action.failure, action.retired, action.replaced,
+                             action.took_s)
         if action.failure is None:
             log.info("reload complete: %d workers replaced in %.2fs", action.replaced,
                      action.took_s)
@@ -263,9 +297,122 @@ class Master:
             self.notifier.ready("reload failed: " + action.failure if action.failure
                                 else self.children.status_line())
 
+    # -- reload, and the control socket ------------------------------------------------------
+
+    def _reload(self, why: str) -> Reload | str:
+        """HUP or ``ctl reload``: the config file again, then a rolling reload.
+
+        Returns the queued reload, or the reason it was not (an invalid config).
+        """
+        scale = 0
+        if self.reconfigure is not None:
+            settings = self.reconfigure()
+            if isinstance(settings, str):
+                log.error("%s: reload aborted: %s; the running workers and settings "
+                          "keep serving", why, settings)
+                return settings
+            scale = settings.workers - self._desired()
+            self._apply(settings)
+        log.info("%s: rolling reload of %d workers", why, len(self.slots))
+        # Fewer workers: retire first (fewer to reload); more: after, so the
+        # new ones are not reloaded twice.
+        self.operations.extend(ScaleDown() for _ in range(max(0, -scale)))
+        reload = Reload()
+        self.operations.append(reload)
+        self.operations.extend(ScaleUp() for _ in range(max(0, scale)))
+        return reload
+
+    def _apply(self, settings: SupervisorSettings) -> None:
+        """New supervisor settings (the ones that need no restart): spawns read them."""
+        self.settings = self.children.settings = settings
+        self.children.deadlines = policies.Deadlines(
+            settings.timeout_s, control.late_after(settings.timeout_s))
+
+    def _desired(self) -> int:
+        """The worker count once the queued operations are done."""
+        count = len([s for s in self.slots if not s.retiring])
+        for op in ([self.current] if self.current is not None else []) + list(self.operations):
+            if isinstance(op, ScaleUp) and op.index < 0:
+                count += 1
+            elif isinstance(op, ScaleDown) and op.slot is None:
+                count -= 1
+        return count
+
+    def _on_command(self, request: dict[str, Any], conn: Conn) -> dict[str, Any] | None:
+        command = request.get("command")
+        if command == "status":
+            return {"ok": True, **self.status()}
+        if self.stopping is not None and command != "stop":
+            return {"ok": False, "error": "the server is stopping"}
+        if command == "reload":
+            reload = self._reload("ctl reload")
+            if isinstance(reload, str):
+                return {"ok": False, "error": f"reload aborted: {reload}"}
+            if request.get("wait") is True and self.waits is not None:
+                self.waits.wait(reload, conn)
+                return None
+            return {"ok": True, "queued": True}
+        if command == "scale":
+            target = request.get("workers")
+            if not isinstance(target, int) or isinstance(target, bool) or target < 1:
+                return {"ok": False, "error": "scale: the worker count must be an integer >= 1"}
+            change = target - self._desired()
+            op: type[Operation] = ScaleUp if change > 0 else ScaleDown
+            self.operations.extend(op() for _ in range(abs(change)))
+            log.info("ctl scale: %d workers (%+d)", target, change)
+            return {"ok": True, "workers": target}
+        if command in ("add", "remove"):
+            self.operations.append(ScaleUp() if command == "add" else ScaleDown())
+            return {"ok": True, "workers": self._desired()}
+        if command == "drain":
+            return self._drain(request.get("slot"))
+        if command == "reopen-logs":
+            self._on_signal(signal.SIGUSR1)
+            return {"ok": True}
+        if command == "stop":
+            now = request.get("now") is True
+            log.info("ctl stop%s: %s shutdown", " --now" if now else "",
+                     "immediate" if now else "graceful")
+            answer = {"ok": True}
+            self.ctl.answer(conn, answer)  # type: ignore[union-attr]  # before the workers go
+            self._shutdown(StopReason.IMMEDIATE if now else StopReason.SHUTDOWN)
+            return None
+        return {"ok": False, "error": f"unknown command {command!r}" if isinstance(
+            command, str) else "a request needs a \"command\" string"}
+
+    def _drain(self, index: object) -> dict[str, Any]:
+        slot = next((s for s in self.slots if s.index == index), None) \
+            if isinstance(index, int) and not isinstance(index, bool) else None
+        if slot is None:
+            return {"ok": False, "error": f"drain: no slot {index!r} (slots: "
+                                          f"{', '.join(str(s.index) for s in self.slots)})"}
+        worker = slot.worker
+        if worker is None or not self.children.mark_recycling(worker, RecycleReason.DRAIN, False):
+            return {"ok": False, "error": f"drain: slot {slot.index} has no ready worker "
+                                          "that is not already being replaced"}
+        self.operations.append(Recycle(worker))
+        return {"ok": True, "pid": worker.pid, "slot": slot.index}
+
+    def status(self) -> dict[str, Any]:
+        """``ctl status``: from the records and the last heartbeats, never asking a worker."""
+        now = time.monotonic()
+        state = "stopping" if self.stopping is not None else \
+            "ready" if self.first_ready else "starting"
+        workers = sorted(self.workers.values(), key=lambda w: (w.slot.index, w.started))
+        return {
+            "master": {"pid": os.getpid(), "state": state, "workers": self._desired(),
+                       "uptime_s": round(now - self.started, 3),
+                       "operation": type(self.current).__name__.lower()
+                       if self.current is not None else None,
+                       "queued": len(self.operations)},
+            "workers": [worker_status(w, now) for w in workers],
+        }
+
     # -- stopping -----------------------------------------------------------------------
 
     def _shutdown(self, reason: StopReason) -> None:
+        if self.waits is not None:
+            self.waits.abandon("the server is stopping")
         if self.stopping is None:
             if self.notifier is not None:
                 self.notifier.stopping("stopping")
@@ -285,11 +432,15 @@ class Master:
             self.notifier.close()
         if self.scrape is not None:
             self.scrape.close_in_child()
+        if self.ctl is not None:
+            self.ctl.close_in_child()
 
     def _close_all(self) -> None:
         self.children.close_listeners()
         if self.scrape is not None:
             self.scrape.server.close()
+        if self.ctl is not None:
+            self.ctl.close()
         for worker in self.workers.values():
             worker.channel.close()
         self.selector.close()

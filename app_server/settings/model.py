@@ -89,6 +89,7 @@ class SupervisorSettings:
     backlog: int = 2048
     pid_file: str | None = None
     metrics_bind: str | None = "127.0.0.1:9100"
+    control_socket: str | None = None  # None: the default location; "off": none
 
 
 @dataclass(frozen=True, slots=True)

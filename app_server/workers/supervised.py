@@ -145,7 +145,13 @@ class Link:
         if os.getppid() != self.master_pid:
             self.stop.request(StopReason.SHUTDOWN)  # the master is gone: drain and go
             return
-        self._send(Kind.HEARTBEAT, 0, served)
+        http, websockets = _open_connections(state)
+        try:
+            self.channel.send(control.encode_heartbeat(served, http, websockets))
+        except (BlockingIOError, InterruptedError):
+            pass  # the master is behind; the next heartbeat will do
+        except OSError:
+            self.stop.request(StopReason.SHUTDOWN)
         self.beats += 1
         if self.beats % self.stats_every_beats == 0:
             self.send_stats()  # bounds what a crash can lose
@@ -231,3 +237,14 @@ class Link:
                 self.loop.remove_reader(self.channel.fileno())
             except (ValueError, OSError):
                 pass
+
+
+def _open_connections(state: Any) -> tuple[int, int]:
+    """HTTP connections and WebSockets open now (a WebSocket has a route label)."""
+    if state is None:
+        return 0, 0
+    websockets = 0
+    for conn in state.connections:
+        if getattr(conn, "route_label", None) is not None:
+            websockets += 1
+    return len(state.connections) - websockets, websockets

@@ -44,6 +44,11 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "app_server.framework", "app_server.workers", "app_server.master",
         "app_server.protocols",
     ),
+    # The ctl client: a small program that talks to the master's socket.
+    "app_server.ctl": (
+        "app_server.framework", "app_server.protocols", "app_server.workers",
+        "app_server.metrics", "app_server.cli", "app_server.master.arbiter",
+    ),
     "app_server.exceptions": ("app_server.",),
     "app_server.status": ("app_server.",),
 }

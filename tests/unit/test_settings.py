@@ -33,7 +33,7 @@ BRIEF_KEYS = {
     "keep_alive_timeout", "response_timeout", "ws_timeout", "ws_ping_interval",
     "ws_ping_timeout", "ws_max_size", "ws_max_queue", "ws_compression", "ssl_certfile",
     "ssl_keyfile", "forwarded_allow_ips", "backlog", "response_write_timeout",
-    "limit_concurrency",
+    "limit_concurrency", "control_socket",
 }
 
 
