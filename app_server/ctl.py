@@ -19,6 +19,7 @@ framing and default path); never the framework or the workers.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -103,7 +104,8 @@ def request(path: str, message: dict[str, Any], timeout: float) -> dict[str, Any
         sock.settimeout(timeout)
         reader = FrameReader(MAX_ANSWER)
         try:
-            sock.sendall(encode_frame(message))
+            with contextlib.suppress(BrokenPipeError):  # refused: its answer is still there
+                sock.sendall(encode_frame(message))
             while True:
                 answer = reader.next()
                 if answer is not None:

@@ -182,7 +182,7 @@ class FrameReader:
 class Conn:
     """One client: its bounded input, its answer, its deadline."""
 
-    __slots__ = ("sock", "reader", "outbox", "deadline", "pending", "closed", "uid")
+    __slots__ = ("sock", "reader", "outbox", "deadline", "pending", "answered", "closed", "uid")
 
     def __init__(self, sock: socket.socket, uid: int, now: float) -> None:
         self.sock, self.uid = sock, uid
@@ -190,6 +190,7 @@ class Conn:
         self.outbox = b""
         self.deadline = now + IDLE_TIMEOUT_S
         self.pending = False  # the master answers later (reload --wait)
+        self.answered = False  # the answer is queued or sent: what comes in is discarded
         self.closed = False
 
 
@@ -249,8 +250,8 @@ class ControlServer:
         if not data:
             self._close(conn)  # the client went (a pending answer is dropped)
             return
-        if conn.pending or conn.outbox:
-            return  # one request per connection: what follows it is ignored
+        if conn.pending or conn.answered:
+            return  # one request per connection: what follows it is read and dropped
         conn.reader.feed(data)
         try:
             request = conn.reader.next()
@@ -265,16 +266,16 @@ class ControlServer:
             log.exception("control socket: the %r request failed", request.get("command"))
             answer = {"ok": False, "error": f"internal error: {exc}"}
         if answer is None:
-            if not conn.closed and not conn.outbox:
+            if not conn.closed and not conn.answered:
                 conn.pending, conn.deadline = True, float("inf")
         else:
             self.answer(conn, answer)
 
     def answer(self, conn: Conn, answer: Answer) -> None:
         """Send ``answer`` and close once it is out (or at the idle deadline)."""
-        if conn.closed:
+        if conn.closed or conn.answered:
             return
-        conn.pending = False
+        conn.pending, conn.answered = False, True
         conn.outbox = encode_frame(answer)
         conn.deadline = time.monotonic() + IDLE_TIMEOUT_S
         self._flush(conn)
@@ -289,7 +290,13 @@ class ControlServer:
             return
         conn.outbox = conn.outbox[sent:]
         if not conn.outbox:
-            self._close(conn)
+            # Half-close and wait for the client's EOF (bounded by the deadline):
+            # closing a unix socket with unread input resets it, and the client
+            # would lose the answer it has not read yet (a refused peer's).
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_WR)
+            self.selector.modify(conn.sock, selectors.EVENT_READ,
+                                 lambda m, c=conn: self._on_io(c, m))
         else:
             self.selector.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE,
                                  lambda m, c=conn: self._on_io(c, m))
