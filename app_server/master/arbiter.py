@@ -226,7 +226,7 @@ class Master:
             self.next_watch = now + WATCH_INTERVAL_S
             if self.watcher.changed() and not any(isinstance(o, Reload) for o in self.operations):
                 log.info("source files changed: reloading")
-                self.operations.append(Reload())
+                self._reload("--reload")
         if self.current is None and self.operations and self.stopping is None:
             self.current = self.operations.popleft()
             self._dispatch(act.Started())
