@@ -8,6 +8,7 @@ peer-uid check. Nothing sleeps to synchronise: each step polls with a deadline.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -32,6 +33,7 @@ from app_server.master.ctl_server import IDLE_TIMEOUT_S, MAX_FRAME, encode_frame
 from tests.system.harness import Master, clean_env, free_port, poll
 
 APP = '''\
+import asyncio
 import os
 from pathlib import Path
 
@@ -44,6 +46,12 @@ app = App("ctl")
 @app.get("/")
 async def index(request):
     return text(f"{VERSION} {os.getpid()}")
+
+
+@app.get("/slow")
+async def slow(request):
+    await asyncio.sleep(3)
+    return text(f"slow {os.getpid()}")
 
 
 @app.post("/upload")
@@ -195,11 +203,19 @@ def test_status_answers_while_a_worker_is_stopped(master: Any, tmp_path: Path) -
 def test_reload_wait_returns_after_the_old_workers_exited(master: Any, tmp_path: Path) -> None:
     m = start(master, tmp_path)
     old = m.workers()
-    (tmp_path / "version.txt").write_text("v1\n")
-    done = ctl("reload", "--wait", sock=tmp_path / "ctl.sock")
-    assert done.returncode == 0, done.stderr
-    assert "2 workers replaced" in done.stdout
-    assert not any(alive(pid) for pid in old)  # exited, not merely told to stop
+    # A request in flight keeps one old worker draining well after its
+    # successor is ready: the answer must wait for it.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(httpx.get, m.url + "/slow", timeout=30)
+        poll(lambda: sum(w["http_connections"] for w in status(tmp_path / "ctl.sock")["workers"])
+             >= 1, 10, "the slow request in flight")
+        (tmp_path / "version.txt").write_text("v1\n")
+        done = ctl("reload", "--wait", sock=tmp_path / "ctl.sock")
+        assert done.returncode == 0, done.stderr
+        assert "2 workers replaced" in done.stdout
+        assert not any(alive(pid) for pid in old)  # exited, not merely told to stop
+        answer = slow.result()
+    assert answer.status_code == 200 and int(answer.text.split()[1]) in old
     assert httpx.get(m.url + "/").text.startswith("v1 ")
     assert set(m.workers()).isdisjoint(old)
 
