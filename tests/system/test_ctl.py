@@ -241,7 +241,7 @@ def test_reload_without_wait_returns_at_once(master: Any, tmp_path: Path) -> Non
     m.wait_workers(lambda pids: len(pids) == 1 and pids != old)
 
 
-# -- scale, add, remove, drain, reopen-logs, stop ---------------------------------------------------
+# -- scale, add, remove, drain, reopen-logs, stop ----------------------------------------------
 
 
 def test_scale_add_remove_and_drain(master: Any, tmp_path: Path) -> None:
@@ -293,7 +293,7 @@ def test_stop(master: Any, tmp_path: Path, args: tuple[str, ...], line: str) -> 
     assert not sock.exists()  # removed on exit
 
 
-# -- the socket: its mode, who may use it, bad requests, idle clients ---------------------------------
+# -- the socket: its mode, who may use it, bad requests, idle clients -------------------------
 
 
 @contextlib.contextmanager
