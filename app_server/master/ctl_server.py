@@ -10,15 +10,16 @@ ends use (``encode_frame``, ``FrameReader``), ``ControlServer`` and
 every connection are registered on the master's selector with a callback,
 every socket is non-blocking and every buffer bounded, so a client that
 sends half a frame, never reads its answer or never closes cannot hold the
-loop: it is dropped at ``IDLE_TIMEOUT_S``. On accept the peer's uid is read
-with ``SO_PEERCRED`` (the kernel's record of who connected, not something
-the client claims): anyone but root and the master's own user gets one error
-answer and is closed. A request is one frame (4-byte big-endian length, then
-a JSON object of at most ``MAX_FRAME`` bytes): ``{"command": NAME, ...}``.
-The answer is one frame: ``{"ok": true, ...}`` or ``{"ok": false, "error":
-TEXT}``; a malformed or unknown request gets the latter, never an exception
-in the loop. The master's handler answers at once or later (``reload
---wait``): until then the connection has no deadline.
+loop: it is dropped at ``IDLE_TIMEOUT_S`` (at most ``MAX_CLIENTS`` at once).
+On accept the peer's uid is read with ``SO_PEERCRED`` (the kernel's record
+of who connected, not something the client claims): anyone but root and the
+master's own user gets one error answer and is closed. A request is one
+frame (4-byte big-endian length, then a JSON object of at most ``MAX_FRAME``
+bytes): ``{"command": NAME, ...}``. The answer is one frame: ``{"ok": true,
+...}`` or ``{"ok": false, "error": TEXT}``; a malformed or unknown request
+gets the latter, never an exception in the loop. The master's handler
+answers at once or later (``reload --wait``): until then the connection has
+no deadline.
 
 Rule: imports nothing from the package but ``master.model``.
 """
@@ -44,6 +45,7 @@ log = logging.getLogger("app_server.error")
 MAX_FRAME = 64 * 1024  # a request is a command and a few arguments; answers are bigger
 MAX_ANSWER = 16 * 1024 * 1024  # what the client accepts (a status of thousands of workers)
 IDLE_TIMEOUT_S = 5.0  # to send a whole request, and to read the whole answer
+MAX_CLIENTS = 64  # beyond, a new client is closed at once (the master's fds are bounded)
 SOCKET_NAME = "app-server.sock"
 _LENGTH = struct.Struct("!I")
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
@@ -221,6 +223,10 @@ class ControlServer:
                 return
             except OSError:
                 return  # e.g. EMFILE: try again at the next readiness
+            if len(self.conns) >= MAX_CLIENTS:
+                sock.close()
+                log.warning("control socket: %d clients already, one more refused", MAX_CLIENTS)
+                continue
             sock.setblocking(False)
             _, uid, _ = _PEERCRED.unpack(
                 sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))

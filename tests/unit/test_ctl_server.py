@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from app_server import control
+from app_server.control import Kind
 from app_server.ctl import render, socket_path
 from app_server.master.actions import ReloadEnded, Started, WorkerReady
 from app_server.master.ctl_server import (
@@ -57,6 +59,19 @@ def test_a_frame_that_is_not_a_json_object_is_an_error(body: bytes, error: str) 
     reader.feed(struct.pack("!I", len(body)) + body)
     with pytest.raises(FrameError, match=error):
         reader.next()
+
+
+# -- what status is made of ----------------------------------------------------------------------
+
+
+def test_a_heartbeat_carries_the_open_connections() -> None:
+    message = control.decode(control.encode_heartbeat(2**40 + 7, 12, 3))
+    assert message.kind is Kind.HEARTBEAT
+    assert control.heartbeat_of(message) == (2**40 + 7, 12, 3)
+    # A 16-byte one (a worker of the previous release during a reload) still decodes.
+    assert control.heartbeat_of(control.decode(control.encode(Kind.HEARTBEAT, 0, 9))) == (9, 0, 0)
+    with pytest.raises(control.ControlError):
+        control.decode(control.encode_heartbeat(1, 2, 3) + b"x")
 
 
 # -- where the socket is -----------------------------------------------------------------------
