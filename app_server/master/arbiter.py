@@ -13,9 +13,10 @@ TERM/INT: STOP(shutdown) to every worker, exit once they are gone; a second
 one or QUIT: STOP(immediate). USR1: reopen log files here and in the workers.
 HUP first asks ``reconfigure`` (the config file read again): an invalid file
 aborts that reload with one line; a changed ``workers`` count is applied by
-scaling around it. ``app-server ctl``'s requests (``master.ctl_server``) map
-to the same operations and signals; ``reload --wait`` is answered once the
-reload ended and every worker it retired has exited.
+scaling around it. ``app-server ctl``'s requests (the socket is
+``master.ctl_server``'s, what they do ``master.commands``') map to the same
+operations and signals; ``reload --wait`` is answered once the reload ended
+and every worker it retired has exited.
 
 Rule: never imports the framework, the protocols or the worker runtime (the
 code a child runs is handed in as ``spawn_target``), nor a metrics
@@ -25,14 +26,12 @@ implementation (``cli`` passes a ``metrics.sink.MasterMetrics``).
 from __future__ import annotations
 
 import logging
-import os
 import selectors
 import signal
 import socket
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 from app_server import control
 from app_server.control import Kind, RecycleReason, StopReason
@@ -40,8 +39,9 @@ from app_server.logs import ERROR_LOGGER, reopen_log_files
 from app_server.master import actions as act
 from app_server.master import policies, process
 from app_server.master.children import Children, SpawnTarget
+from app_server.master.commands import Commands
 from app_server.master.cover import Cover
-from app_server.master.ctl_server import Conn, ControlServer, ReloadWaits, worker_status
+from app_server.master.ctl_server import ControlServer, ReloadWaits
 from app_server.master.model import Listeners, Worker
 from app_server.master.operations import Operation, Recycle, Reload, ScaleDown, ScaleUp
 from app_server.master.scrape import Scrape
@@ -99,7 +99,8 @@ class Master:
             self.scrape = Scrape(self.children, lambda: self.stopping is not None, self.metrics,
                                  self.metrics_listener, self.selector)
         if self.control_listener is not None:
-            self.ctl = ControlServer(*self.control_listener, self.selector, self._on_command)
+            self.ctl = ControlServer(*self.control_listener, self.selector,
+                                     Commands(self).handle)
             self.waits = ReloadWaits(self.ctl.answer)
         try:
             for index in range(self.settings.workers):
@@ -138,23 +139,26 @@ class Master:
     def _on_signal(self, sig: int) -> None:
         if sig == signal.SIGQUIT:
             log.info("QUIT: immediate shutdown")
-            self._shutdown(StopReason.IMMEDIATE)
+            self.shutdown(StopReason.IMMEDIATE)
         elif sig in (signal.SIGTERM, signal.SIGINT):
             name, again = signal.Signals(sig).name, self.stopping is not None
             if again:
                 log.warning("%s again: stopping now", name)
             else:
                 log.info("%s: graceful shutdown", name)
-            self._shutdown(StopReason.IMMEDIATE if again else StopReason.SHUTDOWN)
+            self.shutdown(StopReason.IMMEDIATE if again else StopReason.SHUTDOWN)
         elif self.stopping is not None or sig == signal.SIGCHLD:
             return  # SIGCHLD: children are reaped in every step
         elif sig == signal.SIGHUP:
-            self._reload("HUP")
+            self.reload("HUP")
         elif sig in _OPERATIONS:
             self.operations.append(_OPERATIONS[sig]())
         elif sig == signal.SIGUSR1:
-            reopen_log_files()
-            self.children.kill_all(signal.SIGUSR1)
+            self.reopen_logs()
+
+    def reopen_logs(self) -> None:
+        reopen_log_files()
+        self.children.kill_all(signal.SIGUSR1)
 
     # -- what the workers do --------------------------------------------------------------
 
@@ -193,7 +197,7 @@ class Master:
             if policies.gives_up(self.first_ready, code):
                 log.error("the application failed to boot: stopping (exit %d)", code)
                 self.exit_code = code
-                self._shutdown(StopReason.IMMEDIATE)
+                self.shutdown(StopReason.IMMEDIATE)
             else:
                 self.children.schedule_respawn(worker)
         if self.scrape is not None:
@@ -226,7 +230,7 @@ class Master:
             self.next_watch = now + WATCH_INTERVAL_S
             if self.watcher.changed() and not any(isinstance(o, Reload) for o in self.operations):
                 log.info("source files changed: reloading")
-                self._reload("--reload")
+                self.reload("--reload")
         if self.current is None and self.operations and self.stopping is None:
             self.current = self.operations.popleft()
             self._dispatch(act.Started())
@@ -299,7 +303,7 @@ class Master:
 
     # -- reload, and the control socket ------------------------------------------------------
 
-    def _reload(self, why: str) -> Reload | str:
+    def reload(self, why: str) -> Reload | str:
         """HUP or ``ctl reload``: the config file again, then a rolling reload.
 
         Returns the queued reload, or the reason it was not (an invalid config).
@@ -311,7 +315,7 @@ class Master:
                 log.error("%s: reload aborted: %s; the running workers and settings "
                           "keep serving", why, settings)
                 return settings
-            scale = settings.workers - self._desired()
+            scale = settings.workers - self.desired()
             self._apply(settings)
         log.info("%s: rolling reload of %d workers", why, len(self.slots))
         # Fewer workers: retire first (fewer to reload); more: after, so the
@@ -328,7 +332,7 @@ class Master:
         self.children.deadlines = policies.Deadlines(
             settings.timeout_s, control.late_after(settings.timeout_s))
 
-    def _desired(self) -> int:
+    def desired(self) -> int:
         """The worker count once the queued operations are done."""
         count = len([s for s in self.slots if not s.retiring])
         for op in ([self.current] if self.current is not None else []) + list(self.operations):
@@ -338,79 +342,9 @@ class Master:
                 count -= 1
         return count
 
-    def _on_command(self, request: dict[str, Any], conn: Conn) -> dict[str, Any] | None:
-        command = request.get("command")
-        if command == "status":
-            return {"ok": True, **self.status()}
-        if self.stopping is not None and command != "stop":
-            return {"ok": False, "error": "the server is stopping"}
-        if command == "reload":
-            reload = self._reload("ctl reload")
-            if isinstance(reload, str):
-                return {"ok": False, "error": f"reload aborted: {reload}"}
-            if request.get("wait") is True and self.waits is not None:
-                self.waits.wait(reload, conn)
-                return None
-            return {"ok": True, "queued": True}
-        if command == "scale":
-            target = request.get("workers")
-            if not isinstance(target, int) or isinstance(target, bool) or target < 1:
-                return {"ok": False, "error": "scale: the worker count must be an integer >= 1"}
-            change = target - self._desired()
-            op: type[Operation] = ScaleUp if change > 0 else ScaleDown
-            self.operations.extend(op() for _ in range(abs(change)))
-            log.info("ctl scale: %d workers (%+d)", target, change)
-            return {"ok": True, "workers": target}
-        if command in ("add", "remove"):
-            self.operations.append(ScaleUp() if command == "add" else ScaleDown())
-            return {"ok": True, "workers": self._desired()}
-        if command == "drain":
-            return self._drain(request.get("slot"))
-        if command == "reopen-logs":
-            self._on_signal(signal.SIGUSR1)
-            return {"ok": True}
-        if command == "stop":
-            now = request.get("now") is True
-            log.info("ctl stop%s: %s shutdown", " --now" if now else "",
-                     "immediate" if now else "graceful")
-            answer = {"ok": True}
-            self.ctl.answer(conn, answer)  # type: ignore[union-attr]  # before the workers go
-            self._shutdown(StopReason.IMMEDIATE if now else StopReason.SHUTDOWN)
-            return None
-        return {"ok": False, "error": f"unknown command {command!r}" if isinstance(
-            command, str) else "a request needs a \"command\" string"}
-
-    def _drain(self, index: object) -> dict[str, Any]:
-        slot = next((s for s in self.slots if s.index == index), None) \
-            if isinstance(index, int) and not isinstance(index, bool) else None
-        if slot is None:
-            return {"ok": False, "error": f"drain: no slot {index!r} (slots: "
-                                          f"{', '.join(str(s.index) for s in self.slots)})"}
-        worker = slot.worker
-        if worker is None or not self.children.mark_recycling(worker, RecycleReason.DRAIN, False):
-            return {"ok": False, "error": f"drain: slot {slot.index} has no ready worker "
-                                          "that is not already being replaced"}
-        self.operations.append(Recycle(worker))
-        return {"ok": True, "pid": worker.pid, "slot": slot.index}
-
-    def status(self) -> dict[str, Any]:
-        """``ctl status``: from the records and the last heartbeats, never asking a worker."""
-        now = time.monotonic()
-        state = "stopping" if self.stopping is not None else \
-            "ready" if self.first_ready else "starting"
-        workers = sorted(self.workers.values(), key=lambda w: (w.slot.index, w.started))
-        return {
-            "master": {"pid": os.getpid(), "state": state, "workers": self._desired(),
-                       "uptime_s": round(now - self.started, 3),
-                       "operation": type(self.current).__name__.lower()
-                       if self.current is not None else None,
-                       "queued": len(self.operations)},
-            "workers": [worker_status(w, now) for w in workers],
-        }
-
     # -- stopping -----------------------------------------------------------------------
 
-    def _shutdown(self, reason: StopReason) -> None:
+    def shutdown(self, reason: StopReason) -> None:
         if self.waits is not None:
             self.waits.abandon("the server is stopping")
         if self.stopping is None:

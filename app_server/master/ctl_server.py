@@ -3,8 +3,8 @@
 Owns: ``bind_control_socket`` (a unix socket created with mode 0600, a stale
 file of a dead master replaced, a live one never), ``default_path`` (where
 the socket goes when ``--control-socket`` is not given), the framing both
-ends use (``encode_frame``, ``FrameReader``), ``ControlServer`` and
-``ReloadWaits``.
+ends use (``encode_frame``, ``FrameReader``), ``ControlServer``,
+``worker_status`` (one worker's row of ``ctl status``) and ``ReloadWaits``.
 
 ``ControlServer`` is one component of the master's loop: its listener and
 every connection are registered on the master's selector with a callback,
