@@ -3,17 +3,21 @@
 Owns: the client's command line, finding the socket, one request and its
 answer (``request``), and printing it (an aligned table, or ``--json``).
 
-The socket is found as the master placed it: ``--socket PATH``, else
-``APP_SERVER_CONTROL_SOCKET``, else ``$RUNTIME_DIRECTORY/app-server.sock``
-(systemd's ``RuntimeDirectory=``, also set for ``ExecReload=``), else beside
-the pid file given by ``--pid FILE`` or ``APP_SERVER_PID``
-(``/run/x.pid`` -> ``/run/x.ctl``).
+The socket is found as the master placed it, with the same precedence
+(command line, environment, config file): ``--socket PATH``, else
+``APP_SERVER_CONTROL_SOCKET``, else ``control_socket`` in the config file
+(``--config FILE`` or ``APP_SERVER_CONFIG``), else
+``$RUNTIME_DIRECTORY/app-server.sock`` (systemd's ``RuntimeDirectory=``, also
+set for ``ExecReload=``), else beside the pid file (``--pid FILE``,
+``APP_SERVER_PID`` or ``pid`` in the config file; ``/run/x.pid`` ->
+``/run/x.ctl``).
 
 Exit codes: 0 done; 1 the master answered with an error (a reload that
 aborted, an unknown slot); 2 a usage error, or no master to talk to.
 
 Rule: imports nothing from the package but ``master.ctl_server`` (its
-framing and default path); never the framework or the workers.
+framing and default path) and ``settings.sources`` (the config file);
+never the framework or the workers.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from app_server.master.ctl_server import (
@@ -34,6 +38,8 @@ from app_server.master.ctl_server import (
     default_path,
     encode_frame,
 )
+from app_server.settings.schema import SettingsError
+from app_server.settings.sources import Sourced, read_config_file
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 CONNECT_TIMEOUT_S = 5.0
@@ -61,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="the master's control socket")
     common.add_argument("--pid", metavar="FILE", default=argparse.SUPPRESS,
                         help="the master's pid file: the socket is beside it")
+    common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="the master's config file (its control_socket or pid)")
     parser = _Parser(prog="app-server ctl", parents=[common],
                      description="Control a running app-server master.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
@@ -83,13 +91,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def socket_path(given: str | None, pid: str | None, environ: os._Environ[str] | dict[str, str]
-                ) -> str | None:
-    if given:
-        return given
-    if environ.get("APP_SERVER_CONTROL_SOCKET") not in (None, "", "off"):
-        return environ["APP_SERVER_CONTROL_SOCKET"]
-    return default_path(environ, pid or environ.get("APP_SERVER_PID") or None)
+def socket_path(given: str | None, pid: str | None, environ: Mapping[str, str],
+                config: str | None = None) -> str | None:
+    """Where the master put its socket (see the module's docstring).
+
+    Raises ``SettingsError`` for a config file that cannot be read.
+    """
+    config = config or environ.get("APP_SERVER_CONFIG") or None
+    file = read_config_file(Sourced(config, "--config")) if config else {}
+
+    def pick(flag: str | None, env: str, key: str) -> str | None:
+        for value in (flag, environ.get(env), file[key].value if key in file else None):
+            if isinstance(value, str) and value:
+                return value
+        return None
+
+    explicit = pick(given, "APP_SERVER_CONTROL_SOCKET", "control_socket")
+    if explicit is not None:
+        return None if explicit == "off" else explicit
+    return default_path(environ, pick(pid, "APP_SERVER_PID", "pid"))
 
 
 def request(path: str, message: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -124,10 +144,16 @@ def request(path: str, message: dict[str, Any], timeout: float) -> dict[str, Any
 
 def main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(list(argv))
-    path = socket_path(getattr(args, "socket", None), getattr(args, "pid", None), os.environ)
+    try:
+        path = socket_path(getattr(args, "socket", None), getattr(args, "pid", None), os.environ,
+                           getattr(args, "config", None))
+    except SettingsError as exc:
+        print(f"app-server ctl: {str(exc).removeprefix('app-server: ')}", file=sys.stderr)
+        return EXIT_USAGE
     if path is None:
-        print("app-server ctl: no control socket: give --socket PATH (or --pid FILE, or set "
-              "APP_SERVER_CONTROL_SOCKET or RUNTIME_DIRECTORY)", file=sys.stderr)
+        print("app-server ctl: no control socket: give --socket PATH (or --config FILE, "
+              "--pid FILE, or set APP_SERVER_CONTROL_SOCKET or RUNTIME_DIRECTORY)",
+              file=sys.stderr)
         return EXIT_USAGE
     message: dict[str, Any] = {"command": args.command}
     timeout = CONNECT_TIMEOUT_S * 2

@@ -410,6 +410,15 @@ def test_default_socket_beside_the_pid_file(master: Any, tmp_path: Path) -> None
     assert done.returncode == 0 and json.loads(done.stdout)["master"]["pid"] == m.pid
 
 
+def test_the_client_finds_the_socket_in_the_masters_config_file(
+        master: Any, tmp_path: Path) -> None:
+    config = with_config(tmp_path, f'control_socket = "{tmp_path / "from-file.sock"}"\n')
+    m = start(master, tmp_path, workers=1, extra=config, socket_arg=False)
+    done = ctl(*config, "status", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["master"]["pid"] == m.pid
+
+
 def test_an_explicit_socket_that_cannot_be_created_stops_the_start(
         master: Any, tmp_path: Path) -> None:
     m = master([*BASE, "--control-socket", "/nonexistent-dir/ctl.sock"], files={"app.py": APP},

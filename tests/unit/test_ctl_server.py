@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -94,6 +95,23 @@ def test_the_client_finds_the_socket_where_the_master_put_it() -> None:
     assert socket_path(None, None, {"APP_SERVER_PID": "/run/z.pid"}) == "/run/z.ctl"
     assert socket_path(None, "/run/w.pid", {}) == "/run/w.ctl"
     assert socket_path(None, None, {}) is None
+
+
+def test_the_client_reads_the_masters_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "app-server.toml"
+    config.write_text('pid = "/run/p.pid"\nworkers = 4\n')
+    assert socket_path(None, None, {}, str(config)) == "/run/p.ctl"
+    assert socket_path(None, None, {"APP_SERVER_CONFIG": str(config)}) == "/run/p.ctl"
+    assert socket_path(None, "/run/q.pid", {}, str(config)) == "/run/q.ctl"  # flag first
+    # Under systemd, RUNTIME_DIRECTORY comes before the pid file, as in the master.
+    assert socket_path(None, None, {"RUNTIME_DIRECTORY": "/run/s"}, str(config)) == \
+        "/run/s/app-server.sock"
+    config.write_text('control_socket = "/srv/c.sock"\n')
+    assert socket_path(None, None, {"RUNTIME_DIRECTORY": "/run/s"}, str(config)) == "/srv/c.sock"
+    assert socket_path(None, None, {"APP_SERVER_CONTROL_SOCKET": "/e.sock"}, str(config)) == \
+        "/e.sock"
+    config.write_text('control_socket = "off"\n')
+    assert socket_path(None, None, {}, str(config)) is None
 
 
 # -- reload --wait -------------------------------------------------------------------------------
