@@ -314,6 +314,12 @@ class Master:
             if isinstance(settings, str):
                 log.error("%s: reload aborted: %s; the running workers and settings "
                           "keep serving", why, settings)
+                # A failed reload for the metrics (and alerts), and for systemd's
+                # notify-reload, which waits for RELOADING=1 ... READY=1 after HUP.
+                self.metrics.reloaded(False)
+                if self.notifier is not None:
+                    self.notifier.reloading()
+                    self.notifier.ready("reload failed: " + settings)
                 return settings
             scale = settings.workers - self.desired()
             self._apply(settings)

@@ -504,6 +504,9 @@ def test_an_invalid_config_aborts_the_reload(master: Any, tmp_path: Path) -> Non
     m.wait_log("HUP: reload aborted")
     assert sorted(m.workers()) == old
     assert upload(m, 500) == 200  # the old settings keep serving
+    # Counted as failed reloads (what the alert on failed reloads watches).
+    metrics = httpx.get(m.metrics_url + "/metrics").text
+    assert 'app_server_reloads_total{result="failed"} 2.0' in metrics
 
 
 def test_a_changed_restart_only_setting_is_named_and_kept(master: Any, tmp_path: Path) -> None:
