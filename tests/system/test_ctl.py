@@ -31,6 +31,7 @@ from websockets.sync.client import connect as ws_connect
 
 from app_server.master.ctl_server import IDLE_TIMEOUT_S, MAX_FRAME, encode_frame
 from tests.system.harness import Master, clean_env, free_port, poll
+from tests.system.test_systemd_master import NotifyListener
 
 APP = '''\
 import asyncio
@@ -519,3 +520,23 @@ def test_a_changed_restart_only_setting_is_named_and_kept(master: Any, tmp_path:
     assert len(lines) == 1 and "metrics_bind" in lines[0]
     assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
     assert upload(m, 500) == 413  # what can change did
+
+
+def test_an_invalid_config_still_answers_systemds_reload(master: Any, tmp_path: Path) -> None:
+    """Under Type=notify-reload systemd waits for RELOADING=1 then READY=1 after
+    its HUP: an aborted reload must send both (READY with the reason)."""
+    listener = NotifyListener(tmp_path / "notify.sock")
+    try:
+        env = clean_env(PYTHONDONTWRITEBYTECODE="1", NOTIFY_SOCKET=str(listener.path))
+        m = start(master, tmp_path, workers=1, env=env,
+                  extra=with_config(tmp_path, "request_max_size = 1000\n"))
+        listener.start(m, "all 1 workers ready")
+        listener.wait("READY")
+        with_config(tmp_path, "request_max_size = -1\n")
+        m.signal(1)  # SIGHUP
+        listener.wait("RELOADING")
+        ready = listener.wait("READY", count=2)[1]
+        assert ready.fields["STATUS"].startswith("reload failed: invalid value -1 for "
+                                                 "request_max_size")
+    finally:
+        listener.close()
