@@ -6,14 +6,15 @@ with a callback such as the metrics endpoint) until the next deadline, then
 drains signals, reaps children and ticks. The records and what is done to
 them are ``master.children``'s. The decisions are pure: the operations
 (``master.operations``: reload on HUP or changed sources, recycle, TTIN,
-TTOU, and the same asked through the control socket) are fed events and return actions that
-``_carry_out`` executes; ``master.policies`` decides backoff, lateness, hung
-workers, recycling, the watchdog and the cover of slots that cannot accept.
-TERM/INT: STOP(shutdown) to every worker, exit once they are gone; a second
-one or QUIT: STOP(immediate). USR1: reopen log files here and in the workers.
-HUP first asks ``reconfigure`` (the config file read again): an invalid file
-aborts that reload with one line; a changed ``workers`` count is applied by
-scaling around it. ``app-server ctl``'s requests (the socket is
+TTOU, and the same asked through the control socket; one at a time, in
+order) are fed events and return actions that ``_carry_out`` executes;
+``master.policies`` decides backoff, lateness, hung workers, recycling, the
+watchdog and the cover of slots that cannot accept. TERM/INT: STOP(shutdown)
+to every worker, exit once they are gone; a second one or QUIT:
+STOP(immediate). USR1: reopen log files here and in the workers. HUP first
+asks ``reconfigure`` (the config file read again): an invalid file aborts
+that reload with one line; a changed ``workers`` count is applied by scaling
+around it. ``app-server ctl``'s requests (the socket is
 ``master.ctl_server``'s, what they do ``master.commands``') map to the same
 operations and signals; ``reload --wait`` is answered once the reload ended
 and every worker it retired has exited.
