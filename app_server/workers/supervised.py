@@ -99,6 +99,9 @@ class Link:
         # Heartbeats are frequent (a blocked loop must be noticed within a
         # second); snapshots keep their own, slower pace.
         self.stats_every_beats = max(1, round(STATS_EVERY_S / self.heartbeat_s))
+        # Open HTTP and WebSocket connections, as the heartbeats report them (ctl status).
+        self.count_every_beats = max(1, round(1.0 / self.heartbeat_s))
+        self.open_connections = (0, 0)
         self.server: Any = None  # the WorkerServer, once serving
         self.adoptions: set[asyncio.Task[bool]] = set()
 
@@ -145,9 +148,11 @@ class Link:
         if os.getppid() != self.master_pid:
             self.stop.request(StopReason.SHUTDOWN)  # the master is gone: drain and go
             return
-        http, websockets = _open_connections(state)
+        if self.beats % self.count_every_beats == 0:
+            # A walk over every connection: once a second, not at every beat.
+            self.open_connections = _open_connections(state)
         try:
-            self.channel.send(control.encode_heartbeat(served, http, websockets))
+            self.channel.send(control.encode_heartbeat(served, *self.open_connections))
         except (BlockingIOError, InterruptedError):
             pass  # the master is behind; the next heartbeat will do
         except OSError:
