@@ -39,7 +39,7 @@ from app_server.master.listeners import (
     remove_socket_file,
 )
 from app_server.metrics.sink import MasterMetrics, NullMasterMetrics
-from app_server.settings.model import BindKind, BindSpec, Settings
+from app_server.settings.model import BindKind, BindSpec, Settings, SupervisorSettings
 from app_server.settings.resolve import (
     SettingsError,
     app_config_of,
@@ -48,7 +48,7 @@ from app_server.settings.resolve import (
     read_option_layers,
     resolve,
 )
-from app_server.settings.sources import Layers
+from app_server.settings.sources import Layers, reread_file
 
 if TYPE_CHECKING:
     from app_server.master.model import Listeners
@@ -62,8 +62,13 @@ log = logging.getLogger(ERROR_LOGGER)
 
 def main(argv: list[str] | None = None) -> int:
     """``app-server [OPTIONS] MODULE:ATTRIBUTE``; returns the exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["ctl"]:
+        from app_server.ctl import main as ctl_main  # the client: no master, no workers
+
+        return ctl_main(args[1:])
     try:
-        layers = read_layers(sys.argv[1:] if argv is None else argv)
+        layers = read_layers(args)
     except SettingsError as exc:
         return _fail(str(exc), EXIT_USAGE)
     if layers.show_help:
@@ -84,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             worker_settings = resolve(layers, app_config_of(app))
         except (SettingsError, _AppNotLoaded) as exc:
             return _fail(str(exc), EXIT_USAGE)
-        return _serve(settings, _preloaded(app, worker_settings), worker_settings)
+        live = _Live(layers, settings, worker_settings, app)
+        return _serve(live, _preloaded(live))
     # Without --preload the master never imports the application: a forked
     # probe imports it once, so that a typo or a broken import is exit code 2
     # and one line before anything is bound, and reports the settings the
@@ -92,17 +98,20 @@ def main(argv: list[str] | None = None) -> int:
     probe = _probe_app(layers)
     if isinstance(probe, str):
         return _fail(probe, EXIT_USAGE)
-    return _serve(settings, _importer(layers), probe)
+    live = _Live(layers, settings, probe)
+    return _serve(live, _importer(live))
 
 
 def run_app(app: object, **options: object) -> int:
     """``App.run(**options)``: the options stand in for the command line; the
     application is already imported, so this is ``--preload``."""
     try:
-        settings = resolve(read_option_layers(options), app_config_of(app))
+        layers = read_option_layers(options)
+        settings = resolve(layers, app_config_of(app))
     except SettingsError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    return _serve(settings, _preloaded(app, settings), settings)
+    live = _Live(layers, settings, settings, app)
+    return _serve(live, _preloaded(live))
 
 
 class _AppNotLoaded(Exception):
@@ -110,6 +119,49 @@ class _AppNotLoaded(Exception):
 
 
 Boot = Callable[[], tuple[object, Settings]]
+
+# What a HUP cannot change in a running master: its sockets, its files, how it
+# imports. Named in one log line when the config file changed them.
+RESTART_ONLY = ("bind", "host", "port", "reuse_port", "backlog", "metrics_bind",
+                "control_socket", "pid", "preload", "reload", "app_dir", "log_level",
+                "log_format", "log_file", "access_log_file", "channels")
+
+
+@dataclasses.dataclass
+class _Live:
+    """The settings in force, and the layers they came from; HUP replaces them."""
+
+    layers: Layers
+    settings: Settings  # the master's (without app.config)
+    worker_settings: Settings  # with app.config (what the probe or --preload saw)
+    app: object = None  # --preload: the imported application
+
+    def reconfigure(self) -> SupervisorSettings | str:
+        """Read the config file again; the new supervisor settings, or why not (one line).
+
+        The command line and the environment keep their precedence (they
+        cannot have changed). Restart-only settings keep their old value.
+        """
+        try:
+            layers = reread_file(self.layers)
+            settings = resolve(layers)
+            changed = [name for name in RESTART_ONLY
+                       if settings.values.get(name) != self.settings.values.get(name)]
+            if changed:
+                log.warning("config file: %s changed but need%s a restart; the old value%s "
+                            "kept", ", ".join(changed), "s" if len(changed) == 1 else "",
+                            " is" if len(changed) == 1 else "s are")
+                old_file = self.layers.file
+                file = {k: v for k, v in layers.file.items() if k not in RESTART_ONLY}
+                file.update({k: old_file[k] for k in RESTART_ONLY if k in old_file})
+                layers = dataclasses.replace(layers, file=file)
+                settings = resolve(layers)
+            worker_settings = resolve(layers, app_config_of(self.app)) \
+                if self.app is not None else settings
+        except SettingsError as exc:
+            return str(exc).removeprefix("app-server: ")
+        self.layers, self.settings, self.worker_settings = layers, settings, worker_settings
+        return settings.supervisor
 
 
 def _load_app(spec: str, app_dir: str) -> object:
@@ -123,8 +175,8 @@ def _load_app(spec: str, app_dir: str) -> object:
         raise _AppNotLoaded(f"app-server: {exc}") from exc
 
 
-def _preloaded(app: object, settings: Settings) -> Boot:
-    return lambda: (app, settings)
+def _preloaded(live: _Live) -> Boot:
+    return lambda: (live.app, live.worker_settings)
 
 
 def _import_and_resolve(layers: Layers) -> tuple[object, Settings]:
@@ -137,14 +189,15 @@ def _import_and_resolve(layers: Layers) -> tuple[object, Settings]:
     return app, resolve(layers, app_config_of(app))
 
 
-def _importer(layers: Layers) -> Boot:
-    """What a worker runs after the fork: import the app, resolve with its app.config."""
+def _importer(live: _Live) -> Boot:
+    """What a worker runs after the fork: import the app, resolve with its app.config
+    (the layers in force when it was forked: a HUP's re-read config file included)."""
 
     def boot() -> tuple[object, Settings]:
         from app_server.workers.supervised import BootError
 
         try:
-            return _import_and_resolve(layers)
+            return _import_and_resolve(live.layers)
         except (SettingsError, _AppNotLoaded) as exc:
             raise BootError(str(exc)) from exc
 
@@ -185,11 +238,13 @@ def _exit_text(code: int) -> str:
     return f"signal {-code}" if code < 0 else f"exit code {code}"
 
 
-def _serve(settings: Settings, boot: Boot, worker_settings: Settings) -> int:
+def _serve(live: _Live, boot: Boot) -> int:
     from app_server.master import systemd
     from app_server.master.arbiter import Master
+    from app_server.master.ctl_server import ControlSocketError
     from app_server.master.pidfile import remove_pid_file, write_pid_file
 
+    settings, worker_settings = live.settings, live.worker_settings
     try:
         configure_logging(settings.log.level, settings.log.format, settings.log.file,
                           settings.log.access_file)
@@ -213,10 +268,19 @@ def _serve(settings: Settings, boot: Boot, worker_settings: Settings) -> int:
         except ListenerError as exc:
             return _fail(f"app-server: {exc} (--metrics-bind)", EXIT_LISTEN_FAILED)
     try:
+        control_listener = _control_socket(settings.supervisor)
+    except ControlSocketError as exc:
+        if metrics_listener is not None:
+            metrics_listener.close()
+        return _fail(f"app-server: {exc} (--control-socket)", EXIT_USAGE)
+    try:
         listeners = _listeners(settings, [sock for sock, _ in activated])
     except ListenerError as exc:
         if metrics_listener is not None:
             metrics_listener.close()
+        if control_listener is not None:
+            control_listener[0].close()
+            remove_socket_file(control_listener[1])
         return _fail(f"app-server: {exc}", EXIT_LISTEN_FAILED)
     notifier = systemd.Notifier.from_environ(os.environ)
     watchdog_s = systemd.watchdog_interval(os.environ)
@@ -225,7 +289,7 @@ def _serve(settings: Settings, boot: Boot, worker_settings: Settings) -> int:
               max_requests: int) -> int:
         from app_server.workers.supervised import WorkerStart, run_supervised
 
-        heartbeat_s = heartbeat_interval(supervisor.timeout_s)
+        heartbeat_s = heartbeat_interval(live.settings.supervisor.timeout_s)
         return run_supervised(
             WorkerStart(slot, sockets, channel, heartbeat_s, max_requests), boot
         )
@@ -236,6 +300,7 @@ def _serve(settings: Settings, boot: Boot, worker_settings: Settings) -> int:
         watch_dir=settings.app_dir if supervisor.reload else None,
         metrics_listener=metrics_listener,
         metrics=_master_metrics(metrics_listener, supervisor.max_memory_mb),
+        control_listener=control_listener, reconfigure=live.reconfigure,
     )
     if supervisor.pid_file:
         write_pid_file(supervisor.pid_file)
@@ -284,6 +349,30 @@ def _listeners(settings: Settings, activated: list[socket.socket]) -> Listeners:
         for bind, sock in zip(tcp, first, strict=True)
     )
     return Listeners(shared=shared, per_slot_binds=actual, first_slot=first, backlog=backlog)
+
+
+def _control_socket(supervisor: SupervisorSettings) -> tuple[socket.socket, str] | None:
+    """The control socket: an explicit path must work (``ControlSocketError``); the
+    default location is a convenience, so a failure there is a warning."""
+    from app_server.master.ctl_server import (
+        ControlSocketError,
+        bind_control_socket,
+        default_path,
+    )
+
+    explicit = supervisor.control_socket
+    if explicit == "off":
+        return None
+    if explicit is not None:
+        return bind_control_socket(explicit), explicit
+    path = default_path(os.environ, supervisor.pid_file)
+    if path is None:
+        return None
+    try:
+        return bind_control_socket(path), path
+    except ControlSocketError as exc:
+        log.warning("%s; app-server ctl is unavailable (set --control-socket)", exc)
+        return None
 
 
 def _bind_metrics(address: str) -> socket.socket:

@@ -21,19 +21,23 @@ from app_server.control.messages import (
     MAX_PACKET,
     SIZE,
     ControlError,
+    Heartbeat,
     Kind,
     Message,
     RecycleReason,
     StopReason,
     decode,
     encode,
+    encode_heartbeat,
     encode_stats,
     heartbeat_interval,
+    heartbeat_of,
     late_after,
 )
 
 __all__ = [
-    "MAX_FDS", "MAX_PACKET", "SIZE", "ControlError", "Kind", "Message", "RecycleReason",
-    "StopReason", "channel_pair", "close_fds", "decode", "encode", "encode_stats",
-    "heartbeat_interval", "late_after", "read_ready", "receive", "send_adopt",
+    "MAX_FDS", "MAX_PACKET", "SIZE", "ControlError", "Heartbeat", "Kind", "Message",
+    "RecycleReason", "StopReason", "channel_pair", "close_fds", "decode", "encode",
+    "encode_heartbeat", "encode_stats", "heartbeat_interval", "heartbeat_of", "late_after",
+    "read_ready", "receive", "send_adopt",
 ]

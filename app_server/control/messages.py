@@ -11,7 +11,9 @@ order, and when either process dies the other end reads EOF at once, so the
 master sees a dead worker and a worker sees a dead master without polling.
 Every message is the same 16 bytes: kind, a reason code and one unsigned
 value. Worker to master: READY, HEARTBEAT (value: requests and WebSocket
-connections served so far), RECYCLE (reason: a limit the worker reached).
+connections served so far; 8 more bytes: the HTTP and WebSocket
+connections open now, which ``ctl status`` shows without asking the
+worker), RECYCLE (reason: a limit the worker reached).
 Master to worker: STOP (reason: why, which decides the WebSocket close code
 and whether to drain at all). For metrics, the master sends COLLECT with a
 round number (code 1-255) and the worker answers STATS with the same code
@@ -63,6 +65,7 @@ class RecycleReason(IntEnum):
     MAX_REQUESTS = 1
     MAX_LIFETIME = 2
     MAX_MEMORY = 3
+    DRAIN = 4  # asked by an operator (``ctl drain SLOT``)
 
 
 class Message(NamedTuple):
@@ -70,6 +73,14 @@ class Message(NamedTuple):
     code: int = 0
     value: int = 0
     payload: bytes = b""
+
+
+class Heartbeat(NamedTuple):
+    """What a HEARTBEAT says besides being alive."""
+
+    requests: int
+    http_connections: int
+    websockets: int
 
 
 class ControlError(Exception):
@@ -80,6 +91,7 @@ _PACKET = struct.Struct("!BBxxxxxxQ")
 SIZE = _PACKET.size
 MAX_PACKET = 4 * 1024 * 1024
 _KINDS = {int(kind): kind for kind in Kind}
+_OPEN = struct.Struct("!II")  # a HEARTBEAT's trailer: HTTP and WebSocket connections open
 
 
 def encode(kind: Kind, code: int = 0, value: int = 0) -> bytes:
@@ -89,6 +101,18 @@ def encode(kind: Kind, code: int = 0, value: int = 0) -> bytes:
 def encode_stats(payload: bytes, answer: int = 0) -> bytes:
     """``answer``: the COLLECT it answers (its code), 0 when sent unasked."""
     return _PACKET.pack(Kind.STATS, answer, len(payload)) + payload
+
+
+def encode_heartbeat(requests: int, http_connections: int, websockets: int) -> bytes:
+    return _PACKET.pack(Kind.HEARTBEAT, 0, requests) + _OPEN.pack(
+        min(http_connections, 0xFFFFFFFF), min(websockets, 0xFFFFFFFF))
+
+
+def heartbeat_of(message: Message) -> Heartbeat:
+    """A decoded HEARTBEAT's counts (an old 16-byte one: no open connections known)."""
+    if len(message.payload) == _OPEN.size:
+        return Heartbeat(message.value, *_OPEN.unpack(message.payload))
+    return Heartbeat(message.value, 0, 0)
 
 
 def decode(packet: bytes) -> Message:
@@ -101,6 +125,8 @@ def decode(packet: bytes) -> Message:
         if len(packet) != SIZE + value:
             raise ControlError(f"stats packet of {len(packet)} bytes, announced {SIZE + value}")
         return Message(Kind.STATS, code, value, packet[SIZE:])
+    if kind == Kind.HEARTBEAT and len(packet) == SIZE + _OPEN.size:
+        return Message(Kind.HEARTBEAT, code, value, packet[SIZE:])
     if len(packet) != SIZE:
         raise ControlError(f"control packet of {len(packet)} bytes, expected {SIZE}")
     return Message(_KINDS[kind], code, value)

@@ -118,6 +118,9 @@ class ReloadEnded:
     replaced: int
     took_s: float
     failure: str | None  # None: every slot got its new worker
+    # The old workers this reload told to stop: ``ctl reload --wait`` answers
+    # once every one of them has exited, not merely when the last new one is ready.
+    retired: tuple[Worker, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ RECYCLE_LABELS = {
     RecycleReason.MAX_REQUESTS: "max_requests",
     RecycleReason.MAX_LIFETIME: "max_lifetime",
     RecycleReason.MAX_MEMORY: "memory",
+    RecycleReason.DRAIN: "drain",
 }
 
 
@@ -51,6 +52,10 @@ class Worker:
     recycling: bool = False
     recycle_reason: RecycleReason | None = None
     exit_code: int | None = None
+    # What its last heartbeat said (``ctl status``): served so far, open now.
+    requests: int = 0
+    http_connections: int = 0
+    websockets: int = 0
 
 
 @dataclass(eq=False)

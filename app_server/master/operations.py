@@ -106,6 +106,7 @@ class Reload(_Replacing):
         self.pending: list[Slot] = []
         self.began = 0.0
         self.count = 0
+        self.retired: list[Worker] = []  # the old workers told to stop, in order
 
     def start(self, view: MasterView) -> list[Action]:
         self.began = view.now
@@ -125,7 +126,11 @@ class Reload(_Replacing):
         return self._end(view, None)
 
     def on_ready(self, worker: Worker, view: MasterView) -> list[Action]:
-        return self._next(view) if self._is_successor(worker) else []
+        if not self._is_successor(worker):
+            return []
+        if self.old is not None:
+            self.retired.append(self.old)  # its successor took over: it drains and exits
+        return self._next(view)
 
     def on_exit(self, worker: Worker, view: MasterView) -> list[Action]:
         if not self._is_successor(worker):
@@ -136,7 +141,8 @@ class Reload(_Replacing):
                                "workers keep serving")
 
     def _end(self, view: MasterView, failure: str | None) -> list[Action]:
-        return [ReloadEnded(self.count, view.now - self.began, failure), FINISHED]
+        return [ReloadEnded(self.count, view.now - self.began, failure, tuple(self.retired)),
+                FINISHED]
 
 
 class Recycle(_Replacing):

@@ -40,7 +40,9 @@ from app_server.metrics.recorder import DURATION_BUCKETS, RTT_BUCKETS, SNAPSHOT_
 
 log = logging.getLogger("app_server.error")
 PREFIX = "app_server_"
-RESTART_REASONS = ("crash", "timeout", "max_requests", "max_lifetime", "memory", "reload", "scale")
+RESTART_REASONS = (
+    "crash", "timeout", "max_requests", "max_lifetime", "memory", "reload", "scale", "drain",
+)
 WORKER_STATES = ("starting", "ready", "stopping")
 
 Key = tuple[Any, ...]

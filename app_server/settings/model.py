@@ -92,6 +92,7 @@ class SupervisorSettings:
     backlog: int = 2048
     pid_file: str | None = None
     metrics_bind: str | None = "127.0.0.1:9259"
+    control_socket: str | None = None  # None: the default location; "off": none
 
 
 @dataclass(frozen=True, slots=True)

@@ -568,6 +568,7 @@ def _supervisor(v: dict[str, Any]) -> SupervisorSettings:
         backlog=v["backlog"],
         pid_file=v["pid"],
         metrics_bind=v["metrics_bind"],
+        control_socket=v["control_socket"],
     )
 
 

@@ -170,6 +170,9 @@ SETTINGS: tuple[Setting, ...] = (
     _define("pid", T.OPTIONAL_PATH, None, M, "write the master's pid to FILE", metavar="FILE"),
     _define("metrics_bind", T.TCP_ADDRESS_OR_OFF, "127.0.0.1:9259", M,
             "where the master serves /metrics and /healthz ('off' disables)", metavar="ADDR"),
+    _define("control_socket", T.OPTIONAL_PATH, None, M,
+            "unix socket for app-server ctl (default: $RUNTIME_DIRECTORY/app-server.sock, "
+            "else beside --pid, else none; 'off' disables)", metavar="PATH"),
     # -- logging -----------------------------------------------------------------
     _define("log_level", T.LOG_LEVEL, "info", M, "log level: " + "|".join(LOG_LEVELS),
             metavar="L"),

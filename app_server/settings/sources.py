@@ -16,6 +16,7 @@ Rule: imports only ``settings.schema`` from the package.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import os
 import tomllib
@@ -126,6 +127,14 @@ def _with_env_and_file(
     config = cli.get("config") or env.get("config")
     file = read_config_file(config) if config is not None and config.value else {}
     return Layers(cli=cli, env=env, file=file, app=app)
+
+
+def reread_file(layers: Layers) -> Layers:
+    """``layers`` with the config file read again (HUP); the command line and the
+    environment cannot have changed, so they are kept as they were."""
+    config = layers.cli.get("config") or layers.env.get("config")
+    file = read_config_file(config) if config is not None and config.value else {}
+    return dataclasses.replace(layers, file=file)
 
 
 def read_environment(environ: Mapping[str, str]) -> dict[str, Sourced]:

@@ -123,6 +123,9 @@ class Link:
         # Heartbeats are frequent (a blocked loop must be noticed within a
         # second); snapshots keep their own, slower pace.
         self.stats_every_beats = max(1, round(STATS_EVERY_S / self.heartbeat_s))
+        # Open HTTP and WebSocket connections, as the heartbeats report them (ctl status).
+        self.count_every_beats = max(1, round(1.0 / self.heartbeat_s))
+        self.open_connections = (0, 0)
         self.server: Any = None  # the WorkerServer, once serving
         self.adoptions: set[asyncio.Task[bool]] = set()
 
@@ -169,7 +172,15 @@ class Link:
         if os.getppid() != self.master_pid:
             self.stop.request(StopReason.SHUTDOWN)  # the master is gone: drain and go
             return
-        self._send(Kind.HEARTBEAT, 0, served)
+        if self.beats % self.count_every_beats == 0:
+            # A walk over every connection: once a second, not at every beat.
+            self.open_connections = _open_connections(state)
+        try:
+            self.channel.send(control.encode_heartbeat(served, *self.open_connections))
+        except (BlockingIOError, InterruptedError):
+            pass  # the master is behind; the next heartbeat will do
+        except OSError:
+            self.stop.request(StopReason.SHUTDOWN)
         self.beats += 1
         if self.beats % self.stats_every_beats == 0:
             self.send_stats()  # bounds what a crash can lose
@@ -255,3 +266,14 @@ class Link:
                 self.loop.remove_reader(self.channel.fileno())
             except (ValueError, OSError):
                 pass
+
+
+def _open_connections(state: Any) -> tuple[int, int]:
+    """HTTP connections and WebSockets open now (a WebSocket has a route label)."""
+    if state is None:
+        return 0, 0
+    websockets = 0
+    for conn in state.connections:
+        if getattr(conn, "route_label", None) is not None:
+            websockets += 1
+    return len(state.connections) - websockets, websockets

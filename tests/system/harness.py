@@ -52,7 +52,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 class Master:
     def __init__(self, cwd: Path, args: list[str], env: dict[str, str] | None = None,
                  port: int | None = None, pass_fds: tuple[int, ...] = (),
-                 command: list[str] | None = None) -> None:
+                 command: list[str] | None = None, add_metrics_bind: bool = True) -> None:
         self.cwd = cwd
         self.port = port if port is not None else free_port()
         self.log_path = cwd / f"master-{self.port}-{time.monotonic_ns()}.log"
@@ -61,7 +61,8 @@ class Master:
         if port is not None or "--bind" not in args:
             args = [*args, "--port", str(self.port)] if "--bind" not in args else args
         self.metrics_port = 0
-        if "--metrics-bind" not in args:  # never the shared default port
+        # Never the shared default port (add_metrics_bind=False: a config file sets it).
+        if "--metrics-bind" not in args and add_metrics_bind:
             self.metrics_port = free_port()
             args = [*args, "--metrics-bind", f"127.0.0.1:{self.metrics_port}"]
         self.process = subprocess.Popen(

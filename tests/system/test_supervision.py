@@ -416,10 +416,12 @@ def test_pid_file_holds_the_master_pid_and_is_removed(
     m = _start(master, ["--workers", "1", "--pid", str(pid_file)])
     m.wait_log("all 1 workers ready")
     assert pid_file.read_text().strip() == str(m.pid)
-    assert [p.name for p in pid_file.parent.iterdir()] == [pid_file.name]  # no temp left
+    # No temp file left; the control socket goes beside the pid file by default.
+    assert sorted(p.name for p in pid_file.parent.iterdir()) == ["app-server.ctl", pid_file.name]
     m.signal(signal.SIGTERM)
     assert m.wait_exit(timeout=20) == 0
     assert not pid_file.exists()
+    assert list(pid_file.parent.iterdir()) == []  # the control socket is removed too
 
 
 def test_sigusr1_keeps_master_and_workers(master: StartMaster) -> None:

@@ -44,6 +44,11 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "app_server.framework", "app_server.workers", "app_server.master",
         "app_server.protocols",
     ),
+    # The ctl client: a small program that talks to the master's socket.
+    "app_server.ctl": (
+        "app_server.framework", "app_server.protocols", "app_server.workers",
+        "app_server.metrics", "app_server.cli", "app_server.master.arbiter",
+    ),
     "app_server.exceptions": ("app_server.",),
     # The master will keep the master backend's history with these two: they
     # must not pull in the framework, the workers or the rest of channels.

@@ -67,7 +67,7 @@ def test_reload_replaces_each_slot_in_turn_and_ends_ok() -> None:
     new1 = successor_of(slots[1], 21)
     promote(new1)
     assert reload.handle(WorkerReady(new1), view(slots, now=103.5)) == [
-        ReloadEnded(replaced=2, took_s=3.5, failure=None), FINISHED]
+        ReloadEnded(replaced=2, took_s=3.5, failure=None, retired=(old[0], old[1])), FINISHED]
 
 
 @pytest.mark.parametrize(("code", "cause"), [
@@ -78,7 +78,8 @@ def test_reload_replaces_each_slot_in_turn_and_ends_ok() -> None:
 ])
 def test_reload_aborts_when_a_new_worker_dies_before_ready(code: int, cause: str) -> None:
     slots = make_slots(3)
-    for slot in slots:
+    old0 = worker(slots[0], 10)
+    for slot in slots[1:]:
         worker(slot, 10 + slot.index)
     reload = Reload()
     reload.handle(Started(), view(slots))
@@ -88,7 +89,8 @@ def test_reload_aborts_when_a_new_worker_dies_before_ready(code: int, cause: str
     new1 = successor_of(slots[1], 21)
     actions = reload.handle(WorkerExited(exited(new1, code)), view(slots, now=2.0))
     assert actions == [ReloadEnded(3, 2.0, f"the new worker for slot 1 failed to start "
-                                           f"({cause}); the running workers keep serving"),
+                                           f"({cause}); the running workers keep serving",
+                                   (old0,)),
                        FINISHED]
     assert slots[1].worker is not None and slots[1].worker.pid == 11  # the old one serves on
     assert slots[2].successor is None  # slot 2 was never touched
@@ -115,7 +117,7 @@ def test_reload_survives_the_old_worker_dying_while_its_successor_boots() -> Non
     assert reload.handle(WorkerExited(exited(old, -signal.SIGKILL)), view(slots)) == []
     promote(new)
     assert reload.handle(WorkerReady(new), view(slots)) == [
-        ReloadEnded(1, 0.0, None), FINISHED]
+        ReloadEnded(1, 0.0, None, (old,)), FINISHED]
 
 
 def test_reload_skips_retiring_respawning_and_already_replaced_slots() -> None:
@@ -138,14 +140,13 @@ def test_reload_with_nothing_to_replace_ends_at_once() -> None:
 
 def test_reload_skips_a_slot_removed_while_it_waited() -> None:
     slots = make_slots(2)
-    for slot in slots:
-        worker(slot, 10 + slot.index)
+    old = [worker(slot, 10 + slot.index) for slot in slots]
     reload = Reload()
     reload.handle(Started(), view(slots))
     new0 = successor_of(slots[0], 20)
     promote(new0)
-    assert reload.handle(WorkerReady(new0), view(slots[:1])) == [ReloadEnded(2, 0.0, None),
-                                                                  FINISHED]
+    assert reload.handle(WorkerReady(new0), view(slots[:1])) == [
+        ReloadEnded(2, 0.0, None, (old[0],)), FINISHED]
 
 
 # -- Recycle --------------------------------------------------------------------------
