@@ -92,7 +92,7 @@ UNMATCHED = "<unmatched>"
 DURATION_LE = ("0.005", "0.01", "0.025", "0.05", "0.075", "0.1", "0.25", "0.5", "0.75",
                "1.0", "2.5", "5.0", "7.5", "10.0", "+Inf")
 RESTART_REASONS = ("crash", "timeout", "max_requests", "max_lifetime", "memory", "reload",
-                   "scale")
+                   "scale", "drain")
 # Counters that move on their own (CPU) or are checked separately (restarts, reloads).
 MOVING = ("app_server_worker_cpu_seconds_total", "app_server_worker_restarts_total",
           "app_server_reloads_total")
