@@ -83,10 +83,13 @@ class Master:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_log(self, text: str, count: int = 1, timeout: float = 30.0) -> str:
+    def wait_log(self, text: str, count: int = 1, timeout: float = 30.0, since: int = 0) -> str:
+        """Wait for ``count`` lines with ``text`` in the log after offset ``since``
+        (``len(m.log())`` taken earlier), so a line from before that point, such as
+        an earlier occurrence of the same event, does not count."""
         def seen() -> bool:
             self.check_alive()
-            return self.log().count(text) >= count
+            return self.log()[since:].count(text) >= count
         poll(seen, timeout, f"{count}x {text!r} in the log:\n{self.log()[-3000:]}")
         return self.log()
 
