@@ -60,6 +60,12 @@ BenchError = bench.BenchError
 SUBSCRIBERS = 1000
 MEM_CONNECTIONS = 100
 MEM_TOPICS = 100
+# The anchors: peers on Uvicorn with 2 workers, run by --peer-python.
+ANCHORS = {
+    "django": "bench.apps.channels_django:application",
+    "socketio": "bench.apps.channels_socketio:app",
+}
+BACKENDS = ["local", "redis", "master", *ANCHORS]
 DJANGO_ANCHOR = 5092.0  # delivered msgs/s, issue 11 (Django Channels + channels_redis, 2 workers)
 
 
@@ -114,14 +120,20 @@ class ChannelServer(bench.ServerProcess):
     """app-server with one backend (bench/run.py's start, readiness poll and stop by PID)."""
 
     def __init__(self, backend: str, port: int, log_path: Path, redis: Redis | None,
-                 workers: int = 2) -> None:
+                 workers: int = 2, peer_python: str = "") -> None:
         self.name = backend
         self.port = port
         self.log_path = log_path
         common = [bench._bin("app-server"), "--host", HOST, "--port", str(port),
                   "--no-access-log", "--log-level", "warning", "--metrics-bind", f"{HOST}:0",
                   "--ws-ping-interval", "off"]
-        if backend == "local":  # the ceiling: one worker, app.broadcast
+        if backend in ANCHORS:
+            if not peer_python:
+                raise BenchError(f"{backend} needs --peer-python (see bench/README.md)")
+            cmd = [peer_python, "-m", "uvicorn", ANCHORS[backend], "--host", HOST,
+                   "--port", str(port), "--workers", str(workers), "--loop", "uvloop",
+                   "--http", "httptools", "--log-level", "warning", "--no-access-log"]
+        elif backend == "local":  # the ceiling: one worker, app.broadcast
             cmd = [*common, "--workers", "1", "bench.apps.ws_app_server:app"]
         else:
             url = redis.url if backend == "redis" and redis is not None else backend
@@ -163,6 +175,8 @@ def measure(server: ChannelServer, args: argparse.Namespace, kind: str,
              "--max-seconds", str(args.duration + args.warmup + 120)]
     if server.name != "local":
         extra += ["--count-path", "/count"]
+    if server.name == "socketio":
+        extra += ["--framing", "socketio"]
     if kind == "half":
         extra += ["--rate", f"{rate:.2f}"]
     else:
@@ -243,15 +257,17 @@ def median(rows: list[dict[str, Any]], key: str) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backends", default="local,redis,master",
-                        help="comma-separated: local (ceiling), redis, master")
+    parser.add_argument("--backends", default=",".join(BACKENDS),
+                        help="comma-separated: local (ceiling), redis, master, django, socketio")
+    parser.add_argument("--peer-python", default=os.environ.get("BENCH_PEER_PYTHON", ""),
+                        help="the Python of the virtualenv with bench/requirements-channels.txt")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--mem", action="store_true", help="also measure subscription memory")
     args = parser.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    unknown = set(backends) - {"local", "redis", "master"}
+    unknown = set(backends) - set(BACKENDS)
     if unknown:
         parser.error(f"unknown backends {sorted(unknown)}")
     ws_load.raise_nofile(SUBSCRIBERS + 256)
@@ -262,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     refused: dict[str, str] = {}
     memory: dict[str, dict[str, Any]] = {}
     loads = [load_average()]
-    redis = Redis() if "redis" in backends else None
+    redis = Redis() if set(backends) & {"redis", *ANCHORS} else None
+    if redis is not None:
+        os.environ["BENCH_REDIS_URL"] = redis.url  # the anchors' apps read it
     try:
         for rnd in range(1, args.rounds + 1):
             for backend in backends:
@@ -271,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
                 if redis is not None:
                     redis.flush()
                 server = ChannelServer(backend, bench.free_port(),
-                                       log_dir / f"{backend}-{rnd}.log", redis)
+                                       log_dir / f"{backend}-{rnd}.log", redis,
+                                       peer_python=args.peer_python)
                 try:
                     server.start()
                 except BenchError as exc:
@@ -296,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
                     server.stop()
         if args.mem:
             for backend in backends:
-                if backend != "local" and backend not in refused:
+                if backend in ("redis", "master") and backend not in refused:
                     if redis is not None:
                         redis.flush()
                     memory[backend] = measure_memory(backend, redis, log_dir)
@@ -320,33 +339,42 @@ def main(argv: list[str] | None = None) -> int:
 def summarise(backends: list[str], results: dict[str, list[dict[str, Any]]],
               refused: dict[str, str], memory: dict[str, dict[str, Any]], loads: list[str],
               args: argparse.Namespace) -> str:
+    """The Markdown table of medians, with the ratios the targets are stated in."""
+
     def col(rows: list[dict[str, Any]], kind: str, key: str) -> float | None:
         return median([r[kind] for r in rows], key)
 
-    ceiling = col(results.get("local", []), "w1", "rate") if results.get("local") else None
+    def fmt(value: float | None, spec: str, unit: str = "") -> str:
+        return "" if value is None else f"{value:{spec}}{unit}"
+
+    ceiling = col(results["local"], "w1", "rate") if results.get("local") else None
+    django = col(results["django"], "w1", "rate") if results.get("django") else None
+    anchor, anchor_note = (django, "this run") if django else (DJANGO_ANCHOR, "issue 11")
     lines = [
-        f"{SUBSCRIBERS} subscribers, 1 publisher, 2 workers (local: 1 worker, app.broadcast); "
-        f"medians of {args.rounds} interleaved rounds of {args.duration:g} s; "
-        f"load average at start/end: {loads[0]} / {loads[-1]}",
+        f"{SUBSCRIBERS} subscribers of one topic, 1 publisher, 2 workers (local: 1 worker, "
+        f"app.broadcast); medians of {args.rounds} interleaved rounds of {args.duration:g} s; "
+        f"load average (1/5/15 min) at start / end: {loads[0]} / {loads[-1]}",
         "",
         "| backend | w1 delivered msg/s | w1 p50 per broadcast | w32 delivered msg/s "
-        "| half-load rate (bcast/s) | p50 | p99 | vs local w1 | vs Django Channels w1 |",
+        "| half-load rate (bcast/s) | p50 | p99 | w1 vs local w1 "
+        f"| w1 vs Django Channels w1 ({anchor_note}) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for backend in backends:
         rows = results.get(backend, [])
         if not rows:
-            lines.append(f"| {backend} | not available: {refused.get(backend, 'no result')[:80]} "
-                         "| | | | | | | |")
+            reason = refused.get(backend, "no result").replace("|", "/")[:100]
+            lines.append(f"| {backend} | not available: {reason} | | | | | | | |")
             continue
         w1 = col(rows, "w1", "rate")
         lines.append(
-            f"| {backend} | {w1:,.0f} | {col(rows, 'w1', 'p50_fanout_ms'):.2f} ms "
-            f"| {col(rows, 'w32', 'rate'):,.0f} | {col(rows, 'half', 'target_rate'):,.0f} "
-            f"| {col(rows, 'half', 'p50_ms'):.2f} ms | {col(rows, 'half', 'p99_ms'):.2f} ms "
-            f"| {w1 / ceiling:.2f} | {w1 / DJANGO_ANCHOR:.1f}x |"
-            if ceiling else
-            f"| {backend} | {w1:,.0f} | | | | | | | |"
+            f"| {backend} | {fmt(w1, ',.0f')} | {fmt(col(rows, 'w1', 'p50_fanout_ms'), '.2f', ' ms')} "
+            f"| {fmt(col(rows, 'w32', 'rate'), ',.0f')} "
+            f"| {fmt(col(rows, 'half', 'target_rate'), ',.0f')} "
+            f"| {fmt(col(rows, 'half', 'p50_ms'), '.2f', ' ms')} "
+            f"| {fmt(col(rows, 'half', 'p99_ms'), '.2f', ' ms')} "
+            f"| {fmt(w1 / ceiling if w1 and ceiling else None, '.2f')} "
+            f"| {fmt(w1 / anchor if w1 else None, '.1f', 'x')} |"
         )
     for backend, mem in memory.items():
         lines.append(f"\n{backend}: {mem['subscriptions']:,} subscriptions over {mem['topics']} "
