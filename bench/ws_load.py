@@ -22,7 +22,9 @@ Modes (one JSON line on stdout; exit status 1 with {"error": ...} on any error):
          broadcasts/s open-loop (window unbounded up to 1000 outstanding)
          instead of a window; latency is publish -> delivery at every
          connection (p50/p99 over all N deliveries of every message), besides
-         the fan-out completion time
+         the fan-out completion time. --framing socketio speaks Engine.IO 4 /
+         Socket.IO over the WebSocket (open packet "0{...}", connect "40",
+         events '42["msg",data]') for the python-socketio anchor
   idle   N connections to /echo that send nothing; prints {"event": "ready"}
          once all are open, then obeys stdin: "check" sends one message on every
          connection and waits for all echoes, "close" (or EOF) closes and exits
@@ -135,6 +137,7 @@ class State:
     """Shared by all connections of one run."""
 
     def __init__(self) -> None:
+        self.socketio = False  # chan --framing socketio
         self.error: str | None = None
         self.failed = asyncio.Event()
         self.closing = False
@@ -482,9 +485,10 @@ class Fanout:
         self.reads = 0  # data_received calls (to show how well reads batch)
         self.deliveries: list[float] | None = None  # chan: publish -> delivery, every conn
         self.paced = False  # chan --rate: the pacer sends, completions do not
+        self.wrap = lambda payload: payload  # chan --framing socketio: the event packet
 
     def send_next(self) -> None:
-        payload = text_payload(f"bcast {self.sent:010d} ")
+        payload = self.wrap(text_payload(f"bcast {self.sent:010d} "))
         self.stream += server_frame(1, payload)
         self.sent += 1
         self.sent_at.append(perf())
@@ -518,6 +522,25 @@ class BcastConn(Conn):
     def __init__(self, state: State, path: str, index: int) -> None:
         super().__init__(state, path, index)
         self.off = 0  # bytes of the broadcast stream received
+        # Socket.IO: "open" until the Engine.IO open packet, "connect" until
+        # the Socket.IO connect answer; None: the broadcast stream.
+        self.prelude: str | None = "open" if state.socketio else None
+        self.ready = asyncio.get_running_loop().create_future()
+        if self.prelude is None:
+            self.ready.set_result(None)
+
+    def on_prelude(self, opcode: int, payload: bytes) -> None:
+        if self.prelude == "open" and opcode == 1 and payload.startswith(b"0{"):
+            self.prelude = "connect"
+            self.transport.write(client_frame(1, b"40"))
+        elif self.prelude == "connect" and opcode == 1 and payload.startswith(b"40"):
+            self.prelude = None
+            self.buf = b""
+            if not self.ready.done():
+                self.ready.set_result(None)
+        else:
+            self.state.fail(f"connection {self.index}: unexpected Engine.IO packet "
+                            f"{payload[:40]!r} while waiting for {self.prelude}")
 
     @property
     def count(self) -> int:
@@ -547,6 +570,9 @@ class BcastConn(Conn):
         self.slow(data)
 
     def on_message(self, opcode: int, payload: bytes) -> None:
+        if self.prelude is not None:
+            self.on_prelude(opcode, payload)
+            return
         fan = self.state.fanout
         k = self.off // FRAME_LEN
         frame = server_frame(opcode, payload)
@@ -666,12 +692,21 @@ async def wait_subscribed(state: State, port: int, path: str, n: int, timeout: f
 
 
 async def run_chan(args: argparse.Namespace) -> dict:
+    global FRAME_LEN
     st = State()
+    st.socketio = args.framing == "socketio"
     st.fanout = fan = Fanout(args.connections, args.window)
     fan.deliveries = []
-    conns = await connect_all(st, BcastConn, args.port, args.path, args.connections,
+    path = args.path
+    if st.socketio:
+        fan.wrap = lambda payload: b'42["msg","' + payload + b'"]'
+        path = "/socket.io/?EIO=4&transport=websocket"
+    # Every frame of the stream has the same length (the stream is checked by slices).
+    FRAME_LEN = len(server_frame(1, fan.wrap(text_payload(""))))
+    conns = await connect_all(st, BcastConn, args.port, path, args.connections,
                               args.connect_concurrency, args.connect_timeout)
     try:
+        await asyncio.wait_for(asyncio.gather(*(c.ready for c in conns)), 30.0)
         fan.control = conns[0]
         if args.count_path:
             await wait_subscribed(st, args.port, args.count_path, len(conns), 30.0)
@@ -900,6 +935,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path", default="/bcast", help="chan: the WebSocket path")
     parser.add_argument("--count-path", default="",
                         help="chan: GET path answering the subscriber count (waited for)")
+    parser.add_argument("--framing", choices=["plain", "socketio"], default="plain",
+                        help="chan: socketio speaks Engine.IO 4 / Socket.IO packets")
     parser.add_argument("--rate", type=float, default=0.0,
                         help="chan: broadcasts/s sent open-loop instead of a window")
     parser.add_argument("--stall-timeout", type=float, default=10.0)
