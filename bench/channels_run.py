@@ -368,7 +368,8 @@ def summarise(backends: list[str], results: dict[str, list[dict[str, Any]]],
             continue
         w1 = col(rows, "w1", "rate")
         lines.append(
-            f"| {backend} | {fmt(w1, ',.0f')} | {fmt(col(rows, 'w1', 'p50_fanout_ms'), '.2f', ' ms')} "
+            f"| {backend} | {fmt(w1, ',.0f')} "
+            f"| {fmt(col(rows, 'w1', 'p50_fanout_ms'), '.2f', ' ms')} "
             f"| {fmt(col(rows, 'w32', 'rate'), ',.0f')} "
             f"| {fmt(col(rows, 'half', 'target_rate'), ',.0f')} "
             f"| {fmt(col(rows, 'half', 'p50_ms'), '.2f', ' ms')} "
