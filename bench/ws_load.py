@@ -15,6 +15,16 @@ Modes (one JSON line on stdout; exit status 1 with {"error": ...} on any error):
          oldest outstanding one has reached all N (at most --window
          outstanding), so the server always has a fan-out to do; every frame is
          checked (content and order) on every connection; delivered messages/s
+  chan   bcast for channel apps (bench/channels_run.py): the same stream and
+         checks, on a path given by --path; before the first message it polls
+         GET --count-path until the server counts all N subscribers (every
+         worker's subscription live); with --rate R the publisher sends R
+         broadcasts/s open-loop (window unbounded up to 1000 outstanding)
+         instead of a window; latency is publish -> delivery at every
+         connection (p50/p99 over all N deliveries of every message), besides
+         the fan-out completion time. --framing socketio speaks Engine.IO 4 /
+         Socket.IO over the WebSocket (open packet "0{...}", connect "40",
+         events '42["msg",data]') for the python-socketio anchor
   idle   N connections to /echo that send nothing; prints {"event": "ready"}
          once all are open, then obeys stdin: "check" sends one message on every
          connection and waits for all echoes, "close" (or EOF) closes and exits
@@ -127,6 +137,7 @@ class State:
     """Shared by all connections of one run."""
 
     def __init__(self) -> None:
+        self.socketio = False  # chan --framing socketio
         self.error: str | None = None
         self.failed = asyncio.Event()
         self.closing = False
@@ -472,9 +483,12 @@ class Fanout:
         self.measuring = False
         self.last_progress = perf()
         self.reads = 0  # data_received calls (to show how well reads batch)
+        self.deliveries: list[float] | None = None  # chan: publish -> delivery, every conn
+        self.paced = False  # chan --rate: the pacer sends, completions do not
+        self.wrap = lambda payload: payload  # chan --framing socketio: the event packet
 
     def send_next(self) -> None:
-        payload = text_payload(f"bcast {self.sent:010d} ")
+        payload = self.wrap(text_payload(f"bcast {self.sent:010d} "))
         self.stream += server_frame(1, payload)
         self.sent += 1
         self.sent_at.append(perf())
@@ -496,7 +510,7 @@ class Fanout:
                 self.lat.append(now - self.sent_at[k])
             k += 1
             self.completed = k
-            if not self.stopping:
+            if not self.stopping and not self.paced:
                 self.send_next()
 
     def got(self, k: int) -> int:
@@ -508,6 +522,25 @@ class BcastConn(Conn):
     def __init__(self, state: State, path: str, index: int) -> None:
         super().__init__(state, path, index)
         self.off = 0  # bytes of the broadcast stream received
+        # Socket.IO: "open" until the Engine.IO open packet, "connect" until
+        # the Socket.IO connect answer; None: the broadcast stream.
+        self.prelude: str | None = "open" if state.socketio else None
+        self.ready = asyncio.get_running_loop().create_future()
+        if self.prelude is None:
+            self.ready.set_result(None)
+
+    def on_prelude(self, opcode: int, payload: bytes) -> None:
+        if self.prelude == "open" and opcode == 1 and payload.startswith(b"0{"):
+            self.prelude = "connect"
+            self.transport.write(client_frame(1, b"40"))
+        elif self.prelude == "connect" and opcode == 1 and payload.startswith(b"40"):
+            self.prelude = None
+            self.buf = b""
+            if not self.ready.done():
+                self.ready.set_result(None)
+        else:
+            self.state.fail(f"connection {self.index}: unexpected Engine.IO packet "
+                            f"{payload[:40]!r} while waiting for {self.prelude}")
 
     @property
     def count(self) -> int:
@@ -522,6 +555,10 @@ class BcastConn(Conn):
             self.off = end
             c0, c1 = off // FRAME_LEN, end // FRAME_LEN
             if c1 != c0:
+                if fan.deliveries is not None and fan.measuring:
+                    now = perf()
+                    sent_at = fan.sent_at
+                    fan.deliveries.extend([now - sent_at[k] for k in range(c0, c1)])
                 fan.advance(c0, c1)
             return
         # Something else (a ping, a close, wrong bytes): parse from the start of
@@ -533,11 +570,16 @@ class BcastConn(Conn):
         self.slow(data)
 
     def on_message(self, opcode: int, payload: bytes) -> None:
+        if self.prelude is not None:
+            self.on_prelude(opcode, payload)
+            return
         fan = self.state.fanout
         k = self.off // FRAME_LEN
         frame = server_frame(opcode, payload)
         if len(frame) == FRAME_LEN and fan.stream[self.off:self.off + FRAME_LEN] == frame:
             self.off += FRAME_LEN
+            if fan.deliveries is not None and fan.measuring:
+                fan.deliveries.append(perf() - fan.sent_at[k])
             fan.advance(k, k + 1)
             return
         want = (bytes(fan.stream[self.off + 2:self.off + 26]) if k < fan.sent
@@ -612,6 +654,130 @@ async def run_bcast(args: argparse.Namespace) -> dict:
             rate=round(delivered / win.wall, 1),
             broadcasts_per_s=round(broadcasts / win.wall, 2),
             messages_per_read=round(delivered / max(reads, 1), 2),
+            **{k.replace("_ms", "_fanout_ms"): v for k, v in percentiles(fan.lat).items()},
+        )
+        return result
+    finally:
+        close_all(st, conns)
+
+
+# --------------------------------------------------------------------------
+# chan
+# --------------------------------------------------------------------------
+
+
+async def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    """One GET on a fresh connection (Connection: close): (status, body)."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), timeout)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n"
+                     .encode())
+        raw = await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+async def wait_subscribed(state: State, port: int, path: str, n: int, timeout: float) -> None:
+    """Poll GET ``path`` until it answers ``n`` (subscribers live in every worker)."""
+    deadline = perf() + timeout
+    body = b""
+    while perf() < deadline:
+        status, body = await http_get(port, path)
+        if status == 200 and body.strip() == str(n).encode():
+            return
+        await state.sleep(0.05)
+    raise LoadError(f"{path} answered {body[:40]!r}, not {n}, within {timeout:g}s")
+
+
+async def run_chan(args: argparse.Namespace) -> dict:
+    global FRAME_LEN
+    st = State()
+    st.socketio = args.framing == "socketio"
+    st.fanout = fan = Fanout(args.connections, args.window)
+    fan.deliveries = []
+    path = args.path
+    if st.socketio:
+        fan.wrap = lambda payload: b'42["msg","' + payload + b'"]'
+        path = "/socket.io/?EIO=4&transport=websocket"
+    # Every frame of the stream has the same length (the stream is checked by slices).
+    FRAME_LEN = len(server_frame(1, fan.wrap(text_payload(""))))
+    conns = await connect_all(st, BcastConn, args.port, path, args.connections,
+                              args.connect_concurrency, args.connect_timeout)
+    try:
+        await asyncio.wait_for(asyncio.gather(*(c.ready for c in conns)), 30.0)
+        fan.control = conns[0]
+        if args.count_path:
+            await wait_subscribed(st, args.port, args.count_path, len(conns), 30.0)
+        else:
+            await st.sleep(0.5)
+        fan.last_progress = perf()
+        pacer: asyncio.Task | None = None
+        if args.rate:
+            fan.paced = True
+            interval = 1.0 / args.rate
+
+            async def pace() -> None:
+                # Open loop: message i is due at t0 + i * interval whatever
+                # happened before (a late send does not shift the schedule).
+                t0 = perf()
+                i = 0
+                while not fan.stopping:
+                    due = t0 + i * interval
+                    now = perf()
+                    if due > now:
+                        await asyncio.sleep(due - now)
+                        continue
+                    if fan.sent - fan.completed >= 1000:
+                        st.fail(f"more than 1000 broadcasts outstanding at {args.rate}/s")
+                        return
+                    fan.send_next()
+                    i += 1
+
+            pacer = asyncio.ensure_future(pace())
+        else:
+            for _ in range(args.window):
+                fan.send_next()
+
+        async def watch(seconds: float) -> None:
+            end = perf() + seconds
+            while perf() < end:
+                await st.sleep(min(0.25, max(end - perf(), 0)))
+                if fan.sent > fan.completed and perf() - fan.last_progress > args.stall_timeout:
+                    k = fan.completed
+                    raise LoadError(
+                        f"broadcast {k} stalled: {fan.got(k)} of {fan.n} connections got it "
+                        f"within {args.stall_timeout:g}s")
+
+        await watch(args.warmup)
+        base = sum(c.count for c in conns)
+        done0 = fan.completed
+        win = Window(args.server_pids)
+        win.start()
+        fan.measuring = True
+        await watch(args.duration)
+        fan.measuring = False
+        delivered = sum(c.count for c in conns) - base
+        result = win.stop()
+        broadcasts = fan.completed - done0
+        fan.stopping = True
+        if pacer is not None:
+            await pacer
+        deadline = perf() + args.stall_timeout
+        while fan.completed < fan.sent and perf() < deadline:
+            await st.sleep(0.01)
+        if fan.completed < fan.sent:
+            k = fan.completed
+            raise LoadError(f"broadcast {k} never reached all: {fan.got(k)} of {fan.n}")
+        if broadcasts == 0 or delivered == 0:
+            raise LoadError("no broadcast completed in the measured window")
+        result.update(
+            mode="chan", connections=len(conns), window=None if args.rate else args.window,
+            target_rate=args.rate or None, broadcasts=broadcasts, delivered=delivered,
+            rate=round(delivered / win.wall, 1),
+            broadcasts_per_s=round(broadcasts / win.wall, 2),
+            **percentiles(fan.deliveries),
             **{k.replace("_ms", "_fanout_ms"): v for k, v in percentiles(fan.lat).items()},
         )
         return result
@@ -757,7 +923,7 @@ def raise_nofile(need: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=["echo", "bcast", "idle", "check"])
+    parser.add_argument("mode", choices=["echo", "bcast", "chan", "idle", "check"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--duration", type=float, default=5.0)
@@ -766,6 +932,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="bcast: broadcasts outstanding at most (default 8)")
     parser.add_argument("--nap-us", type=int, default=0,
                         help="bcast: microseconds slept per loop iteration to batch reads")
+    parser.add_argument("--path", default="/bcast", help="chan: the WebSocket path")
+    parser.add_argument("--count-path", default="",
+                        help="chan: GET path answering the subscriber count (waited for)")
+    parser.add_argument("--framing", choices=["plain", "socketio"], default="plain",
+                        help="chan: socketio speaks Engine.IO 4 / Socket.IO packets")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="chan: broadcasts/s sent open-loop instead of a window")
     parser.add_argument("--stall-timeout", type=float, default=10.0)
     parser.add_argument("--connect-concurrency", type=int, default=64)
     parser.add_argument("--connect-timeout", type=float, default=60.0)
@@ -782,7 +955,8 @@ def main(argv: list[str] | None = None) -> int:
                      "window 1-1000")
     args.server_pids = [int(p) for p in args.server_pids.split(",") if p.strip()]
     raise_nofile(args.connections + 256)
-    runner = {"echo": run_echo, "bcast": run_bcast, "idle": run_idle, "check": run_check}
+    runner = {"echo": run_echo, "bcast": run_bcast, "chan": run_chan, "idle": run_idle,
+              "check": run_check}
 
     async def bounded() -> dict:
         return await asyncio.wait_for(runner[args.mode](args), args.max_seconds)

@@ -2,8 +2,10 @@
 
 tests/browser/chat_two_pages.mjs drives Debian's chromium with playwright-core:
 two pages join the room and see each other's messages, a third gets the
-history. The test fails, never skips, when chromium, node or playwright-core
-is missing; .ci/run installs them.
+history. tests/browser/chat_two_workers.mjs does the same on the channels
+version (examples/channels_bocadillo_chat.py) on a real master with 2 workers,
+with the two pages' WebSockets on different workers. The tests fail, never
+skip, when chromium, node or playwright-core is missing; .ci/run installs them.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,9 +22,11 @@ import pytest
 from examples import ws_bocadillo_chat
 from examples.ws_bocadillo_chat import app
 from tests.conftest import serve_app
+from tests.system.harness import Master
 
 BROWSER_DIR = Path(__file__).resolve().parents[1] / "browser"
 SCRIPT = BROWSER_DIR / "chat_two_pages.mjs"
+TWO_WORKERS_SCRIPT = BROWSER_DIR / "chat_two_workers.mjs"
 
 
 def browser_tools() -> tuple[str, str]:
@@ -60,20 +64,7 @@ def empty_room() -> Iterator[None]:
 def test_two_browser_pages_chat_through_the_example(empty_room: None) -> None:
     chromium, node = browser_tools()
     with serve_app(app) as server:
-        try:
-            done = subprocess.run(
-                [node, str(SCRIPT), server.url + "/"],
-                cwd=BROWSER_DIR,
-                env={**os.environ, "CHROMIUM_PATH": chromium},
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-        except subprocess.TimeoutExpired as exc:
-            pytest.fail(f"the browser script did not finish within 120 s: {exc.stderr!r}")
-    report = f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
-    assert done.returncode == 0, report
-    shown = json.loads(done.stdout.strip().splitlines()[-1])
+        shown = run_script(node, chromium, SCRIPT, server.url + "/")
     expected = ["alice: hello from alice", "bob: hi alice"]
     assert shown == {"alice": expected, "bob": expected, "carol": expected, "pageErrors": []}
     # The server saw exactly what the pages sent: the blank message never left the page.
@@ -81,3 +72,38 @@ def test_two_browser_pages_chat_through_the_example(empty_room: None) -> None:
         {"type": "message", "user": "alice", "text": "hello from alice"},
         {"type": "message", "user": "bob", "text": "hi alice"},
     ]
+
+
+def run_script(node: str, chromium: str, script: Path, url: str) -> dict:
+    """Run one browser script against ``url``; its JSON report."""
+    try:
+        done = subprocess.run(
+            [node, str(script), url],
+            cwd=BROWSER_DIR,
+            env={**os.environ, "CHROMIUM_PATH": chromium},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the browser script did not finish within 120 s: {exc.stderr!r}")
+    report = f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert done.returncode == 0, report
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+@pytest.mark.slow
+def test_two_browser_pages_on_different_workers_chat_through_channels(
+    chat_master: Callable[..., Master]
+) -> None:
+    chromium, node = browser_tools()
+    m = chat_master("examples.channels_bocadillo_chat:app", workers=2)
+    workers = set(m.workers())
+    shown = run_script(node, chromium, TWO_WORKERS_SCRIPT, m.url + "/")
+    # The two pages talked from different workers of this master.
+    assert shown["alice"]["pid"] != shown["bob"]["pid"]
+    assert {shown["alice"]["pid"], shown["bob"]["pid"]} == workers
+    expected = ["alice: hello from alice", "bob: hi alice"]
+    for name in ("alice", "bob", "carol"):  # carol's from the channel history
+        assert shown[name]["messages"] == expected, shown
+    assert shown["pageErrors"] == []
