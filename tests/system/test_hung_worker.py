@@ -206,12 +206,12 @@ def test_a_worker_late_for_a_moment_gets_its_slot_back(master: StartMaster) -> N
     with Clients(m.port, new_connection=4, keepalive=0) as clients:
         poll(lambda: clients.started_since(0) == set(clients.thread_names), 15,
              "every client answered")
-        # On a loaded machine a worker can be late for a moment before the block
-        # too: only what the log says after the block began counts.
-        mark = len(m.log())
         blocker = _block(m, late, seconds=2)
         try:
             t_hang = _stamp(m.log(), "blocking", late)
+            # On a loaded machine a worker can be late for a moment before the
+            # block too: only what the log says after the block began counts.
+            mark = m.log().index(f"blocking {late} at")
             hung_ports = _connections_of(late)
             t_snapshot = time.monotonic()
             poll(lambda: re.search(rf"worker {late} \(slot \d\) late", m.log()[mark:]),
