@@ -68,7 +68,9 @@ class ServerState:
         self.now = now
         self.draining = False
         self.requests_served = 0
-        self.ws_limits = WebSocketLimits() if ws_limits is None else ws_limits
+        if ws_limits is None:
+            ws_limits = WebSocketLimits()
+        self.ws_limits = ws_limits
         # What each HTTP connection's rules (HttpConnection) time, built once.
         self.timeouts = Timeouts(
             limits.keep_alive_timeout_s,

@@ -144,6 +144,12 @@ class Link:
         self.loop = loop
         loop.add_reader(self.channel.fileno(), self._on_readable)
 
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """The worker's loop: every callback of the link runs after ``listen``."""
+        if self.loop is None:
+            raise RuntimeError("the control link is not listening yet")
+        return self.loop
+
     def ready(self, server: Any) -> None:
         self.server = server
         self.state = server.state
@@ -186,7 +192,7 @@ class Link:
             self.send_stats()  # bounds what a crash can lose
         if self.max_requests and served >= self.max_requests:
             self._ask_recycle(served)  # WebSocket upgrades count too
-        self.timer = self.loop.call_later(self.heartbeat_s, self._beat)  # type: ignore[union-attr]
+        self.timer = self._running_loop().call_later(self.heartbeat_s, self._beat)
 
     def _send(self, kind: Kind, code: int = 0, value: int = 0) -> None:
         try:
@@ -203,7 +209,7 @@ class Link:
                 fds = []
             if not packet:
                 # The master died: finish what is in flight and exit.
-                self.loop.remove_reader(self.channel.fileno())  # type: ignore[union-attr]
+                self._running_loop().remove_reader(self.channel.fileno())
                 self.stop.request(StopReason.SHUTDOWN)
                 return
             self._on_packet(packet, fds)
@@ -246,7 +252,7 @@ class Link:
                 log.error("slot %d: a lent listener is not a socket: %s", slot, exc)
         if not sockets:
             return
-        task = self.loop.create_task(self.server.adopt(slot, sockets))  # type: ignore[union-attr]
+        task = self._running_loop().create_task(self.server.adopt(slot, sockets))
         self.adoptions.add(task)
         task.add_done_callback(self._adopted)
         log.info("accepting for slot %d until its worker is back", slot)
