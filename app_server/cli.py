@@ -215,7 +215,7 @@ def _probe_app(layers: Layers) -> Settings | str:
         code = 1
         try:
             try:
-                result = ("ok", _import_and_resolve(layers)[1])
+                result: tuple[str, Settings | str] = ("ok", _import_and_resolve(layers)[1])
             except (SettingsError, _AppNotLoaded) as exc:
                 result = ("error", str(exc))
             with os.fdopen(write_end, "wb") as out:
@@ -230,8 +230,8 @@ def _probe_app(layers: Layers) -> Settings | str:
     if not data:
         return f"app-server: importing {layers.app or 'the application'} crashed " \
                f"({_exit_text(os.waitstatus_to_exitcode(status))})"
-    _, value = pickle.loads(data)  # ("ok", Settings) or ("error", line)
-    return value  # type: ignore[no-any-return]
+    outcome: tuple[str, Settings | str] = pickle.loads(data)  # ("ok", Settings) or ("error", line)
+    return outcome[1]
 
 
 def _exit_text(code: int) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from app_server.framework.errors import ExceptionHandlers
 from app_server.framework.registrar import (
@@ -29,11 +29,36 @@ from app_server.framework.registrar import (
     check_options,
 )
 
-if TYPE_CHECKING:
-    from app_server.framework.app import App
-
 F = TypeVar("F", bound=Callable[..., Any])
-_Mount = Callable[["App"], None]
+
+
+class MountTarget(Protocol):
+    """What a blueprint needs from the app it is mounted on.
+
+    Owned here so that ``blueprints`` does not import ``app`` (which imports
+    ``blueprints``): ``framework.app.App`` conforms by structure.
+    """
+
+    def _check_not_frozen(self, what: str) -> None: ...
+
+    def _register(
+        self, handler: F, uri: str, methods: list[str] | None, options: dict[str, Any],
+        blueprint: Blueprint | None = None,
+    ) -> F: ...
+
+    def static(
+        self,
+        uri: str,
+        directory: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        host: str | None = None,
+        strict_slashes: bool | None = None,
+        content_type: str | None = None,
+    ) -> None: ...
+
+
+_Mount = Callable[[MountTarget], None]
 _ROUTE_DEFAULTS: dict[str, Any] = {
     "name": None, "host": None, "strict_slashes": None, "version": None,
     "version_prefix": "/v", "stream": False, "apply": None, "error_format": None,
@@ -68,7 +93,7 @@ class Blueprint(Registrar):
         self.response_middleware: list[Callable[..., Any]] = []
         self.exception_handlers = ExceptionHandlers()
         self._mounts: list[_Mount] = []
-        self._apps: list[App] = []
+        self._apps: list[MountTarget] = []
 
     def __repr__(self) -> str:
         return f"<Blueprint {self.name!r} url_prefix={self.url_prefix!r}>"
@@ -103,7 +128,7 @@ class Blueprint(Registrar):
         defaults: dict[str, Any],
     ) -> Callable[[F], F]:
         def register(handler: F) -> F:
-            def mount(app: App) -> None:
+            def mount(app: MountTarget) -> None:
                 path, options = self._placed(uri, given, defaults, handler)
                 app._register(handler, path, methods, options, blueprint=self)
 
@@ -130,7 +155,7 @@ class Blueprint(Registrar):
     def static(self, uri: str, directory: str | os.PathLike[str], **options: Any) -> None:
         """``app.static`` under this blueprint's prefix (and host)."""
 
-        def mount(app: App) -> None:
+        def mount(app: MountTarget) -> None:
             path = self.url_prefix + uri if uri != "/" or not self.url_prefix else self.url_prefix
             merged = dict(options)
             if merged.get("host") is None:
@@ -142,7 +167,7 @@ class Blueprint(Registrar):
         for app in self._apps:  # already mounted: the route joins those apps too
             mount(app)
 
-    def register(self, app: App) -> None:
+    def register(self, app: MountTarget) -> None:
         """Add this blueprint's routes to ``app`` (``app.blueprint(bp)`` calls it)."""
         for mount in self._mounts:
             mount(app)

@@ -114,6 +114,10 @@ class Request:
         "_ip_scheme",
         "websocket",
     )
+    # Set by the App on a WebSocket request only (never on the HTTP path), and
+    # only passed through to the handler as its first argument: the request
+    # needs nothing of it, so it does not import the WebSocket type.
+    websocket: object
 
     def __init__(self, head: RequestHead, conn: ConnectionInfo, app: Any) -> None:
         self._head = head

@@ -250,9 +250,9 @@ def _plan_range(
     wanted = parse_range(fields[b"range"], size)
     if wanted is None:
         return whole
-    if wanted is UNSATISFIABLE:
+    if isinstance(wanted, Unsatisfiable):
         return FilePlan(416, 0, 0, b"Content-Range: bytes */%d\r\n" % size, False)
-    first, last = wanted  # type: ignore[misc]
+    first, last = wanted
     content_range = b"Content-Range: bytes %d-%d/%d\r\n" % (first, last, size)
     return FilePlan(206, first, last - first + 1, ours + _ACCEPT_RANGES + content_range, True)
 

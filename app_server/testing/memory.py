@@ -95,7 +95,17 @@ class MemoryTransport(asyncio.Transport):
         self._protocol = protocol
 
     def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._protocol  # type: ignore[return-value]  # set before use
+        if self._protocol is None:
+            raise RuntimeError("MemoryTransport: no protocol attached yet")
+        return self._protocol
+
+    def feed(self, data: bytes) -> None:
+        """Hand ``data`` to the protocol attached now, as the loop does on a read
+        (after an upgrade that is the WebSocket protocol, not the HTTP one)."""
+        protocol = self.get_protocol()
+        if not isinstance(protocol, asyncio.Protocol):
+            raise RuntimeError(f"MemoryTransport: {protocol!r} is not a streaming protocol")
+        protocol.data_received(data)
 
 
 class ResponseReader:

@@ -11,7 +11,7 @@ import json as _json
 from typing import Any, Protocol
 
 from wsproto.connection import Connection, ConnectionType
-from wsproto.events import CloseConnection, Message, Ping, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMessage
 
 from app_server.exceptions import WebSocketClosed
 from app_server.framework.datastructures import Headers
@@ -75,7 +75,7 @@ class TestWebSocket:
         transport = self._transport
         if self._outgoing and transport.reading and not transport.closed:
             data, self._outgoing = bytes(self._outgoing), bytearray()
-            transport.get_protocol().data_received(data)  # type: ignore[attr-defined]
+            transport.feed(data)
 
     def _feed(self, data: bytes) -> None:
         conn = self._conn
@@ -121,7 +121,8 @@ class TestWebSocket:
     def _send(self, data: str | bytes) -> None:
         if self.close_code is not None or self._transport.closed:
             raise WebSocketClosed(self.close_code or 1006, self.close_reason)
-        self._outgoing += self._conn.send(Message(data=data))  # type: ignore[abstract]
+        message = TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data)
+        self._outgoing += self._conn.send(message)
         self._run(lambda: not self._outgoing)
 
     def send_text(self, data: str) -> None:

@@ -20,12 +20,12 @@ from typing import Any
 
 from app_server.channels.runtime import close_channels, open_channels
 from app_server.control import StopReason
-from app_server.framework.proxy import ForwardedPolicy
 from app_server.logs import AccessLog
 from app_server.metrics.recorder import Recorder
 from app_server.metrics.sink import NullWorkerMetrics, WorkerMetrics
 from app_server.settings.model import Settings
 from app_server.settings.resolve import app_config_of, app_config_values, app_config_warnings
+from app_server.workers.app_contract import ForwardedPolicy
 from app_server.workers.server import WorkerServer, make_ssl_context
 from app_server.workers.state import ServerState
 
@@ -39,7 +39,7 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a runtime dependency
         return asyncio.new_event_loop
-    return uvloop.new_event_loop  # type: ignore[no-any-return]
+    return uvloop.new_event_loop
 
 
 def run_worker(app: Any, settings: Settings, sockets: list[socket.socket]) -> int:

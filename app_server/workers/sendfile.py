@@ -282,7 +282,8 @@ class _SharedFd:
     def call(self, fn: Callable[[int, int, int], _T], size: int, offset: int) -> _T | None:
         """``fn(fd, size, offset)`` in the calling thread; None once released."""
         with self._lock:
-            if self._released:
+            released = self._released  # a local: the finally block reads it afresh
+            if released:
                 return None
             self._reading = True
         try:

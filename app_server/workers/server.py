@@ -123,10 +123,10 @@ class WorkerServer:
     def _schedule_tick(self) -> None:
         loop = self._loop
         if loop is not None:
-            self._ticker = loop.call_later(self._tick_s, self._tick)
+            self._ticker = loop.call_later(self._tick_s, self._tick, loop)
 
-    def _tick(self) -> None:
-        self.state.tick(self._loop.time())  # type: ignore[union-attr]
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.state.tick(loop.time())
         self._schedule_tick()
 
     @property

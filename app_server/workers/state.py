@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 from app_server.metrics.sink import NullWorkerMetrics, WorkerMetrics
 from app_server.protocols.http.connection import Timeouts
 from app_server.protocols.http.framing import date_line
+from app_server.settings.model import WebSocketLimits
 
 if TYPE_CHECKING:
     from app_server.logs import AccessLog
-    from app_server.settings.model import HttpLimits, WebSocketLimits
+    from app_server.settings.model import HttpLimits
     from app_server.workers.app_contract import ForwardedPolicy
 
 
@@ -68,8 +69,6 @@ class ServerState:
         self.draining = False
         self.requests_served = 0
         if ws_limits is None:
-            from app_server.settings.model import WebSocketLimits
-
             ws_limits = WebSocketLimits()
         self.ws_limits = ws_limits
         # What each HTTP connection's rules (HttpConnection) time, built once.

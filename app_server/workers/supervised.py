@@ -32,6 +32,8 @@ from app_server.control import Kind, RecycleReason, StopReason
 from app_server.logs import reopen_log_files, server_log_stream
 from app_server.settings.model import Settings
 from app_server.workers.entry import EXIT_BOOT_FAILED, StopControl, loop_factory, serve
+from app_server.workers.server import WorkerServer
+from app_server.workers.state import ServerState
 
 log = logging.getLogger("app_server.error")
 _EOF: tuple[bytes, list[int]] = (b"", [])
@@ -114,7 +116,7 @@ class Link:
         self.stop = stop
         self.heartbeat_s = start.heartbeat_s
         self.max_requests = start.max_requests
-        self.state: Any = None
+        self.state: ServerState | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.recycle_asked = False
@@ -126,11 +128,11 @@ class Link:
         # Open HTTP and WebSocket connections, as the heartbeats report them (ctl status).
         self.count_every_beats = max(1, round(1.0 / self.heartbeat_s))
         self.open_connections = (0, 0)
-        self.server: Any = None  # the WorkerServer, once serving
+        self.server: WorkerServer | None = None  # once serving
         self.adoptions: set[asyncio.Task[bool]] = set()
 
     def send_stats(self, final: bool = False, answer: int = 0) -> None:
-        recorder = getattr(self.state, "recorder", None)
+        recorder = self.state.recorder if self.state is not None else None
         if recorder is None:
             return
         if final:
@@ -144,18 +146,24 @@ class Link:
         self.loop = loop
         loop.add_reader(self.channel.fileno(), self._on_readable)
 
-    def ready(self, server: Any) -> None:
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """The worker's loop: every callback of the link runs after ``listen``."""
+        if self.loop is None:
+            raise RuntimeError("the control link is not listening yet")
+        return self.loop
+
+    def ready(self, server: WorkerServer) -> None:
         self.server = server
-        self.state = server.state
+        self.state = state = server.state
         if self.max_requests:
             # Checked after every response, so the limit is exact, not per heartbeat.
-            self.state.recycle_at = self.max_requests
-            self.state.on_recycle = self._limit_reached
+            state.recycle_at = self.max_requests
+            state.on_recycle = self._limit_reached
         self._send(Kind.READY)
         self._beat()
 
     def _limit_reached(self) -> None:
-        self._ask_recycle(self.state.requests_served)
+        self._ask_recycle(self.state.requests_served if self.state is not None else 0)
 
     def _ask_recycle(self, served: int) -> None:
         if self.recycle_asked:
@@ -186,7 +194,7 @@ class Link:
             self.send_stats()  # bounds what a crash can lose
         if self.max_requests and served >= self.max_requests:
             self._ask_recycle(served)  # WebSocket upgrades count too
-        self.timer = self.loop.call_later(self.heartbeat_s, self._beat)  # type: ignore[union-attr]
+        self.timer = self._running_loop().call_later(self.heartbeat_s, self._beat)
 
     def _send(self, kind: Kind, code: int = 0, value: int = 0) -> None:
         try:
@@ -203,7 +211,7 @@ class Link:
                 fds = []
             if not packet:
                 # The master died: finish what is in flight and exit.
-                self.loop.remove_reader(self.channel.fileno())  # type: ignore[union-attr]
+                self._running_loop().remove_reader(self.channel.fileno())
                 self.stop.request(StopReason.SHUTDOWN)
                 return
             self._on_packet(packet, fds)
@@ -246,7 +254,7 @@ class Link:
                 log.error("slot %d: a lent listener is not a socket: %s", slot, exc)
         if not sockets:
             return
-        task = self.loop.create_task(self.server.adopt(slot, sockets))  # type: ignore[union-attr]
+        task = self._running_loop().create_task(self.server.adopt(slot, sockets))
         self.adoptions.add(task)
         task.add_done_callback(self._adopted)
         log.info("accepting for slot %d until its worker is back", slot)
@@ -268,7 +276,7 @@ class Link:
                 pass
 
 
-def _open_connections(state: Any) -> tuple[int, int]:
+def _open_connections(state: ServerState | None) -> tuple[int, int]:
     """HTTP connections and WebSockets open now (a WebSocket has a route label)."""
     if state is None:
         return 0, 0

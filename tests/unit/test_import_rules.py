@@ -1,171 +1,414 @@
-"""The architecture, checked like a type: which package may import which.
+"""The architecture, checked like a type: which module may import which.
 
-Walks every module's imports with ``ast`` (no extra dependency). The rules:
-protocols are sans-IO and know nothing of the framework or the worker; the
-framework knows no worker, master or settings machinery; the master never
-imports the framework, the protocols, the worker runtime or a metrics
-implementation (not even lazily); master and workers talk through the shared
-``control`` package, which imports nothing from the package.
+STYLE.md §3 gives each package what it *may* import; the README's
+architecture section says where our layout differs from STYLE's proposal
+(``application.py`` holds ``App.run``, ``control/`` is the shared master <->
+worker protocol, ``channels/`` the pub/sub package). Every import counts:
+module level, under ``TYPE_CHECKING`` and inside functions. An import inside a
+function is allowed only where laziness is the design, each listed in
+``LAZY_BY_DESIGN`` with its reason. Reads the source with ``ast`` (no extra
+dependency, nothing imported).
 """
 
 from __future__ import annotations
 
-import ast
+import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2] / "app_server"
+from tests.in_flight import is_in_flight
+from tests.unit.import_graph import ROOT, Import, all_modules, imports_of, internal, module_name
 
-# package prefix -> prefixes it must never import
-FORBIDDEN: dict[str, tuple[str, ...]] = {
+# Each rule: module prefix -> (the app_server prefixes it may import besides
+# its own package, why). The most specific prefix applies. A module always may
+# import its own package's modules (``app_server.framework.*`` inside framework).
+LEAF = ()
+MAY_IMPORT: dict[str, tuple[tuple[str, ...], str]] = {
+    # Leaves: everyone may import them, they import nothing of ours.
+    "app_server.exceptions": (LEAF, "the public exception hierarchy is a leaf"),
+    "app_server.status": (LEAF, "status and close codes are a leaf"),
+    "app_server.logs": (LEAF, "logging setup is a leaf both processes use"),
+    "app_server.control": (
+        LEAF,
+        "the master <-> worker protocol: both sides import it, so it imports neither",
+    ),
+    "app_server.settings.schema": (LEAF, "the one schema is a leaf"),
+    "app_server.settings.model": (LEAF, "the frozen views are a leaf handed to every part"),
+    "app_server.settings.sources": (
+        ("app_server.settings.schema",),
+        "the layers are parsed from the schema",
+    ),
+    "app_server.settings": (
+        ("app_server.settings",),
+        "the resolver merges the layers into the model",
+    ),
+    "app_server.metrics.sink": (LEAF, "the interfaces worker and master report to"),
+    "app_server.metrics": (
+        ("app_server.metrics",),
+        "implementations know the sink and each other, nothing else",
+    ),
+    # Sans-IO: bytes and events only.
     "app_server.protocols": (
-        "app_server.framework", "app_server.workers", "app_server.master",
-        "app_server.settings", "app_server.cli", "app_server.metrics", "asyncio",
+        ("app_server.protocols",),
+        "sans-IO: protocol rules know no framework, worker or settings machinery",
+    ),
+    # The framework: HTTP semantics, no sockets, processes or metrics.
+    "app_server.framework": (
+        (
+            "app_server.exceptions",
+            "app_server.status",
+            "app_server.protocols.http.events",
+            "app_server.settings.schema",
+        ),
+        "the framework sees the protocols' data types only, and the schema to read "
+        "app.config keys; never the worker, the master or the CLI",
+    ),
+    "app_server.framework.app": (
+        (
+            "app_server.framework",
+            "app_server.exceptions",
+            "app_server.status",
+            "app_server.protocols.http.events",
+            "app_server.channels.facade",
+        ),
+        "the App exposes app.channels, the public face of the pub/sub package",
+    ),
+    # The worker: protocols glued to the app through one seam.
+    "app_server.workers": (
+        (
+            "app_server.protocols",
+            "app_server.control",
+            "app_server.settings.model",
+            "app_server.metrics.sink",
+            "app_server.logs",
+            "app_server.exceptions",
+            "app_server.status",
+        ),
+        "the worker reaches the app only through workers.app_contract and the master "
+        "only through control",
+    ),
+    "app_server.workers.app_contract": (
+        ("app_server.framework", "app_server.protocols.http.events"),
+        "the one seam where the worker names the framework's value types",
+    ),
+    "app_server.workers.entry": (
+        (
+            "app_server.protocols",
+            "app_server.control",
+            "app_server.settings",
+            "app_server.metrics",
+            "app_server.logs",
+            "app_server.channels.runtime",
+        ),
+        "the worker's composition: resolves worker settings and picks the metrics "
+        "implementation and the channel backend",
+    ),
+    # The master: processes and sockets, never the app.
+    "app_server.master": (
+        (
+            "app_server.control",
+            "app_server.settings.model",
+            "app_server.metrics.sink",
+            "app_server.logs",
+            "app_server.status",
+            "app_server.channels.history",
+            "app_server.channels.payload",
+        ),
+        "the master never loads the framework, the protocols, the workers or a metrics "
+        "implementation (cli picks it); channels' history and payload are leaves it may keep",
+    ),
+    "app_server.channels.history": (("app_server.exceptions",), "a leaf the master may use"),
+    "app_server.channels.payload": (LEAF, "a leaf the master may use"),
+    "app_server.channels": (
+        (
+            "app_server.exceptions",
+            "app_server.status",
+            "app_server.framework.websocket",
+            "app_server.protocols.websocket.frames",
+        ),
+        "pub/sub delivers to the framework's WebSocket",
+    ),
+    "app_server.asgi": (
+        (
+            "app_server.workers.app_contract",
+            "app_server.protocols.http.events",
+            "app_server.exceptions",
+            "app_server.status",
+        ),
+        "an ASGI app is hosted behind the worker's AppHandler seam",
+    ),
+    "app_server.testing": (
+        (
+            "app_server.framework",
+            "app_server.workers",
+            "app_server.protocols",
+            "app_server.channels",
+            "app_server.settings.model",
+            "app_server.exceptions",
+            "app_server.status",
+        ),
+        "the in-process client runs the worker's own protocol code",
+    ),
+    "app_server.ctl": (
+        (
+            "app_server.settings.schema",
+            "app_server.settings.sources",
+            "app_server.master.ctl_server",
+        ),
+        "the ctl client speaks the master's control-socket protocol and nothing else",
+    ),
+    "app_server.cli": (("app_server",), "the composition root sees everything"),
+    "app_server.application": (
+        ("app_server.framework.app", "app_server.cli"),
+        "the framework's App plus run()",
+    ),
+    "app_server.__main__": (("app_server.cli",), "python -m app_server runs the CLI"),
+    "app_server": (
+        (
+            "app_server.application",
+            "app_server.framework",
+            "app_server.exceptions",
+            "app_server.status",
+        ),
+        "the public names, loaded lazily (PEP 562)",
+    ),
+}
+
+# Standard-library and third-party modules a package must never import.
+NEVER: dict[str, tuple[tuple[str, ...], str]] = {
+    "app_server.protocols": (
+        (
+            "asyncio",
+            "socket",
+            "selectors",
+            "ssl",
+            "time",
+            "logging",
+            "os",
+            "threading",
+            "signal",
+            "subprocess",
+            "prometheus_client",
+            "psutil",
+            "uvloop",
+        ),
+        "sans-IO: no loop, sockets, clocks (time is passed in) or logging",
     ),
     "app_server.framework": (
-        "app_server.workers", "app_server.master", "app_server.cli",
-        "app_server.settings.sources", "app_server.settings.resolve",
+        (
+            "socket",
+            "selectors",
+            "signal",
+            "subprocess",
+            "multiprocessing",
+            "prometheus_client",
+            "psutil",
+            "uvloop",
+            "httptools",
+        ),
+        "no sockets, processes or metrics in the framework",
     ),
     "app_server.master": (
-        "app_server.framework", "app_server.protocols", "app_server.workers",
-        "app_server.metrics.store", "app_server.metrics.recorder",
+        ("prometheus_client", "uvloop", "httptools", "wsproto"),
+        "the master gets its metrics implementation from cli and never parses HTTP",
     ),
-    # The master <-> worker protocol both sides share: a leaf.
     "app_server.control": (
-        "app_server.framework", "app_server.protocols", "app_server.workers",
-        "app_server.master", "app_server.metrics", "app_server.settings", "app_server.cli",
-        "app_server.logs", "app_server.testing",
+        ("asyncio", "prometheus_client", "psutil"),
+        "a plain codec both sides can use",
     ),
-    "app_server.metrics.sink": ("app_server.",),
-    # The worker speaks to the master through control/ only.
-    "app_server.workers": ("app_server.master",),
-    "app_server.settings": (
-        "app_server.framework", "app_server.workers", "app_server.master",
-        "app_server.protocols",
-    ),
-    # The ctl client: a small program that talks to the master's socket.
-    "app_server.ctl": (
-        "app_server.framework", "app_server.protocols", "app_server.workers",
-        "app_server.metrics", "app_server.cli", "app_server.master.arbiter",
-    ),
-    "app_server.exceptions": ("app_server.",),
-    # The master will keep the master backend's history with these two: they
-    # must not pull in the framework, the workers or the rest of channels.
-    "app_server.channels.history": (
-        "app_server.channels", "app_server.framework", "app_server.workers",
-        "app_server.protocols", "app_server.settings", "app_server.master",
-    ),
-    "app_server.channels.payload": ("app_server.",),
-    "app_server.status": ("app_server.",),
+}
+
+# Imports inside functions, where being lazy is the design. (importer, imported
+# prefix) -> reason. Any other import inside a function fails the test.
+LAZY_BY_DESIGN: dict[tuple[str, str], str] = {
+    (
+        "app_server.application",
+        "app_server.cli",
+    ): "App.run needs the CLI; importing an App must not load cli, master and workers",
+    (
+        "app_server.cli",
+        "app_server.workers",
+    ): "STYLE §3: the composition root imports the worker only in the child "
+    "(and to preload the app)",
+    (
+        "app_server.cli",
+        "app_server.master",
+    ): "only the serving path builds the master; ctl and config checks do not load it",
+    ("app_server.cli", "app_server.ctl"): "only the ctl subcommand runs the ctl client",
+    (
+        "app_server.cli",
+        "app_server.metrics.store",
+    ): "prometheus_client is loaded only when --metrics-bind is set",
+    (
+        "app_server.channels.runtime",
+        "app_server.channels.redis",
+    ): "redis is the optional [redis] extra, imported for a redis:// backend only",
+    (
+        "app_server.workers.entry",
+        "uvloop",
+    ): "falls back to the asyncio loop when uvloop cannot be imported",
+    ("app_server.master.children", "psutil"): "read only when --max-memory is set",
+    ("app_server.master.scrape", "psutil"): "read only when a scrape asks",
+    ("app_server.master.ctl_server", "psutil"): "read only when ctl asks for workers",
+    (
+        "app_server.framework.websocket",
+        "app_server.framework.responses",
+    ): "reject() alone builds a response (in flight: see tests/in_flight.py)",
 }
 
 
-def module_name(path: Path) -> str:
-    rel = path.relative_to(ROOT.parent).with_suffix("")
-    parts = list(rel.parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
+def _matches(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
 
 
-def _module_level(tree: ast.Module) -> list[ast.AST]:
-    """Statements outside function bodies: what importing the module loads.
-
-    An import inside a function (``App.run`` reaching the CLI) is lazy and
-    allowed; it is loaded only when that function runs.
-    """
-    nodes: list[ast.AST] = []
-    stack: list[ast.AST] = list(tree.body)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
-            continue
-        nodes.append(node)
-        stack.extend(ast.iter_child_nodes(node))
-    return nodes
+def _rule_for(
+    name: str, table: dict[str, tuple[tuple[str, ...], str]]
+) -> tuple[str, tuple[str, ...], str] | None:
+    owners = [owner for owner in table if _matches(name, owner)]
+    if not owners:
+        return None
+    owner = max(owners, key=len)
+    allowed, reason = table[owner]
+    return owner, allowed, reason
 
 
-def imports_of(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(), str(path))
-    found: set[str] = set()
-    package = module_name(path).rsplit(".", 1)[0]
-    for node in _module_level(tree):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                found.add(f"{base}.{node.module}" if node.module else base)
-            elif node.module:
-                found.add(node.module)
-                found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return found
+def _own_package(name: str, path: Path) -> str:
+    return name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
 
 
-MODULES = sorted(ROOT.rglob("*.py"))
-
-
-@pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
-def test_module_respects_import_rules(path: Path) -> None:
+def layering_violations(path: Path, found: tuple[Import, ...] | None = None) -> list[str]:
     name = module_name(path)
-    for owner, banned in FORBIDDEN.items():
-        if name != owner and not name.startswith(owner + "."):
+    found = imports_of(path) if found is None else found
+    rule = _rule_for(name, MAY_IMPORT)
+    assert rule is not None, f"{name} has no import rule: add one to MAY_IMPORT"
+    owner, allowed, reason = rule
+    own = _own_package(name, path)
+    bad = []
+    for imp in internal(found):
+        if _matches(imp.target, own) and own != "app_server":
             continue
-        bad = sorted(
-            imported for imported in imports_of(path)
-            for prefix in banned
-            if imported == prefix.rstrip(".") or imported.startswith(prefix.rstrip(".") + ".")
-            or (prefix.endswith(".") and imported.startswith(prefix))
-        )
-        assert not bad, f"{name} must not import {bad}"
+        if any(_matches(imp.target, prefix) for prefix in allowed):
+            continue
+        bad.append(f"{name}:{imp.line} imports {imp.target} ({owner}: {reason})")
+    return bad
+
+
+def forbidden_libraries(path: Path, found: tuple[Import, ...] | None = None) -> list[str]:
+    name = module_name(path)
+    found = imports_of(path) if found is None else found
+    rule = _rule_for(name, NEVER)
+    if rule is None:
+        return []
+    owner, banned, reason = rule
+    return [
+        f"{name}:{imp.line} imports {imp.target} ({owner}: {reason})"
+        for imp in found
+        if any(_matches(imp.target, lib) for lib in banned)
+    ]
+
+
+def unlisted_lazy_imports(path: Path, found: tuple[Import, ...] | None = None) -> list[str]:
+    name = module_name(path)
+    found = imports_of(path) if found is None else found
+    bad: dict[int, str] = {}  # one per statement: ``from a import b`` names ``a`` first
+    for imp in found:
+        if (
+            not imp.lazy
+            or imp.line in bad
+            or any(
+                name == importer and _matches(imp.target, prefix)
+                for importer, prefix in LAZY_BY_DESIGN
+            )
+        ):
+            continue
+        bad[imp.line] = f"{name}:{imp.line} imports {imp.target} inside a function"
+    return sorted(bad.values())
+
+
+ENFORCED = [p for p in all_modules() if not is_in_flight(str(p.relative_to(ROOT.parent)))]
+
+
+@pytest.mark.parametrize("path", ENFORCED, ids=module_name)
+def test_module_imports_only_what_its_layer_may(path: Path) -> None:
+    bad = layering_violations(path) + forbidden_libraries(path)
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("path", ENFORCED, ids=module_name)
+def test_imports_inside_functions_are_lazy_by_design(path: Path) -> None:
+    bad = unlisted_lazy_imports(path)
+    assert not bad, "\n".join(bad) + "\n(add it to LAZY_BY_DESIGN with its reason, or move it)"
+
+
+def test_every_lazy_import_listed_is_still_there() -> None:
+    # The allow-list stays short: an entry whose import has gone is removed.
+    lazy = {
+        (module_name(p), imp.target) for p in all_modules() for imp in imports_of(p) if imp.lazy
+    }
+    stale = [
+        entry
+        for entry in LAZY_BY_DESIGN
+        if not any(who == entry[0] and _matches(what, entry[1]) for who, what in lazy)
+    ]
+    assert not stale, f"LAZY_BY_DESIGN entries with no such import: {stale}"
 
 
 def test_the_rules_see_real_imports() -> None:
-    # Guard against a walker that silently finds nothing.
-    found = imports_of(ROOT / "workers" / "http_protocol.py")
-    assert "app_server.protocols.http.parser" in found
-    assert "asyncio" in found
+    # Guard against a walker that silently finds nothing, or misses lazy and
+    # type-only imports.
+    targets = {imp.target: imp for imp in imports_of(ROOT / "workers" / "http_protocol.py")}
+    assert "app_server.protocols.http.parser" in targets
+    assert "asyncio" in targets
+    run = {imp.target: imp for imp in imports_of(ROOT / "application.py")}
+    assert run["app_server.cli"].lazy
+    typed = {imp.target for imp in imports_of(ROOT / "framework" / "request.py")}
+    assert "app_server.framework.routing.router" in typed  # under TYPE_CHECKING
 
 
-def imports_anywhere(path: Path) -> set[str]:
-    """Every module ``path`` imports, inside functions too (lazy imports count)."""
-    tree = ast.parse(path.read_text(), str(path))
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return found
-
-
-# Not even lazily: the master gets its metrics implementation from cli, and the
-# control protocol is a leaf both sides share.
-NEVER_EVEN_LAZILY: dict[str, tuple[str, ...]] = {
-    "master": ("app_server.framework", "app_server.protocols", "app_server.workers",
-               "app_server.metrics.store", "app_server.metrics.recorder", "prometheus_client"),
-    "control": ("app_server.",),
-}
-
-
-@pytest.mark.parametrize("package", sorted(NEVER_EVEN_LAZILY))
-def test_master_and_control_imports_inside_functions_too(package: str) -> None:
-    bad = sorted(
-        f"{path.name}: {imported}"
-        for path in (ROOT / package).rglob("*.py")
-        for imported in imports_anywhere(path)
-        for prefix in NEVER_EVEN_LAZILY[package]
-        if imported.startswith(prefix) and not imported.startswith(f"app_server.{package}")
+def test_a_violation_is_reported() -> None:
+    # The rules can fail: a protocol module that imports the framework and a
+    # socket, both lazily, is caught by all three checks.
+    probe = ROOT / "protocols" / "http" / "probe.py"  # not written: only its name is used
+    found = (
+        Import("socket", 2, lazy=True),
+        Import("app_server.framework", 3, lazy=True, from_base=True),
+        Import("app_server.framework.app", 3, lazy=True),
     )
-    assert not bad, f"{package} must not import {bad}"
+    assert layering_violations(probe, found) == [
+        "app_server.protocols.http.probe:3 imports app_server.framework.app "
+        "(app_server.protocols: " + MAY_IMPORT["app_server.protocols"][1] + ")"
+    ]
+    assert forbidden_libraries(probe, found) == [
+        "app_server.protocols.http.probe:2 imports socket (app_server.protocols: "
+        + NEVER["app_server.protocols"][1]
+        + ")"
+    ]
+    assert unlisted_lazy_imports(probe, found) == [
+        "app_server.protocols.http.probe:2 imports socket inside a function",
+        "app_server.protocols.http.probe:3 imports app_server.framework inside a function",
+    ]
+
+
+def test_the_master_process_loads_no_framework() -> None:
+    # STYLE §3: without --preload the master has no framework or worker module.
+    import subprocess
+
+    probe = (
+        "import sys, app_server.cli, app_server.master.arbiter;"
+        "print([m for m in sys.modules if m.startswith(('app_server.framework',"
+        "'app_server.workers', 'app_server.protocols'))])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT.parent
+    )
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_master_and_workers_share_the_control_package() -> None:
     # Both sides speak the protocol from control/, not from each other.
-    assert "app_server.control" in imports_of(ROOT / "workers" / "supervised.py")
-    assert "app_server.control" in imports_of(ROOT / "master" / "arbiter.py")
+    for side in ("workers/supervised.py", "master/arbiter.py"):
+        assert "app_server.control" in {i.target for i in imports_of(ROOT / side)}
     assert not (ROOT / "master" / "control.py").exists()
 
 

@@ -149,8 +149,8 @@ class RequestParser:
             return
         if not self.in_message:
             self._since = data
-        elif self._since is not None:
-            self._keep(data)
+        elif (since := self._since) is not None:
+            self._keep(since, data)
         if self._space_tail or data[-1:] == b" " or (
             not (self._length > 0 and self.in_message
                  and self._body_size + len(data) <= self._length)  # all body: skip the scan
@@ -165,14 +165,13 @@ class RequestParser:
         if not self.in_message:
             self._since = None  # an idle connection keeps no bytes
 
-    def _keep(self, data: bytes) -> None:
+    def _keep(self, since: bytes | list[bytes], data: bytes) -> None:
         """A message spans reads: keep them (bounded) for the error path."""
-        since = self._since
-        if since.__class__ is bytes:
-            self._since = [since, data]  # type: ignore[list-item]
-            self._since_size = len(since) + len(data)  # type: ignore[arg-type]
+        if isinstance(since, bytes):
+            self._since = [since, data]
+            self._since_size = len(since) + len(data)
         else:
-            since.append(data)  # type: ignore[union-attr]
+            since.append(data)
             self._since_size += len(data)
         if self._since_size > _REPLAY_LIMIT:
             self._since = None
@@ -265,8 +264,8 @@ class RequestParser:
         since = self._since
         received = (
             b"" if since is None
-            else since if since.__class__ is bytes
-            else b"".join(since)  # type: ignore[arg-type]
+            else since if isinstance(since, bytes)
+            else b"".join(since)
         )
         if not received or len(received) > _REPLAY_LIMIT:
             # Too far back to replay cheaply (the probe parses cost
