@@ -22,10 +22,27 @@ LOAD = Path(__file__).resolve().parents[2] / "bench" / "ws_load.py"
 
 def run_chan(port: int, *extra: str) -> dict:
     done = subprocess.run(
-        [sys.executable, str(LOAD), "chan", "--port", str(port), "--connections", "20",
-         "--duration", "0.5", "--warmup", "0.2", "--count-path", "/count",
-         "--max-seconds", "60", *extra],
-        capture_output=True, text=True, timeout=90,
+        [
+            sys.executable,
+            str(LOAD),
+            "chan",
+            "--port",
+            str(port),
+            "--connections",
+            "20",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.2",
+            "--count-path",
+            "/count",
+            "--max-seconds",
+            "60",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
     )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert done.returncode == 0 and "error" not in result, (result, done.stderr[-500:])

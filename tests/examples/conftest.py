@@ -36,13 +36,24 @@ def channels_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture
 def chat_master(
-    master: Callable[..., Master], channels_url: str  # noqa: F811
+    master: Callable[..., Master],  # noqa: F811  (the fixture imported above)
+    channels_url: str,
 ) -> Callable[..., Master]:
     """``chat_master("examples.x:app", workers=4)``: a running master of the example."""
 
     def start(target: str, workers: int = 4) -> Master:
-        m = master(["--app-dir", str(ROOT), "--workers", str(workers),
-                    "--channels", channels_url, "--no-access-log", target])
+        m = master(
+            [
+                "--app-dir",
+                str(ROOT),
+                "--workers",
+                str(workers),
+                "--channels",
+                channels_url,
+                "--no-access-log",
+                target,
+            ]
+        )
         m.wait_log("listening on")
         m.wait_workers(lambda pids: len(pids) == workers)
         return m

@@ -49,5 +49,12 @@ async def spread(
 
 
 async def client(url: str, **options: Any) -> ClientConnection:
-    return await connect(url, proxy=None, compression=None, open_timeout=TIMEOUT,
-                         close_timeout=TIMEOUT, max_size=None, **options)
+    return await connect(
+        url,
+        proxy=None,
+        compression=None,
+        open_timeout=TIMEOUT,
+        close_timeout=TIMEOUT,
+        max_size=None,
+        **options,
+    )

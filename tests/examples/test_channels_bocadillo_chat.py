@@ -52,10 +52,12 @@ def test_pages_on_every_worker_and_the_history(chat_master: Callable[..., Master
                 await ws.send(json.dumps({"type": "message", "user": f"u{i}", "text": f"t{n}"}))
 
         total = PER_CLIENT * len(clients)
-        views = (await asyncio.gather(
-            *(talk(i, ws) for i, ws in enumerate(clients)),
-            *(messages(ws, total) for ws in clients),
-        ))[len(clients):]
+        views = (
+            await asyncio.gather(
+                *(talk(i, ws) for i, ws in enumerate(clients)),
+                *(messages(ws, total) for ws in clients),
+            )
+        )[len(clients) :]
         assert all(view == views[0] for view in views)
         assert sorted((v["user"], v["text"]) for v in views[0]) == sorted(
             (f"u{i}", f"t{n}") for i in range(len(clients)) for n in range(PER_CLIENT)
@@ -77,7 +79,7 @@ def test_pages_on_every_worker_and_the_history(chat_master: Callable[..., Master
         replayed = [entry for entry in history if entry["type"] == "message"]
         # Chat messages plus this page's marker and the markers of the
         # extra connections made to land on other workers fill the 50.
-        assert replayed == views[0][-len(replayed):]
+        assert replayed == views[0][-len(replayed) :]
         assert len(replayed) >= 40  # join markers after the last message are few
         await clients[2].send(json.dumps({"type": "message", "user": "u2", "text": "live"}))
         for ws in (late, clients[0]):

@@ -33,12 +33,13 @@ async def read_until(ws: Any, last: Callable[[dict], bool]) -> list[dict]:
 
 def is_chat(message: dict, user: str, text: str) -> bool:
     return message["type"] == "chat_message" and (message["user"], message["message"]) == (
-        user, text
+        user,
+        text,
     )
 
 
 def test_one_order_and_the_late_joiner_history_from_channel_history(
-    chat_master: Callable[..., Master]
+    chat_master: Callable[..., Master],
 ) -> None:
     m = chat_master(TARGET, workers=4)
     url = f"ws://127.0.0.1:{m.port}/chat/r1"
@@ -62,7 +63,7 @@ def test_one_order_and_the_late_joiner_history_from_channel_history(
             *(talk(i, ws) for i, ws in enumerate(clients)),
             *(read_until_all_said(ws, last) for ws in clients),
         )
-        views = views[len(clients):]
+        views = views[len(clients) :]
         assert all(view == views[0] for view in views)  # the same events, same order
         chats = [(e["user"], e["message"]) for e in views[0] if e["type"] == "chat_message"]
         assert sorted(chats) == sorted(

@@ -34,9 +34,7 @@ async def chats(ws: Any, count: int) -> list[dict]:
     return seen
 
 
-def test_every_worker_sees_every_message_in_one_order(
-    chat_master: Callable[..., Master]
-) -> None:
+def test_every_worker_sees_every_message_in_one_order(chat_master: Callable[..., Master]) -> None:
     m = chat_master(TARGET, workers=4)
     workers = set(m.workers())
     url = f"ws://127.0.0.1:{m.port}/ws/chat/lobby"
@@ -62,13 +60,14 @@ def test_every_worker_sees_every_message_in_one_order(
             *(talk(i, ws) for i, ws in enumerate(clients)),
             *(chats(ws, total) for ws in clients),
         )
-        views = received[len(clients):]
+        views = received[len(clients) :]
         first = views[0]
         assert all(view == first for view in views)  # one order everywhere
         # Every message once, each sender's in the order it sent them.
         expected = {
             json.dumps({"type": "chat", "message": f"m{n}", "user": f"u{i}", "room": "lobby"})
-            for i in range(len(clients)) for n in range(PER_CLIENT)
+            for i in range(len(clients))
+            for n in range(PER_CLIENT)
         }
         assert sorted(json.dumps(message) for message in first) == sorted(expected)
         for i in range(len(clients)):
@@ -85,8 +84,11 @@ def test_every_worker_sees_every_message_in_one_order(
         await clients[0].close()
         for ws in clients[1:]:
             message, _ = await recv_json_until(ws, lambda m: m["type"] != "chat")
-            assert message == {"type": "user_left", "message": "A user left the room",
-                               "room": "lobby"}
+            assert message == {
+                "type": "user_left",
+                "message": "A user left the room",
+                "room": "lobby",
+            }
         for ws in [*clients[1:], other]:
             await ws.close()
 

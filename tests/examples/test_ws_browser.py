@@ -94,7 +94,7 @@ def run_script(node: str, chromium: str, script: Path, url: str) -> dict:
 
 @pytest.mark.slow
 def test_two_browser_pages_on_different_workers_chat_through_channels(
-    chat_master: Callable[..., Master]
+    chat_master: Callable[..., Master],
 ) -> None:
     chromium, node = browser_tools()
     m = chat_master("examples.channels_bocadillo_chat:app", workers=2)
