@@ -45,6 +45,7 @@ class WorkerStart:
     channel: socket.socket
     heartbeat_s: float
     max_requests: int  # 0: no limit; jitter already applied by the master
+    relay: socket.socket | None = None  # the channel relay to the master (--channels master)
 
 
 class BootError(Exception):
@@ -64,6 +65,10 @@ def run_supervised(start: WorkerStart, boot: Boot) -> int:
     # worker (the default action) nor be lost: it is noted here and carried
     # out once the event loop owns the signal.
     signal.signal(signal.SIGUSR1, _note_reopen)
+    if start.relay is not None:
+        from app_server.channels.runtime import inherit_relay
+
+        inherit_relay(start.relay)
     try:
         app, settings = boot()
     except BootError as exc:

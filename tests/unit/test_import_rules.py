@@ -30,6 +30,11 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "app_server.master": (
         "app_server.framework", "app_server.protocols", "app_server.workers",
         "app_server.metrics.store", "app_server.metrics.recorder",
+        # Of channels, the master backend's relay keeps history with the pure
+        # ``channels.history`` only; the rest is the worker's.
+        "app_server.channels.hub", "app_server.channels.facade", "app_server.channels.runtime",
+        "app_server.channels.backend", "app_server.channels.redis",
+        "app_server.channels.subscription", "app_server.channels.master_backend",
     ),
     # The master <-> worker protocol both sides share: a leaf.
     "app_server.control": (
@@ -162,6 +167,24 @@ def test_master_and_workers_share_the_control_package() -> None:
     assert "app_server.control" in imports_of(ROOT / "workers" / "supervised.py")
     assert "app_server.control" in imports_of(ROOT / "master" / "arbiter.py")
     assert not (ROOT / "master" / "control.py").exists()
+
+
+def test_the_master_relay_speaks_the_shared_protocol_without_the_framework() -> None:
+    import subprocess
+    import sys
+
+    # The master's relay and the worker's backend speak control.relay; the
+    # master's history is channels.history. Loading the master loads no
+    # framework, protocol, worker or worker-side channel module.
+    assert "app_server.control.relay" in imports_of(ROOT / "master" / "relay.py")
+    assert "app_server.channels.history" in imports_of(ROOT / "master" / "relay.py")
+    assert "app_server.control.relay" in imports_of(ROOT / "channels" / "master_backend.py")
+    code = ("import sys, app_server.master.arbiter; "
+            "print(sorted(m for m in sys.modules if m.startswith(('app_server.framework', "
+            "'app_server.protocols', 'app_server.workers', 'app_server.channels.hub', "
+            "'app_server.channels.backend'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_public_names_are_all_importable() -> None:
