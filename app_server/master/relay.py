@@ -34,6 +34,7 @@ import logging
 import random
 import selectors
 import socket
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -86,8 +87,9 @@ class RelayCore:
                 self.set_rules(wire.parse_hello(body))
                 return []
             raise wire.RelayError(f"unknown relay request {op}")
-        except (wire.RelayError, ValueError, IndexError) as exc:
-            # struct.error is a ValueError subclass; a bad UTF-8 topic too.
+        except (wire.RelayError, struct.error, ValueError, IndexError) as exc:
+            # A short body (struct.error), a bad UTF-8 topic (ValueError): the
+            # request fails, the master goes on.
             return [(wid, wire.err(rid, ErrCode.FAILED, str(exc) or type(exc).__name__))]
 
     def set_rules(self, rules: list[tuple[str, int, float | None]]) -> None:
