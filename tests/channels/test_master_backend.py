@@ -147,3 +147,56 @@ def test_a_sigkilled_workers_subscriptions_leave_the_master(
                 await ws.close()
 
     asyncio.run(main())
+
+
+def channel_metrics(m: Master) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body = httpx.get(m.metrics_url + "/metrics", timeout=10).text
+    found = {}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name.startswith("app_server_channel_"):
+                suffix = "".join(f"{{{v}}}" for v in sample.labels.values())
+                found[sample.name + suffix] = sample.value
+    return found
+
+
+def test_channel_metrics_count_exactly_and_survive_a_reload(
+        master: Callable[..., Master]) -> None:
+    m = start(master, 2)
+    zero = {
+        "app_server_channel_messages_total{published}": 0.0,
+        "app_server_channel_messages_total{delivered}": 0.0,
+        "app_server_channel_messages_total{dropped}": 0.0,
+        "app_server_channel_slow_closes_total": 0.0,
+        "app_server_channel_subscriptions": 0.0,
+        "app_server_channel_backend_up": 1.0,
+    }
+    assert channel_metrics(m) == zero  # every name from the start, topics never a label
+    ws_url = m.url.replace("http", "ws") + "/room/m"
+
+    async def main() -> None:
+        by_pid = await join_on_every_worker(ws_url, 2, 3)
+        clients = [ws for group in by_pid.values() for ws in group]
+        expected = {**zero, "app_server_channel_subscriptions": 6.0}
+        assert await asyncio.to_thread(channel_metrics, m) == expected
+        async with httpx.AsyncClient() as http:
+            for i in range(10):
+                r = await http.post(f"{m.url}/publish/room:m", content=f"n{i}")
+                assert r.json()["offset"] is not None
+        for ws in clients:
+            assert [x["d"] for x in await collect(ws, 10)] == [f"n{i}" for i in range(10)]
+        expected = {**expected, "app_server_channel_messages_total{published}": 10.0,
+                    "app_server_channel_messages_total{delivered}": 60.0}
+        assert await asyncio.to_thread(channel_metrics, m) == expected
+        for ws in clients:
+            await ws.close()
+
+    asyncio.run(main())
+    # Counters stay monotonic when the workers are replaced; the gauge drops.
+    m.signal(signal.SIGHUP)
+    m.wait_log("reload complete")
+    after = {**zero, "app_server_channel_messages_total{published}": 10.0,
+             "app_server_channel_messages_total{delivered}": 60.0}
+    poll(lambda: channel_metrics(m) == after, 10, f"{after} after the reload")
