@@ -200,3 +200,94 @@ def test_channel_metrics_count_exactly_and_survive_a_reload(
     after = {**zero, "app_server_channel_messages_total{published}": 10.0,
              "app_server_channel_messages_total{delivered}": 60.0}
     poll(lambda: channel_metrics(m) == after, 10, f"{after} after the reload")
+
+
+CLIENTS = 50
+RELOADS = 5
+
+
+def test_fifty_clients_lose_nothing_through_five_rolling_reloads(
+        master: Callable[..., Master]) -> None:
+    """Publishers publish throughout; every reload closes the clients with 1012
+    and each reconnects with its last offset: at the end every client has every
+    message after the first, once, in one and the same order."""
+    m = start(master, 4)
+    base = m.url.replace("http", "ws") + "/room/r"
+    first = httpx.post(f"{m.url}/publish/room:r", content="start", timeout=10).json()["offset"]
+
+    async def client(received: list[tuple[int, str]], done: asyncio.Event,
+                     closes: list[int]) -> None:
+        last = first
+        while True:
+            try:
+                ws = await websockets.connect(f"{base}?since={last}", open_timeout=10)
+            except (OSError, websockets.InvalidStatus, TimeoutError):
+                await asyncio.sleep(0.02)  # between a reload's old and new listener: retry
+                continue
+            try:
+                async for raw in ws:
+                    message = json.loads(raw)
+                    if "ready" in message:
+                        continue
+                    received.append((message["o"], message["d"]))
+                    last = message["o"]
+                    if message["d"] == "end":
+                        await ws.close()
+                        done.set()
+                        return
+            except websockets.ConnectionClosed:
+                pass
+            code = ws.close_code if ws.close_code is not None else -1
+            assert code != 4000, "ChannelGap: the history did not reach back"
+            closes.append(code)
+
+    async def publisher(name: str, stop: asyncio.Event, acked: list[tuple[int, str]]) -> None:
+        async with httpx.AsyncClient(timeout=10) as http:
+            i = 0
+            while not stop.is_set():
+                data = f"{name}-{i}"
+                try:
+                    r = await http.post(f"{m.url}/publish/room:r", content=data)
+                except httpx.HTTPError:
+                    continue  # a connection closed by a draining worker: not acknowledged
+                if r.status_code == 200:
+                    acked.append((r.json()["offset"], data))
+                i += 1
+                await asyncio.sleep(0.005)
+
+    async def main() -> tuple[list[list[tuple[int, str]]], list[tuple[int, str]], list[int]]:
+        received: list[list[tuple[int, str]]] = [[] for _ in range(CLIENTS)]
+        dones = [asyncio.Event() for _ in range(CLIENTS)]
+        closes: list[int] = []
+        tasks = [asyncio.ensure_future(client(r, d, closes)) for r, d in zip(received, dones)]
+        await asyncio.to_thread(poll, lambda: _count(m, "room:r") == CLIENTS, 30, "joined")
+        stop = asyncio.Event()
+        acked: list[tuple[int, str]] = []
+        publishers = [asyncio.ensure_future(publisher(n, stop, acked)) for n in ("p", "q")]
+        for n in range(1, RELOADS + 1):
+            await asyncio.to_thread(poll, lambda: len(acked) >= 40 * n, 30, "publishes")
+            m.signal(signal.SIGHUP)
+            await asyncio.to_thread(m.wait_log, "reload complete", n, 60)
+        await asyncio.to_thread(poll, lambda: len(acked) >= 40 * (RELOADS + 1), 30, "publishes")
+        stop.set()
+        await asyncio.gather(*publishers)
+        httpx.post(f"{m.url}/publish/room:r", content="end", timeout=10)
+        await asyncio.wait_for(asyncio.gather(*(d.wait() for d in dones)), 60)
+        await asyncio.gather(*tasks)
+        return received, acked, closes
+
+    received, acked, closes = asyncio.run(main())
+    assert closes.count(1012) >= CLIENTS  # they really were closed by the reloads
+    reference = received[0]
+    offsets = [o for o, _ in reference]
+    assert offsets == list(range(first + 1, first + 1 + len(offsets)))  # no gap, no duplicate
+    assert set(acked) <= set(reference)  # every acknowledged message arrived
+    for other in received[1:]:
+        assert other == reference  # the same messages in the same order everywhere
+
+
+def _count(m: Master, topic: str) -> int:
+    try:
+        return int(httpx.get(f"{m.url}/count/{topic}", timeout=5).json()["count"])
+    except httpx.HTTPError:
+        return -1
