@@ -91,3 +91,60 @@ def test_a_flood_towards_a_blocked_worker_neither_grows_the_master_nor_delays_su
     # Once the sleeper reads again it gets what fit, then RESYNC (and recovers).
     m.wait_log("fell behind on channel messages", timeout=30)
     print(f"master RSS growth {growth / 1048576:.1f} MiB; late lines: {late}")
+
+
+DEAF_APP = '''
+import os
+from app_server import App, WebSocket
+
+app = App("deaf")
+
+@app.websocket("/feed")
+async def feed(ws: WebSocket) -> None:
+    await ws.subscribe("feed")
+    await ws.send(str(os.getpid()))
+    async for message in ws:
+        if message == "deaf":
+            # This worker keeps running (and heartbeating) but stops reading
+            # its relay socket, as a wedged reader task would.
+            ws.app.channels.hub.backend._writer.transport.pause_reading()
+            await ws.send("deaf now")
+        elif message == "flood":  # 8 MB: far more than the relay socket's buffers
+            for _ in range(2000):
+                await ws.app.channels.publish("feed", "x" * 4096)
+            await ws.send("flooded")
+'''
+
+
+def test_a_worker_that_stops_reading_its_relay_is_replaced_as_hung(
+        master: Callable[..., Master]) -> None:
+    m = master(["--workers", "2", "--timeout", "2", "app:app"], files={"app.py": DEAF_APP})
+    m.wait_log("all 2 workers ready")
+    url = m.url.replace("http", "ws") + "/feed"
+
+    async def main() -> int:
+        deaf_ws = await websockets.connect(url, max_size=None)
+        deaf = int(await asyncio.wait_for(deaf_ws.recv(), 10))
+        for _ in range(200):
+            other = await websockets.connect(url + "?x=1", max_size=None)
+            if int(await asyncio.wait_for(other.recv(), 10)) != deaf:
+                break
+            await other.close()
+        else:
+            raise AssertionError("connections reached one worker only")
+        await deaf_ws.send("deaf")
+        while await asyncio.wait_for(deaf_ws.recv(), 10) != "deaf now":
+            pass
+        await other.send("flood")
+        await asyncio.to_thread(m.wait_log, "has not read its channel messages", 1, 30)
+        # the publisher was never held up by the deaf worker: its flood completes
+        while await asyncio.wait_for(other.recv(), 30) != "flooded":
+            pass
+        for ws in (deaf_ws, other):
+            await ws.close()
+        return deaf
+
+    deaf = asyncio.run(main())
+    # replaced like a hung worker: SIGABRT, its stacks, a new worker in its slot
+    m.wait_workers(lambda pids: deaf not in pids and len(pids) == 2)
+    assert f"worker {deaf} " in m.log().split("has not read its channel messages")[0][-200:]

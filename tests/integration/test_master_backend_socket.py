@@ -84,7 +84,9 @@ def test_two_workers_through_the_relay(relay: RelayThread) -> None:
                     await hubs[1].backend.fetch("room:a", offsets[0] - 1)
             # leaving is reported in the background: the master's count follows
             # and, once both workers unsubscribed, forwards room:a to nobody
+            deadline = time.monotonic() + 10
             while await hubs[0].count("room:a") or relay.relay.core.subs:
+                assert time.monotonic() < deadline, relay.relay.core.subs
                 await asyncio.sleep(0.005)
         finally:
             for hub in hubs:
