@@ -19,7 +19,6 @@ from app_server.channels.backend import ChannelBackend, LocalBackend
 from app_server.channels.facade import Channels
 from app_server.channels.hub import ChannelHub
 
-
 _relay: socket.socket | None = None  # this worker's end of the master's relay
 
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import psutil
-import pytest
 import websockets
 
 from tests.system.harness import Master, poll
@@ -82,7 +81,7 @@ async def join_on_every_worker(url: str, workers: int, per_worker: int) -> dict[
 
 def start(master: Callable[..., Master], workers: int, *extra: str) -> Master:
     m = master(["--workers", str(workers), *extra, "app:app"], files={"app.py": APP})
-    m.wait_log("all %d workers ready" % workers)
+    m.wait_log(f"all {workers} workers ready")
     return m
 
 
@@ -259,13 +258,14 @@ def test_fifty_clients_lose_nothing_through_five_rolling_reloads(
         received: list[list[tuple[int, str]]] = [[] for _ in range(CLIENTS)]
         dones = [asyncio.Event() for _ in range(CLIENTS)]
         closes: list[int] = []
-        tasks = [asyncio.ensure_future(client(r, d, closes)) for r, d in zip(received, dones)]
+        tasks = [asyncio.ensure_future(client(r, d, closes))
+                 for r, d in zip(received, dones, strict=True)]
         await asyncio.to_thread(poll, lambda: _count(m, "room:r") == CLIENTS, 30, "joined")
         stop = asyncio.Event()
         acked: list[tuple[int, str]] = []
         publishers = [asyncio.ensure_future(publisher(n, stop, acked)) for n in ("p", "q")]
         for n in range(1, RELOADS + 1):
-            await asyncio.to_thread(poll, lambda: len(acked) >= 40 * n, 30, "publishes")
+            await asyncio.to_thread(poll, lambda want=40 * n: len(acked) >= want, 30, "publishes")
             m.signal(signal.SIGHUP)
             await asyncio.to_thread(m.wait_log, "reload complete", n, 60)
         await asyncio.to_thread(poll, lambda: len(acked) >= 40 * (RELOADS + 1), 30, "publishes")

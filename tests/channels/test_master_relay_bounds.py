@@ -8,14 +8,13 @@ is never reported late."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from typing import Any
 
 import psutil
 import websockets
 
-from tests.system.harness import Master, poll
+from tests.system.harness import Master
 
 APP = '''
 import os, time
