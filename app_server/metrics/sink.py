@@ -25,6 +25,8 @@ class WorkerView:
     states: dict[str, int]
     slots: list[tuple[int, int, float]]  # slot, RSS bytes, CPU seconds of its current worker
     desired: int = 0  # the worker count the master keeps (--workers, changed by scaling)
+    # Channel deliveries the master's relay dropped for workers that fell behind.
+    relay_dropped: int = 0
 
 
 class MasterMetrics(Protocol):

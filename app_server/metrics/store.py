@@ -203,8 +203,8 @@ class _Collector:
                             ("route", "code"), series.counters.get("ws_closes"))
         yield _histogram("websocket_ping_rtt_seconds", "Round-trip time of answered pings.",
                          (), RTT_BUCKETS, series.histograms.get("ping_rtt", {}))
-        yield from _channel_metrics(store, series)
         view = store.workers() if store.workers is not None else None
+        yield from _channel_metrics(store, series, view.relay_dropped if view else 0)
         states = dict.fromkeys(WORKER_STATES, 0)
         slots: list[tuple[int, int, float]] = []  # slot, rss, cpu of its current worker
         desired = 0
@@ -251,10 +251,16 @@ class _Collector:
         yield cpu
 
 
-def _channel_metrics(store: MetricsStore, series: _Series) -> Iterator[Metric]:
-    """SPEC §9: shown from the start (zeros), summed over workers; topics are no label."""
+def _channel_metrics(store: MetricsStore, series: _Series, relay_dropped: int
+                     ) -> Iterator[Metric]:
+    """SPEC §9: shown from the start (zeros), summed over workers; topics are no label.
+
+    ``dropped`` adds the master relay's drops (deliveries to a worker that fell
+    behind) to the workers' own (messages not written to a slow subscriber).
+    """
     messages = {(d,): 0.0 for d in CHANNEL_DIRECTIONS}
     messages.update(series.counters.get("channel_messages", {}))
+    messages[("dropped",)] += relay_dropped
     yield _counter("channel_messages_total",
                    "Channel messages published, delivered to subscribers, and dropped.",
                    ("direction",), messages)

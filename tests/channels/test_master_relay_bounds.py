@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import psutil
 import websockets
 
@@ -89,6 +90,13 @@ def test_a_flood_towards_a_blocked_worker_neither_grows_the_master_nor_delays_su
     assert not [line for line in late if f"worker {flooder} " in line], late
     # Once the sleeper reads again it gets what fit, then RESYNC (and recovers).
     m.wait_log("fell behind on channel messages", timeout=30)
+    # The master's drops are counted in /metrics.
+    logged = sum(int(line.split(": ")[-1].split()[0]) for line in m.log().splitlines()
+                 if "fell behind on channel messages" in line)
+    body = httpx.get(m.metrics_url + "/metrics", timeout=10).text
+    [dropped] = [float(line.split()[-1]) for line in body.splitlines()
+                 if line.startswith('app_server_channel_messages_total{direction="dropped"}')]
+    assert logged > 0 and dropped >= logged, (logged, dropped)
     print(f"master RSS growth {growth / 1048576:.1f} MiB; late lines: {late}")
 
 
