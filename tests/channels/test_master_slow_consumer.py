@@ -15,14 +15,13 @@ import psutil
 import websockets
 
 from app_server.master.relay import OUT_LIMIT
-from tests.channels.test_redis_slow_consumer import (
-    APP,
-    MAX_SEND_BUFFER,
-    ROUNDS,
-    phase,
-    slow_subscriber,
-)
+from tests.channels.test_redis_slow_consumer import APP, MAX_SEND_BUFFER, phase, slow_subscriber
 from tests.system.harness import Master
+
+# Best of five rounds each: on this shared 2-core machine one round's rate
+# varies by up to 2x with other load; five alternations make the best of
+# each side a fair comparison.
+ROUNDS = 5
 
 
 def test_one_slow_reader_among_100_with_the_master_backend(
