@@ -286,12 +286,12 @@ def _serve(live: _Live, boot: Boot) -> int:
     watchdog_s = systemd.watchdog_interval(os.environ)
 
     def spawn(slot: int, sockets: list[socket.socket], channel: socket.socket,
-              max_requests: int) -> int:
+              max_requests: int, relay: socket.socket | None) -> int:
         from app_server.workers.supervised import WorkerStart, run_supervised
 
         heartbeat_s = heartbeat_interval(live.settings.supervisor.timeout_s)
         return run_supervised(
-            WorkerStart(slot, sockets, channel, heartbeat_s, max_requests), boot
+            WorkerStart(slot, sockets, channel, heartbeat_s, max_requests, relay), boot
         )
 
     master = Master(
@@ -301,6 +301,7 @@ def _serve(live: _Live, boot: Boot) -> int:
         metrics_listener=metrics_listener,
         metrics=_master_metrics(metrics_listener, supervisor.max_memory_mb),
         control_listener=control_listener, reconfigure=live.reconfigure,
+        relay=settings.channels == "master",
     )
     if supervisor.pid_file:
         write_pid_file(supervisor.pid_file)

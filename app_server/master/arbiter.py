@@ -45,6 +45,7 @@ from app_server.master.cover import Cover
 from app_server.master.ctl_server import ControlServer, ReloadWaits
 from app_server.master.model import Listeners, Worker
 from app_server.master.operations import Operation, Recycle, Reload, ScaleDown, ScaleUp
+from app_server.master.relay import Relay
 from app_server.master.scrape import Scrape
 from app_server.master.systemd import Notifier
 from app_server.master.watch import SourceWatcher
@@ -70,6 +71,7 @@ class Master:
         metrics_listener: socket.socket | None = None, metrics: MasterMetrics | None = None,
         control_listener: tuple[socket.socket, str] | None = None,
         reconfigure: Reconfigure | None = None,
+        relay: bool = False,
     ) -> None:
         self.settings, self.notifier, self.watchdog_s = settings, notifier, watchdog_s
         self.metrics = metrics if metrics is not None else NullMasterMetrics()
@@ -77,6 +79,8 @@ class Master:
         self.children = Children(settings, graceful_timeout_s, listeners, spawn_target,
                                  self.selector, self.metrics, self._close_in_child)
         self.slots, self.workers = self.children.slots, self.children.workers  # shared, not copies
+        if relay:  # --channels master: the master relays channel messages between workers
+            self.children.relay = Relay(self.selector)
         self.inbox = process.SignalInbox()
         self.operations: deque[Operation] = deque()
         self.current: Operation | None = None
@@ -216,6 +220,7 @@ class Master:
     def _tick(self, now: float) -> None:
         if self.stopping is None:
             self.children.respawn_due(now)
+        self.children.check_relay(now, self.stopping is not None)
         for worker in self.children.check(now, self.stopping is not None):
             self._recycle(worker, RecycleReason.MAX_LIFETIME)
         if self.settings.max_memory_mb and now >= self.next_memory_check:
@@ -384,6 +389,8 @@ class Master:
             self.ctl.close()
         for worker in self.workers.values():
             worker.channel.close()
+        if self.children.relay is not None:
+            self.children.relay.close()
         self.selector.close()
         self.inbox.close()
 

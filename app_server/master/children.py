@@ -39,11 +39,13 @@ from app_server.master.actions import (
 )
 from app_server.master.model import RECYCLE_LABELS, Listeners, Phase, Slot, Worker, describe_exit
 from app_server.master.policies import Deadlines, Verdict
+from app_server.master.relay import Relay
 from app_server.metrics.sink import MasterMetrics
 from app_server.settings.model import SupervisorSettings
 
 log = logging.getLogger("app_server.error")
-SpawnTarget = Callable[[int, list[socket.socket], socket.socket, int], int]
+# (slot, its listeners, the control channel, max requests, the channel relay socket or None)
+SpawnTarget = Callable[[int, list[socket.socket], socket.socket, int, socket.socket | None], int]
 
 
 class Children:
@@ -57,6 +59,7 @@ class Children:
         self.workers: dict[int, Worker] = {}  # pid -> worker, every live child
         self.in_child = in_child  # the master's own cleanup in a forked child
         self._packet_buffer = bytearray(control.MAX_PACKET)  # one packet is one message
+        self.relay: Relay | None = None  # the channel relay (``--channels master``)
 
     # -- forking -------------------------------------------------------------------------
 
@@ -68,12 +71,16 @@ class Children:
 
     def spawn(self, slot: Slot) -> Worker:
         master_end, worker_end = control.channel_pair()
+        relay_master, relay_worker = self.relay.pair() if self.relay is not None else (None, None)
         settings = self.settings
         requests = policies.max_requests(settings.max_requests, settings.max_requests_jitter,
                                          random.randint(0, max(0, settings.max_requests_jitter)))
         pid = process.fork_child(lambda: self.spawn_target(
-            slot.index, self._become_child(slot), worker_end, requests))
+            slot.index, self._become_child(slot), worker_end, requests, relay_worker))
         worker_end.close()
+        if self.relay is not None and relay_master is not None and relay_worker is not None:
+            relay_worker.close()
+            self.relay.add(pid, relay_master)
         now = time.monotonic()
         worker = Worker(pid, slot, master_end, now, last_seen=now)
         worker.recycle_at = policies.lifetime_end(
@@ -89,6 +96,8 @@ class Children:
         self.selector.close()
         for worker in self.workers.values():
             worker.channel.close()
+        if self.relay is not None:
+            self.relay.close_in_child()
         for other in self.slots:
             if other is not slot:
                 for sock in other.sockets:
@@ -166,6 +175,8 @@ class Children:
         self.workers.pop(worker.pid, None)
         self._unregister(worker.channel)
         worker.channel.close()
+        if self.relay is not None:
+            self.relay.remove(worker.pid)
         self.metrics.worker_gone(worker.pid, worker.slot.index, cpu_s)
         slot, how = worker.slot, describe_exit(worker.exit_code)
         if worker.phase is Phase.STOPPING:
@@ -208,6 +219,19 @@ class Children:
                 else:
                     self._on_verdict(worker, verdict, now, stopping)
         return due
+
+    def check_relay(self, now: float, stopping: bool) -> None:
+        """A worker that has not read its relay socket for --timeout is hung: replace it."""
+        if self.relay is None:
+            return
+        for pid in self.relay.stalled(now, self.deadlines.timeout_s):
+            worker = self.workers.get(pid)
+            self.relay.remove(pid)  # its queued deliveries go now: the master's memory
+            if worker is None or worker.aborted or worker.phase is Phase.STOPPING:
+                continue
+            log.error("worker %d (slot %d) has not read its channel messages for %ss",
+                      pid, worker.slot.index, self.deadlines.timeout_s)
+            self._on_verdict(worker, Verdict.ABORT, now, stopping)
 
     def _on_verdict(self, worker: Worker, verdict: Verdict, now: float, stopping: bool) -> None:
         slot, silent = worker.slot, now - worker.last_seen

@@ -28,6 +28,7 @@ from app_server.control import Kind
 from app_server.master.metrics_http import MetricsServer
 from app_server.master.model import Phase, Slot, Worker
 from app_server.master.policies import all_ready
+from app_server.master.relay import Relay
 from app_server.metrics.sink import MasterMetrics, WorkerView
 
 log = logging.getLogger("app_server.error")
@@ -43,6 +44,9 @@ class Supervised(Protocol):
 
     @property
     def slots(self) -> Sequence[Slot]: ...
+
+    @property
+    def relay(self) -> Relay | None: ...
 
 
 class Scrape:
@@ -129,4 +133,5 @@ class Scrape:
             cpu[index] = cpu.get(index, 0.0) + times.user + times.system
         slots = [(index, rss.get(index, 0), seconds) for index, seconds in sorted(cpu.items())]
         desired = sum(not slot.retiring for slot in self.master.slots)
-        return WorkerView(states, slots, desired)
+        relay = self.master.relay
+        return WorkerView(states, slots, desired, relay.dropped if relay is not None else 0)

@@ -12,7 +12,9 @@ the parser's known tokens, and close codes are 16-bit numbers.
 
 WebSocket messages are counted on the connection (one integer increment per
 message) and folded into the recorder when it closes; a snapshot adds the
-counts of the connections still open.
+counts of the connections still open. Channel counts are the channel hub's
+own plain counters (``channels``), read at snapshot time: the recorder adds
+nothing to the delivery path.
 
 Implements ``metrics.sink.WorkerMetrics``.
 
@@ -73,6 +75,7 @@ class Recorder:
         "ws_closes",
         "ping_rtt",
         "connections",
+        "channels",
     )
 
     def __init__(self) -> None:
@@ -84,6 +87,7 @@ class Recorder:
         self.ws_closes: dict[tuple[str, int], int] = {}
         self.ping_rtt = Histogram(RTT_BUCKETS)
         self.connections: Any = ()  # the worker's open connections, for live counts
+        self.channels: Any = None  # the worker's channel hub, once it runs
 
     # -- HTTP ----------------------------------------------------------------
 
@@ -145,6 +149,10 @@ class Recorder:
         """The worker's open connections, read at each snapshot for live counts."""
         self.connections = connections
 
+    def watch_channels(self, hub: object) -> None:
+        """The channel hub, read at each snapshot: its counters travel with ours."""
+        self.channels = hub
+
     # -- the snapshot --------------------------------------------------------
 
     def snapshot(self) -> bytes:
@@ -175,4 +183,11 @@ class Recorder:
             "ws_closes": [[r, c, n] for (r, c), n in self.ws_closes.items()],
             "ping_rtt": [self.ping_rtt.counts, self.ping_rtt.sum],
         }
+        hub = self.channels
+        if hub is not None:
+            data["channels"] = {
+                "published": hub.published, "delivered": hub.delivered, "dropped": hub.dropped,
+                "slow_closes": hub.slow_closes, "subscriptions": hub.subscriptions,
+                "up": 1 if hub.up else 0,
+            }
         return json.dumps(data, separators=(",", ":")).encode()

@@ -46,6 +46,9 @@ class WorkerMetrics(Protocol):
 
     def watch_connections(self, connections: Collection[object]) -> None: ...
 
+    def watch_channels(self, hub: object) -> None:
+        """The worker's channel hub, whose plain counters each snapshot carries."""
+
     def snapshot(self) -> bytes: ...
 
 
@@ -77,6 +80,9 @@ class NullWorkerMetrics:
     def watch_connections(self, connections: Collection[object]) -> None:
         return None
 
+    def watch_channels(self, hub: object) -> None:
+        return None
+
     def snapshot(self) -> bytes:
         return b""
 
@@ -91,6 +97,8 @@ class WorkerView:
     states: dict[str, int]
     slots: list[tuple[int, int, float]]  # slot, RSS bytes, CPU seconds of its current worker
     desired: int = 0  # the worker count the master keeps (--workers, changed by scaling)
+    # Channel deliveries the master's relay dropped for workers that fell behind.
+    relay_dropped: int = 0
 
 
 class MasterMetrics(Protocol):

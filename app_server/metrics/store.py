@@ -44,6 +44,7 @@ RESTART_REASONS = (
     "crash", "timeout", "max_requests", "max_lifetime", "memory", "reload", "scale", "drain",
 )
 WORKER_STATES = ("starting", "ready", "stopping")
+CHANNEL_DIRECTIONS = ("published", "delivered", "dropped")
 
 Key = tuple[Any, ...]
 
@@ -81,7 +82,7 @@ class _Series:
 class _Snapshot:
     """One worker's parsed snapshot: its counters/histograms and its gauges."""
 
-    __slots__ = ("series", "in_progress", "ws_open")
+    __slots__ = ("series", "in_progress", "ws_open", "subscriptions", "channel_up")
 
     def __init__(self, data: dict[str, Any]) -> None:
         series = _Series()
@@ -98,6 +99,15 @@ class _Snapshot:
         counts, total = data["ping_rtt"]
         if any(counts):
             series.add_histogram("ping_rtt", (), counts, total)
+        channels = data.get("channels")
+        self.subscriptions = 0
+        self.channel_up: int | None = None  # None: this worker runs no channel hub
+        if channels is not None:
+            for direction in CHANNEL_DIRECTIONS:
+                series.add_counter("channel_messages", (direction,), int(channels[direction]))
+            series.add_counter("channel_slow_closes", (), int(channels["slow_closes"]))
+            self.subscriptions = int(channels["subscriptions"])
+            self.channel_up = 1 if channels["up"] else 0
         self.series = series
         self.in_progress = int(data["in_progress"])
         self.ws_open = {route: n for route, n in data["ws_open"]}
@@ -196,6 +206,7 @@ class _Collector:
         yield _histogram("websocket_ping_rtt_seconds", "Round-trip time of answered pings.",
                          (), RTT_BUCKETS, series.histograms.get("ping_rtt", {}))
         view = store.workers() if store.workers is not None else None
+        yield from _channel_metrics(store, series, view.relay_dropped if view else 0)
         states = dict.fromkeys(WORKER_STATES, 0)
         slots: list[tuple[int, int, float]] = []  # slot, rss, cpu of its current worker
         desired = 0
@@ -240,6 +251,33 @@ class _Collector:
                 cpu.add_metric((str(slot),), seconds)
         yield rss
         yield cpu
+
+
+def _channel_metrics(store: MetricsStore, series: _Series, relay_dropped: int
+                     ) -> Iterator[Metric]:
+    """SPEC §9: shown from the start (zeros), summed over workers; topics are no label.
+
+    ``dropped`` adds the master relay's drops (deliveries to a worker that fell
+    behind) to the workers' own (messages not written to a slow subscriber).
+    """
+    messages = {(d,): 0.0 for d in CHANNEL_DIRECTIONS}
+    messages.update(series.counters.get("channel_messages", {}))
+    messages[("dropped",)] += relay_dropped
+    yield _counter("channel_messages_total",
+                   "Channel messages published, delivered to subscribers, and dropped.",
+                   ("direction",), messages)
+    yield _counter("channel_slow_closes_total",
+                   "Subscribers closed with 1013 for passing WEBSOCKET_MAX_SEND_BUFFER.",
+                   (), {(): series.counters.get("channel_slow_closes", {}).get((), 0.0)})
+    live = [s for s in store.live.values() if s.channel_up is not None]
+    yield GaugeMetricFamily(PREFIX + "channel_subscriptions",
+                            "Channel subscriptions (WebSockets and handlers) now.",
+                            value=sum(s.subscriptions for s in live))
+    # 1 while every worker's backend is reachable (and at least one reports).
+    up = 1 if live and all(s.channel_up for s in live) else 0
+    yield GaugeMetricFamily(PREFIX + "channel_backend_up",
+                            "1 while the channel backend is reachable from every worker.",
+                            value=up)
 
 
 def _counter(

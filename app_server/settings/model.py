@@ -107,8 +107,8 @@ class Settings:
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
     supervisor: SupervisorSettings = field(default_factory=SupervisorSettings)
     debug: bool = False
-    # The channel backend (SPEC §9): "local" or a redis:// / rediss:// URL.
-    channels: str = "local"
+    # The channel backend (SPEC §9): "master", "local" or a redis:// / rediss:// URL.
+    channels: str = "master"
     # Every resolved value by setting name (the views above are built from it);
     # empty when a Settings is built by hand. Not part of equality.
     values: Mapping[str, object] = field(default_factory=dict, compare=False)

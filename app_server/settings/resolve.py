@@ -408,8 +408,8 @@ def _channels(value: object) -> str:
     if not isinstance(value, str):
         raise _Invalid()
     url = value.strip()
-    if url.lower() == "local":
-        return "local"
+    if url.lower() in ("local", "master"):
+        return url.lower()
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
         raise _Invalid()

@@ -65,7 +65,7 @@ class ValueType(Enum):
     TCP_ADDRESS_OR_OFF = "HOST:PORT, [::1]:PORT or 'off'"
     COMPRESSION = f"'{COMPRESSION_DEFLATE}' or 'none'"
     ADDRESS_LIST = "a comma-separated list of IP addresses, CIDR networks, or *"
-    CHANNELS = "'local', or a redis://HOST:PORT/DB or rediss:// URL"
+    CHANNELS = "'master', 'local', or a redis://HOST:PORT/DB or rediss:// URL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,11 +222,10 @@ SETTINGS: tuple[Setting, ...] = (
             "bytes of channel messages queued for one slow connection before it is "
             "closed with 1013", metavar="N"),
     # -- channels (SPEC §9) ---------------------------------------------------------
-    # "local" is the default for now; the master relay becomes the default
-    # when the master backend lands (issue 11). Master scope: the master
-    # will need to know the backend before it forks.
-    _define("channels", T.CHANNELS, "local", M,
-            "channel backend: local (one worker), or redis://HOST:PORT/DB (across hosts)",
+    # Master scope: the master makes the relay sockets before it forks.
+    _define("channels", T.CHANNELS, "master", M,
+            "channel backend: master (every worker of this server, relayed by the master), "
+            "local (one worker), or redis://HOST:PORT/DB (across hosts)",
             metavar="URL"),
     # -- TLS and proxies -------------------------------------------------------------
     _define("ssl_certfile", T.OPTIONAL_PATH, None, W, "TLS certificate chain (PEM)",

@@ -125,9 +125,10 @@ async def serve(
         return EXIT_BOOT_FAILED
     tls = settings.tls
     ssl_context = make_ssl_context(tls.certfile, tls.keyfile) if tls else None
-    server = WorkerServer(
-        build_state(app, settings, loop.time()), ssl_context, settings.supervisor.backlog
-    )
+    state = build_state(app, settings, loop.time())
+    if state.recorder is not None and channels is not None:
+        state.recorder.watch_channels(channels)  # its counters travel in the snapshots
+    server = WorkerServer(state, ssl_context, settings.supervisor.backlog)
     await server.start(sockets)
     try:
         await app.run_hooks("after_server_start")

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app_server import control
+from app_server.channels.runtime import inherit_relay
 from app_server.control import Kind, RecycleReason, StopReason
 from app_server.logs import reopen_log_files, server_log_stream
 from app_server.settings.model import Settings
@@ -47,6 +48,7 @@ class WorkerStart:
     channel: socket.socket
     heartbeat_s: float
     max_requests: int  # 0: no limit; jitter already applied by the master
+    relay: socket.socket | None = None  # the channel relay to the master (--channels master)
 
 
 class BootError(Exception):
@@ -66,6 +68,8 @@ def run_supervised(start: WorkerStart, boot: Boot) -> int:
     # worker (the default action) nor be lost: it is noted here and carried
     # out once the event loop owns the signal.
     signal.signal(signal.SIGUSR1, _note_reopen)
+    if start.relay is not None:
+        inherit_relay(start.relay)
     try:
         app, settings = boot()
     except BootError as exc:

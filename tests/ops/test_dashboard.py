@@ -7,10 +7,8 @@ exposes: a real master with two workers is scraped after HTTP and WebSocket
 traffic (pings answered, a WebSocket open, so that every family has samples)
 and every metric name in every dashboard expression and every alerting rule
 (config/app-server-alerts.yml) must be in that scrape.
-
-The channel metrics of §9 are not exposed by this branch yet: they are
-checked against ``CHANNEL_METRICS_NOT_YET_EXPOSED`` (SPEC §9's names), a list
-to delete once the channels step lands them, when the scrape covers them too.
+The channel metrics of §9 (``CHANNEL_METRICS``) must be on the dashboard and
+in that same scrape.
 """
 
 from __future__ import annotations
@@ -43,9 +41,8 @@ SPEC_7_METRICS = {
     "app_server_worker_resident_memory_bytes", "app_server_worker_cpu_seconds_total",
 }
 HISTOGRAMS = {"app_server_http_request_duration_seconds", "app_server_websocket_ping_rtt_seconds"}
-# SPEC §9's channel metrics. Delete this list when the server exposes them:
-# the scrape test then checks them like every other name.
-CHANNEL_METRICS_NOT_YET_EXPOSED = {
+# SPEC §9's channel metrics: shown on the dashboard and exposed by the scrape.
+CHANNEL_METRICS = {
     "app_server_channel_messages_total", "app_server_channel_subscriptions",
     "app_server_channel_backend_up", "app_server_channel_slow_closes_total",
 }
@@ -109,7 +106,7 @@ def test_dashboard_is_importable_with_a_prometheus_input() -> None:
 def test_dashboard_shows_every_metric_of_spec_7_and_the_channel_metrics() -> None:
     shown = {family(name) for name in dashboard_names()}
     assert SPEC_7_METRICS - shown == set()
-    assert CHANNEL_METRICS_NOT_YET_EXPOSED - shown == set()
+    assert CHANNEL_METRICS - shown == set()
     # And every panel query is filtered by the instance variable.
     for expr in expressions()[:-1]:
         for name in NAME.findall(expr):
@@ -146,13 +143,8 @@ def test_every_name_in_dashboard_and_alerts_is_exposed_by_a_real_master(
                 return names if wanted <= names else None
             exposed: set[str] = poll(scraped, 30, "every family with samples")
 
-    missing = (dashboard_names() | alert_names()) - exposed
-    pending = missing & CHANNEL_METRICS_NOT_YET_EXPOSED
-    assert missing - pending == set(), f"not exposed by the server: {sorted(missing - pending)}"
-    # The §9 list must only hold names the server really lacks: once one is
-    # exposed it belongs to the scrape check, not the exception list.
-    assert CHANNEL_METRICS_NOT_YET_EXPOSED & exposed == set(), \
-        "channel metrics are exposed now: delete CHANNEL_METRICS_NOT_YET_EXPOSED"
+    missing = (dashboard_names() | alert_names() | CHANNEL_METRICS) - exposed
+    assert missing == set(), f"not exposed by the server: {sorted(missing)}"
 
 
 def _ok(http: httpx.Client, url: str) -> bool:

@@ -104,6 +104,18 @@ MAY_IMPORT: dict[str, tuple[tuple[str, ...], str]] = {
         "the worker's composition: resolves worker settings and picks the metrics "
         "implementation and the channel backend",
     ),
+    "app_server.workers.supervised": (
+        (
+            "app_server.protocols",
+            "app_server.control",
+            "app_server.settings.model",
+            "app_server.metrics.sink",
+            "app_server.logs",
+            "app_server.channels.runtime",
+        ),
+        "the forked child's main: it hands the master's relay socket to the channel "
+        "backend before the app is imported",
+    ),
     # The master: processes and sockets, never the app.
     "app_server.master": (
         (
@@ -410,6 +422,27 @@ def test_master_and_workers_share_the_control_package() -> None:
     for side in ("workers/supervised.py", "master/arbiter.py"):
         assert "app_server.control" in {i.target for i in imports_of(ROOT / side)}
     assert not (ROOT / "master" / "control.py").exists()
+
+
+def test_the_master_relay_speaks_the_shared_protocol_without_the_framework() -> None:
+    import subprocess
+    import sys
+
+    # The master's relay and the worker's backend speak control.relay; the
+    # master's history is channels.history. Loading the master loads no
+    # framework, protocol, worker or worker-side channel module.
+    relay = {i.target for i in imports_of(ROOT / "master" / "relay.py")}
+    backend = {i.target for i in imports_of(ROOT / "channels" / "master_backend.py")}
+    assert "app_server.control.relay" in relay and "app_server.channels.history" in relay
+    assert "app_server.control.relay" in backend
+    code = (
+        "import sys, app_server.master.arbiter; "
+        "print(sorted(m for m in sys.modules if m.startswith(('app_server.framework', "
+        "'app_server.protocols', 'app_server.workers', 'app_server.channels.hub', "
+        "'app_server.channels.backend'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_public_names_are_all_importable() -> None:

@@ -630,7 +630,9 @@ def test_default_metrics_port_is_not_node_exporters() -> None:
 
 
 def test_channels_and_the_send_buffer_from_every_layer() -> None:
-    assert settings_from().channels == "local"
+    assert settings_from().channels == "master"  # the default: no external server
+    assert settings_from(["--channels", "local"]).channels == "local"
+    assert settings_from(["--channels", "MASTER"]).channels == "master"
     assert settings_from().websocket.max_send_buffer == 4_194_304
     s = settings_from(["--channels", "redis://10.0.0.5:6380/2", "--ws-max-send-buffer", "65536"])
     assert s.channels == "redis://10.0.0.5:6380/2" and s.websocket.max_send_buffer == 65536
