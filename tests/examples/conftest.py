@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # The channel backends the multi-worker examples are tested on. "master"
 # joins once `--channels master` exists (the default backend).
-BACKENDS = ["redis"]
+BACKENDS = ["redis", "master"]
 
 
 @pytest.fixture(params=BACKENDS)
