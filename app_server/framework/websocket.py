@@ -15,20 +15,19 @@ from __future__ import annotations
 import asyncio
 import json as _json
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from enum import Enum, StrEnum
+from enum import StrEnum
 from typing import Any, Protocol
 
 from app_server.exceptions import InvalidWebSocketStateError, WebSocketClosed
 from app_server.protocols.websocket.frames import OP_BINARY, OP_TEXT, encode_frame
+from app_server.protocols.websocket.lifecycle import Lifecycle, Phase, WebSocketState
+from app_server.status import CloseCode
 
-_REJECTED = 1006
+__all__ = ["Channel", "MessageMode", "WebSocket", "WebSocketState", "broadcast", "to_message"]
+
+_REJECTED = CloseCode.ABNORMAL_CLOSURE
 _MESSAGE_TYPES = ("text", "bytes", "json", None)
-
-
-class WebSocketState(Enum):
-    CONNECTING = 0
-    CONNECTED = 1
-    DISCONNECTED = 2
+OPEN = Phase.OPEN
 
 
 class MessageMode(StrEnum):
@@ -41,12 +40,7 @@ class MessageMode(StrEnum):
 class Channel(Protocol):
     """What a WebSocket needs from the connection that carries it."""
 
-    accepted: bool
-    rejected: bool
-    closed: bool
-    close_code: int | None
-    close_reason: str
-    sent_close: tuple[int, str] | None
+    lifecycle: Lifecycle  # the one state of the connection (read only here)
     subprotocol: str | None
     write_paused: bool
 
@@ -60,7 +54,7 @@ class Channel(Protocol):
 
     def encode(self, data: str | bytes) -> bytes: ...
 
-    def write_frame(self, frame: bytes) -> bool: ...
+    def send_shared(self, frame: bytes, message: str | bytes) -> bool: ...
 
     async def drained(self) -> None: ...
 
@@ -143,28 +137,21 @@ class WebSocket:
 
     @property
     def state(self) -> WebSocketState:
-        channel = self._channel
-        if channel.rejected or channel.closed or channel.close_code is not None:
-            return WebSocketState.DISCONNECTED
-        if channel.sent_close is not None:
-            return WebSocketState.DISCONNECTED
-        if channel.accepted:
-            return WebSocketState.CONNECTED
-        return WebSocketState.CONNECTING
+        """DISCONNECTED once either party has closed."""
+        return self._channel.lifecycle.state
 
     @property
     def client_state(self) -> WebSocketState:
-        channel = self._channel
-        if channel.rejected or channel.closed or channel.close_code is not None:
-            return WebSocketState.DISCONNECTED
-        return WebSocketState.CONNECTED if channel.accepted else WebSocketState.CONNECTING
+        return self._channel.lifecycle.client_state
 
     @property
     def server_state(self) -> WebSocketState:
-        channel = self._channel
-        if channel.rejected or channel.closed or channel.sent_close is not None:
-            return WebSocketState.DISCONNECTED
-        return WebSocketState.CONNECTED if channel.accepted else WebSocketState.CONNECTING
+        return self._channel.lifecycle.server_state
+
+    @property
+    def connection(self) -> Channel:
+        """The connection that carries this WebSocket (``broadcast`` writes through it)."""
+        return self._channel
 
     # Sanic's names
     application_state = server_state
@@ -179,32 +166,27 @@ class WebSocket:
 
     @property
     def close_code(self) -> int | None:
-        channel = self._channel
-        if channel.close_code is not None:
-            return channel.close_code
-        return channel.sent_close[0] if channel.sent_close else None
+        seen = self._channel.lifecycle.close_seen()
+        return seen[0] if seen is not None else None
 
     @property
     def close_reason(self) -> str:
-        channel = self._channel
-        if channel.close_code is not None:
-            return channel.close_reason
-        return channel.sent_close[1] if channel.sent_close else ""
+        seen = self._channel.lifecycle.close_seen()
+        return seen[1] if seen is not None else ""
 
     @property
     def subprotocol(self) -> str | None:
-        channel = self._channel
-        if channel.accepted or channel.rejected:
-            return channel.subprotocol
+        if self._channel.lifecycle.state is not WebSocketState.CONNECTING:
+            return self._channel.subprotocol
         return self._choose_subprotocol()  # what the (lazy) accept will select
 
     @property
     def accepted(self) -> bool:
-        return self._channel.accepted
+        return self._channel.lifecycle.accepted
 
     @property
     def rejected(self) -> bool:
-        return self._channel.rejected
+        return self._channel.lifecycle.rejected
 
     # -- handshake data -----------------------------------------------------------
 
@@ -279,14 +261,14 @@ class WebSocket:
         self, subprotocol: str | None = None, headers: Any = None
     ) -> None:
         """Complete the handshake (101). Raises ``WebSocketClosed`` after ``reject()``."""
-        channel = self._channel
-        if channel.rejected:
+        lifecycle = self._channel.lifecycle
+        if lifecycle.rejected:
             raise WebSocketClosed(_REJECTED, "the handshake was rejected")
-        if channel.accepted:
+        if lifecycle.accepted:
             return
         if subprotocol is None:
             subprotocol = self._choose_subprotocol()
-        channel.accept(subprotocol, headers or ())
+        self._channel.accept(subprotocol, headers or ())
 
     def _choose_subprotocol(self) -> str | None:
         supported = self._options.get("subprotocols")
@@ -303,22 +285,22 @@ class WebSocket:
         from app_server.framework.responses import text  # local: responses import is heavy
 
         channel = self._channel
-        if channel.accepted:
+        if channel.lifecycle.accepted:
             raise InvalidWebSocketStateError(
-                "server", self.state, WebSocketState.CONNECTING
+                "server", self.server_state, WebSocketState.CONNECTING
             )
-        if channel.rejected:
+        if channel.lifecycle.rejected:
             return
         phrase = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
                   404: "Not Found"}.get(status, "WebSocket connection rejected")
         channel.reject(text(phrase, status))
 
     def _auto_accept(self) -> None:
-        """Accept on first use when the route auto-accepts."""
+        """Accept on first use when the route auto-accepts (called when not OPEN)."""
         channel = self._channel
-        if channel.accepted:
+        if channel.lifecycle.accepted:
             return
-        if channel.rejected:
+        if channel.lifecycle.rejected:
             raise WebSocketClosed(_REJECTED, "the handshake was rejected")
         if self._options.get("auto_accept", True):
             channel.accept(self._choose_subprotocol(), ())
@@ -341,14 +323,16 @@ class WebSocket:
         return False
 
     def catches(self, code: int) -> bool:
-        codes = self._options.get("caught_close_codes", (1000, 1001))
+        codes = self._options.get(
+            "caught_close_codes", (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY)
+        )
         return codes is all or code in codes
 
     # -- receiving ---------------------------------------------------------
 
     async def recv(self, timeout: float | None = None) -> str | bytes:
         """The next message (str or bytes); ``WebSocketClosed`` once closed."""
-        if not self._channel.accepted:
+        if self._channel.lifecycle.phase is not OPEN:
             self._auto_accept()
         if timeout is None:
             return await self._channel.receive()
@@ -361,7 +345,7 @@ class WebSocket:
         try:
             return message.decode()  # type: ignore[union-attr]
         except UnicodeDecodeError:
-            raise WebSocketClosed(1007, "binary message is not UTF-8 text") from None
+            raise WebSocketClosed(CloseCode.INVALID_FRAME_PAYLOAD_DATA, "binary message is not UTF-8 text") from None
 
     async def receive_bytes(self) -> bytes:
         message = await self.recv()
@@ -422,7 +406,7 @@ class WebSocket:
         """
         payload = to_message(data, encoding or self._send_type)
         channel = self._channel
-        if not channel.accepted:
+        if channel.lifecycle.phase is not OPEN:
             self._auto_accept()
         await channel.send(payload)
 
@@ -447,7 +431,7 @@ class WebSocket:
         elif kind == "websocket.accept":
             await self.accept(event.get("subprotocol"), event.get("headers"))
         elif kind == "websocket.close":
-            await self.close(event.get("code", 1000), event.get("reason") or "")
+            await self.close(event.get("code", CloseCode.NORMAL_CLOSURE), event.get("reason") or "")
         else:
             raise ValueError(f"unknown WebSocket event type {kind!r}")
 
@@ -455,37 +439,43 @@ class WebSocket:
 
     async def ping(self, data: bytes | str = b"") -> asyncio.Future[float]:
         """Send a ping; ``await`` the returned waiter for the round-trip time (s)."""
-        if not self._channel.accepted:
+        if self._channel.lifecycle.phase is not OPEN:
             self._auto_accept()
         payload = data.encode() if isinstance(data, str) else bytes(data)
         return self._channel.ping(payload)
 
     async def pong(self, data: bytes | str = b"") -> None:
-        if not self._channel.accepted:
+        if self._channel.lifecycle.phase is not OPEN:
             self._auto_accept()
         self._channel.pong(data.encode() if isinstance(data, str) else bytes(data))
 
-    async def close(self, code: int = 1000, reason: str = "") -> None:
+    async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Close with ``code``; before accept, completes the handshake first."""
         channel = self._channel
         if self._in_context:
             self._closes += 1
             if self._closes > 1:
                 raise RuntimeError("the WebSocket was already closed in this 'async with' block")
-        if channel.rejected:
+        lifecycle = channel.lifecycle
+        if lifecycle.rejected:
             return
-        if not channel.accepted:
+        if not lifecycle.accepted:
             channel.accept(self._choose_subprotocol(), ())
         await channel.close(code, reason)
 
-    async def ensure_closed(self, code: int = 1000, reason: str = "") -> None:
+    async def ensure_closed(
+        self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = ""
+    ) -> None:
         """Close unless already closed; never raises for a closed connection."""
         channel = self._channel
-        if channel.rejected or channel.closed or channel.sent_close is not None:
-            if channel.accepted and not channel.closed:
+        lifecycle = channel.lifecycle
+        if lifecycle.server_state is WebSocketState.DISCONNECTED:
+            # Our Close is out (or the handshake was refused): wait for the end.
+            phase = lifecycle.phase
+            if phase is Phase.CLOSE_SENT or phase is Phase.LINGERING:
                 await channel.wait_closed()
             return
-        if not channel.accepted:
+        if not lifecycle.accepted:
             channel.accept(self._choose_subprotocol(), ())
         await channel.close(code, reason)
 
@@ -510,11 +500,11 @@ class WebSocket:
         subscription is live everywhere. Every topic is left at close.
         """
         hub = self.app.channels.running_hub("subscribe")
-        if not self._channel.accepted:
+        if self._channel.lifecycle.phase is not OPEN:
             self._auto_accept()
         channel = self._channel
-        if channel.close_code is not None or channel.sent_close is not None:
-            raise WebSocketClosed(self.close_code or 1006, self.close_reason)
+        if channel.lifecycle.phase is not OPEN:
+            raise WebSocketClosed(self.close_code or _REJECTED, self.close_reason)
         await hub.subscribe_websocket(channel, topic, since, envelope, self._send_type)
 
     async def unsubscribe(self, topic: str) -> None:
@@ -543,23 +533,12 @@ async def broadcast(websockets: Iterable[WebSocket], message: Any) -> int:
         opcode, payload = OP_TEXT, message.encode()
     else:
         raise TypeError(f"cannot broadcast {type(message).__name__}")
-    frame: bytes | None = None
+    frame = encode_frame(opcode, payload)
     delivered = 0
     slow: list[Channel] = []
     for ws in list(websockets):
-        channel = ws._channel
-        session = getattr(channel, "session", None)
-        if session is None:
-            continue
-        if session.deflate is not None:
-            if channel.close_code is not None or channel.sent_close is not None:
-                continue
-            written = channel.write_frame(channel.encode(message))
-        else:
-            if frame is None:
-                frame = encode_frame(opcode, payload)
-            written = channel.write_frame(frame)
-        if written:
+        channel = ws.connection
+        if channel.send_shared(frame, message):
             delivered += 1
             if channel.write_paused:
                 slow.append(channel)

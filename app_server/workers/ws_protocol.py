@@ -24,6 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 from app_server.exceptions import WebSocketClosed
 from app_server.protocols.websocket.frames import OP_BINARY, OP_TEXT, encode_frame
+from app_server.protocols.websocket.lifecycle import (
+    Deadline,
+    Event,
+    Lifecycle,
+    Phase,
+    Step,
+    Transport,
+)
 from app_server.protocols.websocket.handshake import (
     Offer,
     accept_response,
@@ -38,6 +46,7 @@ from app_server.protocols.websocket.session import (
     TEXT,
     Session,
 )
+from app_server.status import CloseCode
 
 if TYPE_CHECKING:
     from app_server.settings.model import WebSocketLimits
@@ -45,7 +54,7 @@ if TYPE_CHECKING:
 
 error_log = logging.getLogger("app_server.error")
 INF = float("inf")
-ABNORMAL = 1006
+OPEN, CLOSE_SENT = Phase.OPEN, Phase.CLOSE_SENT
 LINGER_S = 2.0
 CORK_BYTES = 65536  # broadcast frames held per connection before writing anyway
 _PING_PAYLOAD = struct.Struct("!Q")
@@ -61,8 +70,7 @@ class WebSocketConnection(asyncio.Protocol):
         "offer",
         "request",
         "session",
-        "accepted",
-        "rejected",
+        "lifecycle",
         "subprotocol",
         "queue",
         "max_queue",
@@ -76,17 +84,11 @@ class WebSocketConnection(asyncio.Protocol):
         "pong_deadline",
         "close_deadline",
         "deadline",
-        "close_code",
-        "close_reason",
-        "closed",
         "closed_waiter",
-        "lost",
-        "sent_close",
         "task",
         "out",
         "out_size",
         "route_label",
-        "counted",
         "received",
         "sent",
         "__weakref__",
@@ -104,8 +106,9 @@ class WebSocketConnection(asyncio.Protocol):
         self.offer = offer
         self.request = request
         self.session: Session | None = None
-        self.accepted = False
-        self.rejected = False
+        # The one state of this connection: every close path goes through
+        # _step(self.lifecycle.transition(...)).
+        self.lifecycle = Lifecycle()
         self.subprotocol: str | None = None
         # A short list: it never holds more than max_queue messages, and a
         # list costs far less memory per idle connection than a deque.
@@ -122,29 +125,32 @@ class WebSocketConnection(asyncio.Protocol):
         self.pong_deadline = INF
         self.close_deadline = INF
         self.deadline = INF
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self.closed = False
         self.closed_waiter: asyncio.Future[None] = self.loop.create_future()
-        self.lost = False
-        self.sent_close: tuple[int, str] | None = None
         self.task: asyncio.Task[None] | None = None
         # Broadcast frames waiting for this loop pass to end (see write_frame).
         self.out: list[bytes] | None = None
         self.out_size = 0
         # Metrics: messages are counted here and folded into the recorder at close.
         self.route_label = route_label
-        self.counted = False
         self.received = 0
         self.sent = 0
+
+    # -- state views (the framework's WebSocket reads these) ----------------
+
+    @property
+    def accepted(self) -> bool:
+        return self.lifecycle.accepted
+
+    @property
+    def rejected(self) -> bool:
+        return self.lifecycle.rejected
 
     # -- handshake ---------------------------------------------------------
 
     def accept(self, subprotocol: str | None, headers: Any = ()) -> None:
-        if self.accepted or self.rejected:
-            raise RuntimeError("the WebSocket handshake has already been answered")
         if self.offer is None:
             raise RuntimeError("this request cannot be accepted as a WebSocket")
+        self.lifecycle.transition(Event.ACCEPT)
         limits = self.limits
         deflate = None
         extension_header = None
@@ -154,7 +160,6 @@ class WebSocketConnection(asyncio.Protocol):
                 deflate, extension_header = negotiated
         self.subprotocol = subprotocol
         self.session = Session(limits.max_size, deflate)
-        self.accepted = True
         transport = self.transport
         transport.write(
             accept_response(self.offer.key, subprotocol, extension_header, _pairs(headers))
@@ -165,7 +170,6 @@ class WebSocketConnection(asyncio.Protocol):
         recorder = self.state.recorder
         if recorder is not None:
             recorder.websocket_opened(self.route_label)
-            self.counted = True
         transport.set_protocol(self)
         now = self.loop.time()
         if limits.ping_interval_s:
@@ -173,15 +177,11 @@ class WebSocketConnection(asyncio.Protocol):
         self._rearm()
         if trailing:
             self.data_received(trailing)
-        if not self.reading_paused and not self.closed:
+        if not self.reading_paused and self.lifecycle.phase is not Phase.CLOSED:
             transport.resume_reading()
 
     def reject(self, response: Any) -> None:
-        if self.accepted or self.rejected:
-            raise RuntimeError("the WebSocket handshake has already been answered")
-        self.rejected = True
-        self.closed = True
-        self.close_code = 1006
+        self.lifecycle.transition(Event.REJECT)
         self.http.reject_upgrade(response)
         if not self.closed_waiter.done():
             self.closed_waiter.set_result(None)
@@ -190,7 +190,7 @@ class WebSocketConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         session = self.session
-        if session is None or self.closed:
+        if session is None or self.lifecycle.phase is Phase.CLOSED:
             return
         events = session.receive(data, self.max_queue - len(self.queue))
         if events:
@@ -198,41 +198,39 @@ class WebSocketConnection(asyncio.Protocol):
         # Stop reading while the app's queue is full, or while our answers
         # (pongs) are not being read: a flooding peer gets TCP backpressure.
         if (session.pending or self.write_paused) and not self.reading_paused:
-            if not self.closed:
+            if self.lifecycle.phase is not Phase.CLOSED:
                 self.reading_paused = True
                 self.transport.pause_reading()
         if self.queue:
             self._wake_receiver()
 
     def _handle(self, events: list[Any]) -> None:
-        session: Session = self.session  # type: ignore[assignment]
+        session: Session = self.session  # type: ignore[assignment]  # set by accept
+        lifecycle = self.lifecycle
         for kind, value in events:
             if kind is TEXT or kind is BYTES:
-                if self.close_code is None:
+                # After our Close the peer may still send what it sent before its own.
+                phase = lifecycle.phase
+                if phase is OPEN or phase is CLOSE_SENT:
                     self.queue.append(value)
                     self.received += 1
             elif kind is PING:
-                if not session.close_sent:
+                if lifecycle.phase is OPEN:
                     self._write(session.encode_pong(value))
             elif kind is PONG:
                 self._on_pong(value)
             elif kind is CLOSE:
-                self._on_peer_close(*value)
+                self._step(lifecycle.transition(Event.PEER_CLOSE, *value))
             elif kind is FAIL:
                 self._fail(*value)
 
     def eof_received(self) -> bool | None:
-        self._finish(ABNORMAL, "")
+        self._step(self.lifecycle.transition(Event.LOST))
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
         self.state.connections.discard(self)
-        # A WebSocket counts toward --max-requests when it closes (SPEC §5):
-        # counted at the upgrade, a worker would ask to be recycled while
-        # its long-lived connections had only just begun.
-        self.state.count_served()
-        self._finish(ABNORMAL, "")
+        self._step(self.lifecycle.transition(Event.LOST))
         for waiter in self.drain_waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -252,11 +250,12 @@ class WebSocketConnection(asyncio.Protocol):
     # -- receiving ---------------------------------------------------------
 
     async def receive(self) -> str | bytes:
-        """The next message; raises ``WebSocketClosed`` once the connection is closing."""
+        """The next message; raises ``WebSocketClosed`` once the peer's close is known."""
         queue = self.queue
         while not queue:
-            if self.close_code is not None:
-                raise WebSocketClosed(self.close_code, self.close_reason)
+            lifecycle = self.lifecycle
+            if lifecycle.code is not None:
+                raise WebSocketClosed(lifecycle.code, lifecycle.reason)
             waiter = self.loop.create_future()
             self.recv_waiter = waiter
             try:
@@ -271,13 +270,18 @@ class WebSocketConnection(asyncio.Protocol):
     def _maybe_resume_reading(self) -> None:
         """Room in the queue and the write buffer drained: parse what waits, then read."""
         session = self.session
-        if not self.reading_paused or self.closed or self.write_paused or session is None:
+        if (
+            not self.reading_paused
+            or self.lifecycle.phase is Phase.CLOSED
+            or self.write_paused
+            or session is None
+        ):
             return
         if session.pending:
             events = session.receive(b"", self.max_queue - len(self.queue))
             if events:
                 self._handle(events)
-            if session.pending or self.closed:
+            if session.pending or self.lifecycle.phase is Phase.CLOSED:
                 return
         self.reading_paused = False
         self.transport.resume_reading()
@@ -295,23 +299,37 @@ class WebSocketConnection(asyncio.Protocol):
         if session is not None and session.deflate is not None:
             return session.encode_message(data)
         if data.__class__ is str:
-            return encode_frame(OP_TEXT, data.encode())  # type: ignore[union-attr]
-        return encode_frame(OP_BINARY, bytes(data))  # type: ignore[arg-type]
+            return encode_frame(OP_TEXT, data.encode())  # type: ignore[union-attr]  # str here
+        return encode_frame(OP_BINARY, bytes(data))  # type: ignore[arg-type]  # bytes here
 
     def check_open(self) -> None:
-        if self.close_code is not None:
-            raise WebSocketClosed(self.close_code, self.close_reason)
-        if self.sent_close is not None:
-            raise WebSocketClosed(*self.sent_close)
-        if self.session is None:
+        """Raise unless messages may be sent: ``WebSocketClosed`` once a close is known."""
+        if self.lifecycle.phase is not OPEN:
+            seen = self.lifecycle.close_seen()
+            if seen is not None:
+                raise WebSocketClosed(*seen)
             raise RuntimeError("the WebSocket is not accepted yet")
 
     async def send(self, data: str | bytes) -> None:
-        self.check_open()
+        if self.lifecycle.phase is not OPEN:
+            self.check_open()
         self._write(self.encode(data))
         self.sent += 1
         if self.write_paused:
             await self.drained()
+
+    def send_shared(self, frame: bytes, message: str | bytes) -> bool:
+        """Write a frame encoded once for many connections (broadcast); False when closed.
+
+        ``frame`` is ``message`` framed without compression; a connection
+        that negotiated compression encodes ``message`` itself.
+        """
+        if self.lifecycle.phase is not OPEN:
+            return False
+        session: Session = self.session  # type: ignore[assignment]  # OPEN: accepted
+        if session.deflate is not None:
+            frame = session.encode_message(message)
+        return self.write_frame(frame)
 
     def write_frame(self, frame: bytes) -> bool:
         """Queue pre-encoded frame bytes if the connection is open (broadcast).
@@ -324,7 +342,7 @@ class WebSocketConnection(asyncio.Protocol):
         mark (and the slow-reader pacing built on it) still sees them. Every
         other write on the connection flushes the cork first, keeping order.
         """
-        if self.close_code is not None or self.session is None or self.session.close_sent:
+        if self.lifecycle.phase is not OPEN:
             return False
         self.sent += 1
         out = self.out
@@ -351,9 +369,9 @@ class WebSocketConnection(asyncio.Protocol):
         never wait for it, and its memory stays bounded. The Close frame
         queues behind what is buffered, so a client that reads on sees it.
         """
-        session = self.session
-        if self.close_code is not None or session is None or session.close_sent:
+        if self.lifecycle.phase is not OPEN:
             return 0
+        session: Session = self.session  # type: ignore[assignment]  # OPEN: accepted
         if session.deflate is not None:
             frame = session.encode_message(message)
         pending = self.out_size if self.out else 0
@@ -361,7 +379,7 @@ class WebSocketConnection(asyncio.Protocol):
             self.transport.get_write_buffer_size() + pending + len(frame)
             > self.limits.max_send_buffer
         ):
-            self.start_close(1013, "slow consumer")
+            self.start_close(CloseCode.TRY_AGAIN_LATER, "slow consumer")
             return -1
         self.write_frame(frame)
         return 1
@@ -372,30 +390,35 @@ class WebSocketConnection(asyncio.Protocol):
 
     def _write(self, data: bytes) -> None:
         """Every write but a broadcast's: corked frames go first, keeping order."""
-        if self.out:
-            self.flush()
+        out = self.out
+        if out:
+            self.out = []
+            self.out_size = 0
+            data = b"".join(out) + data if data else b"".join(out)
         self.transport.write(data)
 
     def flush(self) -> None:
         """Write the corked frames now (the connection stays on the flush list)."""
         out = self.out
         if out:
-            self.out = []
-            self.out_size = 0
-            if not self.closed and not self.lost:
-                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            if self.lifecycle.phase is Phase.CLOSED:
+                self.out = []  # the socket is closed: nothing more goes out
+                self.out_size = 0
+            else:
+                self._write(b"")
 
     async def drained(self) -> None:
         """Wait until the write buffer is below its high-water mark."""
         if not self.write_paused:
             return
-        if self.lost:
-            raise WebSocketClosed(self.close_code or ABNORMAL, self.close_reason)
+        lifecycle = self.lifecycle
+        if lifecycle.phase is Phase.CLOSED:
+            raise WebSocketClosed(lifecycle.code or CloseCode.ABNORMAL_CLOSURE, lifecycle.reason)
         waiter = self.loop.create_future()
         self.drain_waiters.append(waiter)
         await waiter
-        if self.lost and self.write_paused:
-            raise WebSocketClosed(self.close_code or ABNORMAL, self.close_reason)
+        if lifecycle.phase is Phase.CLOSED and self.write_paused:
+            raise WebSocketClosed(lifecycle.code or CloseCode.ABNORMAL_CLOSURE, lifecycle.reason)
 
     # -- ping / pong -------------------------------------------------------
 
@@ -407,12 +430,12 @@ class WebSocketConnection(asyncio.Protocol):
             payload = payload + _PING_PAYLOAD.pack(self.ping_count)
         waiter: asyncio.Future[float] = self.loop.create_future()
         self.pings[payload] = (waiter, time.perf_counter())
-        self._write(self.session.encode_ping(payload))  # type: ignore[union-attr]
+        self._write(Session.encode_ping(payload))
         return waiter
 
     def pong(self, payload: bytes = b"") -> None:
         self.check_open()
-        self._write(self.session.encode_pong(payload))  # type: ignore[union-attr]
+        self._write(Session.encode_pong(payload))
 
     def _on_pong(self, payload: bytes) -> None:
         if payload not in self.pings:
@@ -436,7 +459,7 @@ class WebSocketConnection(asyncio.Protocol):
         self.ping_count += 1
         payload = _PING_PAYLOAD.pack(self.ping_count)
         self.pings[payload] = (None, time.perf_counter())
-        self._write(self.session.encode_ping(payload))  # type: ignore[union-attr]
+        self._write(Session.encode_ping(payload))
         self.next_ping_at = now + (self.limits.ping_interval_s or INF)
         if self.limits.ping_timeout_s and self.pong_deadline == INF:
             self.pong_deadline = now + self.limits.ping_timeout_s
@@ -450,62 +473,35 @@ class WebSocketConnection(asyncio.Protocol):
         if now < self.deadline:
             return
         if now >= self.close_deadline:
-            self._close_transport()
+            self._step(self.lifecycle.transition(Event.DEADLINE))
             return
         if now >= self.pong_deadline:
-            self._fail(1011, "keepalive ping timeout")
+            self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
             return
-        if now >= self.next_ping_at and self.session is not None and not self.session.close_sent:
+        if now >= self.next_ping_at and self.lifecycle.phase is OPEN:
             self._keepalive(now)
         self._rearm()
 
     def on_drain(self, code: int, reason: str) -> None:
         """The worker is draining: say goodbye (1001 or 1012) once."""
-        if self.session is not None and not self.session.close_sent:
+        if self.lifecycle.phase is OPEN:
             self.start_close(code, reason)
 
-    # -- closing -----------------------------------------------------------
+    # -- closing: every path is a transition, carried out by _step ----------
 
     def start_close(self, code: int, reason: str) -> None:
         """Send our Close frame (once) and arm the closing-handshake deadline."""
-        session = self.session
-        if session is None or self.closed:
-            return
-        frame = session.encode_close(code, reason)
-        if not frame:
-            return
-        self.sent_close = (code, reason)
-        self._write(frame)
-        if self.close_code is not None:
-            # The peer closed first and we just answered: the handshake is complete.
-            self._close_transport()
-            return
-        self.close_deadline = self.loop.time() + self.limits.timeout_s
-        self.next_ping_at = self.pong_deadline = INF
-        self._rearm()
+        self._step(self.lifecycle.transition(Event.CLOSE, code, reason))
 
-    async def close(self, code: int = 1000, reason: str = "") -> None:
+    async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the closing handshake and wait for it to finish (bounded by the timeout)."""
-        if self.session is None:
+        if not self.lifecycle.accepted:
             return
         self.start_close(code, reason)
         await asyncio.shield(self.closed_waiter)
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self.closed_waiter)
-
-    def _on_peer_close(self, code: int, reason: str) -> None:
-        session = self.session
-        if self.close_code is None:
-            self.close_code = code
-            self.close_reason = reason
-        if session is not None and session.close_sent:
-            self._close_transport()  # our close was answered
-            return
-        # Answer with the same code (1005 means "none": an empty Close).
-        if session is not None:
-            self._write(session.encode_close(code, reason))
-        self._close_transport()
 
     def _fail(self, code: int, reason: str) -> None:
         """The peer broke the protocol (or stopped answering): Close with ``code``, then TCP.
@@ -515,73 +511,79 @@ class WebSocketConnection(asyncio.Protocol):
         close shows once they are taken (RFC 6455 §7.1.7 fails the connection,
         it does not take back what was delivered).
         """
-        session = self.session
-        if self.close_code is None:
-            self.close_code = code
-            self.close_reason = reason
-        if session is not None:
-            frame = session.encode_close(code, reason)
-            if frame:
-                self.sent_close = (code, reason)
-                self._write(frame)
-        self._wake_receiver()
-        # Let the Close frame reach the peer before the TCP close: closing with
-        # unread input would reset the connection and could destroy it. So
-        # shut down our side and discard input until the peer closes too.
-        transport = self.transport
-        if self.closed or not transport.can_write_eof():
-            self._close_transport()
-            return
-        try:
-            transport.write_eof()
-        except (OSError, RuntimeError):
-            self._close_transport()
-            return
-        if self.reading_paused:
-            self.reading_paused = False
-            transport.resume_reading()
-        self.next_ping_at = self.pong_deadline = INF
-        self.close_deadline = self.loop.time() + min(self.limits.timeout_s, LINGER_S)
-        self._rearm()
+        self._step(self.lifecycle.transition(Event.FAIL, code, reason))
 
     def abort(self) -> None:
         """Drop the connection without a closing handshake."""
-        if not self.closed:
-            self.closed = True
-            self.transport.abort()
-        self._finish(ABNORMAL, "")
+        self._step(self.lifecycle.transition(Event.ABORT))
 
-    def _close_transport(self) -> None:
-        if not self.closed:
-            if self.out:
-                self.flush()
-            self.closed = True
+    def _step(self, step: Step) -> None:
+        """Carry out what a transition asks: the Close frame, the socket, the deadline, the end."""
+        send = step.send_close
+        if send is not None and self.session is not None:
+            self._write(self.session.encode_close(*send))
+        transport = step.transport
+        if transport is Transport.LINGER:
+            self._wake_receiver()
+            if not self._linger():
+                # The write side cannot be shut on its own: the linger is over at once.
+                step = self.lifecycle.transition(Event.DEADLINE)
+                transport = step.transport
+        if transport is Transport.CLOSE:
+            if self.out and not self.transport.is_closing():
+                self._write(b"")  # corked frames go out before the FIN
             self.transport.close()
-        self._finish(self.close_code or ABNORMAL, self.close_reason)
+        elif transport is Transport.ABORT:
+            self.transport.abort()
+        deadline = step.deadline
+        if deadline is not Deadline.NONE:
+            timeout = self.limits.timeout_s
+            if deadline is Deadline.LINGER:
+                timeout = min(timeout, LINGER_S)
+            self.close_deadline = self.loop.time() + timeout
+            self.next_ping_at = self.pong_deadline = INF
+            self._rearm()
+        if step.finished:
+            self._finished()
 
-    def _finish(self, code: int, reason: str) -> None:
-        """The connection is over: record the code and wake everyone waiting."""
-        if self.close_code is None:
-            self.close_code = code
-            self.close_reason = reason
-        if self.counted:
-            self.counted = False
-            self.state.recorder.websocket_closed(  # type: ignore[union-attr]
-                self.route_label, self.close_code, self.received, self.sent
-            )
+    def _linger(self) -> bool:
+        """Shut our write side and read on (discarding) until the peer closes too.
+
+        Closing with unread input would reset the connection and could
+        destroy the Close frame just written (RFC 6455 §7.1.1).
+        """
+        transport = self.transport
+        if not transport.can_write_eof():
+            return False
+        try:
+            transport.write_eof()
+        except (OSError, RuntimeError):
+            return False
+        if self.reading_paused:
+            self.reading_paused = False
+            transport.resume_reading()
+        return True
+
+    def _finished(self) -> None:
+        """The connection is over (once): wake everyone waiting, record, count."""
+        lifecycle = self.lifecycle
+        code = lifecycle.code or CloseCode.ABNORMAL_CLOSURE
+        recorder = self.state.recorder
+        if recorder is not None:
+            recorder.websocket_closed(self.route_label, code, self.received, self.sent)
+        # A WebSocket counts toward --max-requests when it closes (SPEC §5):
+        # counted at the upgrade, a worker would ask to be recycled while
+        # its long-lived connections had only just begun.
+        self.state.count_served()
         self.deadline = self.close_deadline = INF
         self._wake_receiver()
         for waiter, _ in list(self.pings.values()):
             if waiter is not None and not waiter.done():
-                waiter.set_exception(WebSocketClosed(self.close_code, self.close_reason))
+                waiter.set_exception(WebSocketClosed(code, lifecycle.reason))
                 waiter.exception()  # retrieved: nobody may be awaiting it
         self.pings.clear()
-        if self.lost or self.closed:
-            if not self.closed_waiter.done():
-                self.closed_waiter.set_result(None)
-            if not self.closed:
-                self.closed = True
-                self.transport.close()
+        if not self.closed_waiter.done():
+            self.closed_waiter.set_result(None)  # on_close callbacks: leave the channels
 
 
 def _flush_corked(corked: list[WebSocketConnection]) -> None:
