@@ -47,10 +47,13 @@ from app_server.channels.runtime import close_channels, open_channels
 from app_server.exceptions import WebSocketClosed
 from app_server.framework.datastructures import Headers
 from app_server.settings.model import HttpLimits, LogSettings, Settings, WebSocketLimits
+from app_server.status import CloseCode
 from app_server.workers.entry import build_state, loop_factory
 from app_server.workers.http_protocol import HttpProtocol
 from app_server.workers.server import tick_interval
 from app_server.workers.state import ServerState
+
+ABNORMAL = CloseCode.ABNORMAL_CLOSURE
 
 
 class TestResponse:
@@ -451,7 +454,7 @@ class TestWebSocket:
 
     def _send(self, data: str | bytes) -> None:
         if self.close_code is not None or self._transport.closed:
-            raise WebSocketClosed(self.close_code or 1006, self.close_reason)
+            raise WebSocketClosed(self.close_code or ABNORMAL, self.close_reason)
         self._outgoing += self._conn.send(Message(data=data))  # type: ignore[abstract]
         self._run(lambda: not self._outgoing)
 
@@ -471,7 +474,7 @@ class TestWebSocket:
         self._run(lambda: self._messages or self.close_code is not None)
         if self._messages:
             return self._messages.pop(0)
-        raise WebSocketClosed(self.close_code or 1006, self.close_reason)
+        raise WebSocketClosed(self.close_code or ABNORMAL, self.close_reason)
 
     def receive_text(self) -> str:
         message = self.receive()
@@ -490,13 +493,13 @@ class TestWebSocket:
 
     # -- closing ---------------------------------------------------------------
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Close with ``code`` and wait for the server's answer."""
         if self.close_code is None and not self._transport.closed:
             self._outgoing += self._conn.send(CloseConnection(code=code, reason=reason))
             self._run(lambda: self.close_code is not None)
         if self.close_code is None:
-            self.close_code = 1006
+            self.close_code = ABNORMAL
 
     def __enter__(self) -> TestWebSocket:
         return self

@@ -44,6 +44,7 @@ from app_server.framework.responses import BaseResponse, HTTPResponse, text, to_
 from app_server.framework.routing.router import Route, Router
 from app_server.framework.static import static_route
 from app_server.framework.websocket import WebSocket, broadcast
+from app_server.status import CloseCode
 
 F = TypeVar("F", bound=Callable[..., Any])
 Hook = Callable[..., Awaitable[None]]
@@ -360,7 +361,7 @@ class App(Registrar):
                 return
         error_log.error("unhandled exception in WebSocket %s", request.path, exc_info=exc)
         try:
-            await ws.ensure_closed(1011, "internal error")
+            await ws.ensure_closed(CloseCode.INTERNAL_ERROR, "internal error")
         except Exception:  # noqa: BLE001  the connection cannot even be closed cleanly
             error_log.exception("closing WebSocket %s failed", request.path)
             channel.abort()
@@ -375,7 +376,7 @@ class App(Registrar):
             channel.reject(text("WebSocket connection not accepted", 403))
             return
         try:
-            await ws.ensure_closed(1000)
+            await ws.ensure_closed(CloseCode.NORMAL_CLOSURE)
         except WebSocketClosed:
             pass
 

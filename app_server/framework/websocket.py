@@ -257,9 +257,7 @@ class WebSocket:
 
     # -- handshake ---------------------------------------------------------
 
-    async def accept(
-        self, subprotocol: str | None = None, headers: Any = None
-    ) -> None:
+    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
         """Complete the handshake (101). Raises ``WebSocketClosed`` after ``reject()``."""
         lifecycle = self._channel.lifecycle
         if lifecycle.rejected:
@@ -286,13 +284,12 @@ class WebSocket:
 
         channel = self._channel
         if channel.lifecycle.accepted:
-            raise InvalidWebSocketStateError(
-                "server", self.server_state, WebSocketState.CONNECTING
-            )
+            raise InvalidWebSocketStateError("server", self.server_state, WebSocketState.CONNECTING)
         if channel.lifecycle.rejected:
             return
-        phrase = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-                  404: "Not Found"}.get(status, "WebSocket connection rejected")
+        phrase = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found"}.get(
+            status, "WebSocket connection rejected"
+        )
         channel.reject(text(phrase, status))
 
     def _auto_accept(self) -> None:
@@ -345,7 +342,9 @@ class WebSocket:
         try:
             return message.decode()  # type: ignore[union-attr]
         except UnicodeDecodeError:
-            raise WebSocketClosed(CloseCode.INVALID_FRAME_PAYLOAD_DATA, "binary message is not UTF-8 text") from None
+            raise WebSocketClosed(
+                CloseCode.INVALID_FRAME_PAYLOAD_DATA, "binary message is not UTF-8 text"
+            ) from None
 
     async def receive_bytes(self) -> bytes:
         message = await self.recv()
@@ -463,9 +462,7 @@ class WebSocket:
             channel.accept(self._choose_subprotocol(), ())
         await channel.close(code, reason)
 
-    async def ensure_closed(
-        self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = ""
-    ) -> None:
+    async def ensure_closed(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Close unless already closed; never raises for a closed connection."""
         channel = self._channel
         lifecycle = channel.lifecycle

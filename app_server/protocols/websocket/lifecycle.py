@@ -116,7 +116,7 @@ _C, _D = WebSocketState.CONNECTED, WebSocketState.DISCONNECTED
 # phase -> (state, client_state, server_state). The client is disconnected
 # once its Close (or its loss) is known; the server once its Close is sent.
 _VIEWS: dict[Phase, tuple[WebSocketState, WebSocketState, WebSocketState]] = {
-    Phase.CONNECTING: (WebSocketState.CONNECTING,) * 3,  # type: ignore[dict-item]  # a 3-tuple
+    Phase.CONNECTING: (WebSocketState.CONNECTING,) * 3,
     Phase.REJECTED: (_D, _D, _D),
     Phase.OPEN: (_C, _C, _C),
     Phase.CLOSE_SENT: (_D, _C, _D),
@@ -125,6 +125,7 @@ _VIEWS: dict[Phase, tuple[WebSocketState, WebSocketState, WebSocketState]] = {
 }
 _ACCEPTED = frozenset({Phase.OPEN, Phase.CLOSE_SENT, Phase.LINGERING, Phase.CLOSED})
 _CLOSABLE = (Phase.OPEN, Phase.CLOSE_SENT, Phase.LINGERING)
+_CLOSING = (Phase.CLOSE_SENT, Phase.LINGERING)
 
 
 class Lifecycle:
@@ -163,6 +164,11 @@ class Lifecycle:
     def rejected(self) -> bool:
         return self.phase is Phase.REJECTED
 
+    @property
+    def closed(self) -> bool:
+        """The connection is over (the socket is closed or closing)."""
+        return self.phase is Phase.CLOSED
+
     def close_seen(self) -> tuple[int, str] | None:
         """The close the application is told of: the peer's, else the one we sent."""
         if self.code is not None:
@@ -191,12 +197,14 @@ class Lifecycle:
         if event is Event.FAIL:
             return self._fail(code, reason)
         if event is Event.DEADLINE:
+            if phase is Phase.OPEN:  # only a Close (ours or a failure) arms one
+                raise InvalidWebSocketStateError("server", phase, _CLOSING)
             return self._finish(Transport.CLOSE)
         if event is Event.LOST:
             return self._finish(Transport.CLOSE)
         if event is Event.ABORT:
             return self._finish(Transport.ABORT)
-        raise InvalidWebSocketStateError("server", phase, Phase.CONNECTING)
+        raise InvalidWebSocketStateError("server", phase, Phase.CONNECTING)  # ACCEPT, REJECT
 
     def _connecting(self, event: Event) -> Step:
         if event is Event.ACCEPT:
@@ -206,6 +214,8 @@ class Lifecycle:
             self.phase = Phase.REJECTED
             self.code = CloseCode.ABNORMAL_CLOSURE
             return NOTHING
+        if event is Event.ABORT:  # the handler failed before its handshake was answered
+            return self._finish(Transport.ABORT)
         raise InvalidWebSocketStateError("server", Phase.CONNECTING, _CLOSABLE)
 
     def _peer_close(self, code: int, reason: str) -> Step:
