@@ -3,22 +3,23 @@
 Owns: ``WebSocket``, one class that speaks the three seed styles (Sanic's
 ``send``/``recv``, BlackSheep's and Starlette's ``accept``/``receive_*``/
 ``send_*`` and event dicts, Bocadillo's typed ``receive``/``send``,
-iteration and ``async with``), the lazy auto-accept, ``WebSocketState`` and
-``MessageMode``, and ``broadcast``, which frames a message once and writes
-the same bytes to every open connection. The bytes on the wire are the
-channel's business (the worker's ``WebSocketConnection``); this module only
-decides what to send and when.
+iteration and ``async with``), the lazy auto-accept, the ``Channel`` it
+drives, and ``broadcast``, which frames a message once and writes the same
+bytes to every open connection. Its states (``state``, ``client_state``,
+``server_state``) are read from the connection's ``Lifecycle``, never kept
+here; the conversions each seed style expects live in ``websocket_compat``.
+The bytes on the wire are the channel's business (the worker's
+``WebSocketConnection``); this module only decides what to send and when.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json as _json
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from enum import StrEnum
 from typing import Any, Protocol
 
 from app_server.exceptions import InvalidWebSocketStateError, WebSocketClosed
+from app_server.framework.websocket_compat import MessageMode, SeedStyles, _dumps, to_message
 from app_server.protocols.websocket.frames import OP_BINARY, OP_TEXT, encode_frame
 from app_server.protocols.websocket.lifecycle import Lifecycle, Phase, WebSocketState
 from app_server.status import CloseCode
@@ -28,13 +29,6 @@ __all__ = ["Channel", "MessageMode", "WebSocket", "WebSocketState", "broadcast",
 _REJECTED = CloseCode.ABNORMAL_CLOSURE
 _MESSAGE_TYPES = ("text", "bytes", "json", None)
 OPEN = Phase.OPEN
-
-
-class MessageMode(StrEnum):
-    """The kind of a message (BlackSheep's name)."""
-
-    TEXT = "text"
-    BYTES = "bytes"
 
 
 class Channel(Protocol):
@@ -73,37 +67,7 @@ class Channel(Protocol):
     def start_close(self, code: int, reason: str) -> None: ...
 
 
-def _dumps(obj: Any) -> str:
-    return _json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-
-
-def to_message(data: Any, kind: str | None) -> str | bytes:
-    """What ``send`` puts in a frame: str -> text, bytes -> binary, dict/list -> JSON text.
-
-    ``kind`` ("text", "bytes" or "json"; None: by the data's type) forces
-    the kind. Channels send an envelope's result through this too.
-    """
-    if kind is None:
-        cls = data.__class__
-        if cls is str or cls is bytes:
-            return data  # type: ignore[no-any-return]
-        if isinstance(data, bytearray | memoryview):
-            return bytes(data)
-        if isinstance(data, str):
-            return str(data)
-        if isinstance(data, dict | list | tuple):
-            return _dumps(data)
-        raise TypeError(f"cannot send {cls.__name__}: expected str, bytes, dict or list")
-    if kind == "text":
-        return data.decode() if isinstance(data, bytes | bytearray) else str(data)
-    if kind == "json":
-        return _dumps(data)
-    if kind == "bytes":
-        return data.encode() if isinstance(data, str) else bytes(data)
-    raise ValueError(f"encoding must be 'text', 'bytes' or 'json', got {kind!r}")
-
-
-class WebSocket:
+class WebSocket(SeedStyles):
     __slots__ = (
         "request",
         "_channel",
@@ -188,73 +152,6 @@ class WebSocket:
     def rejected(self) -> bool:
         return self._channel.lifecycle.rejected
 
-    # -- handshake data -----------------------------------------------------------
-
-    @property
-    def headers(self) -> Any:
-        return self.request.headers
-
-    @property
-    def url(self) -> str:
-        url: str = self.request.url
-        return "ws" + url[4:] if url.startswith("http") else url
-
-    @property
-    def path(self) -> str:
-        return self.request.path  # type: ignore[no-any-return]
-
-    @property
-    def query_parameters(self) -> Any:
-        return self.request.args
-
-    args = query_parameters
-
-    @property
-    def route_values(self) -> dict[str, Any]:
-        return self.request.match_info  # type: ignore[no-any-return]
-
-    path_params = route_values
-
-    @property
-    def ctx(self) -> Any:
-        return self.request.ctx
-
-    @property
-    def app(self) -> Any:
-        return self.request.app
-
-    @property
-    def client(self) -> tuple[str, int]:
-        return (self.request.ip, self.request.port)
-
-    @property
-    def scope(self) -> dict[str, Any]:
-        request = self.request
-        head = request.head
-        conn = request._conn
-        scheme = "wss" if request.scheme == "https" else "ws"
-        return {
-            "type": "websocket",
-            "asgi": {"version": "3.0"},
-            "http_version": head.http_version,
-            "scheme": scheme,
-            "path": request.path,
-            "raw_path": head.raw_path.split(b"?", 1)[0],
-            "query_string": head.query_string,
-            "headers": list(head.headers),
-            "client": (request.ip, request.port),
-            "server": (conn.server_host, conn.server_port),
-            "subprotocols": self.requested_subprotocols,
-            "route_values": dict(request.match_info),
-        }
-
-    @property
-    def requested_subprotocols(self) -> list[str]:
-        offered: list[str] = []
-        for value in self.request.headers.getall("sec-websocket-protocol"):
-            offered.extend(p.strip() for p in value.split(",") if p.strip())
-        return offered
-
     # -- handshake ---------------------------------------------------------
 
     async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
@@ -335,54 +232,6 @@ class WebSocket:
             return await self._channel.receive()
         return await asyncio.wait_for(self._channel.receive(), timeout)
 
-    async def receive_text(self) -> str:
-        message = await self.recv()
-        if message.__class__ is str:
-            return message  # type: ignore[return-value]
-        try:
-            return message.decode()  # type: ignore[union-attr]
-        except UnicodeDecodeError:
-            raise WebSocketClosed(
-                CloseCode.INVALID_FRAME_PAYLOAD_DATA, "binary message is not UTF-8 text"
-            ) from None
-
-    async def receive_bytes(self) -> bytes:
-        message = await self.recv()
-        return message.encode() if message.__class__ is str else message  # type: ignore[return-value,union-attr]
-
-    async def receive_json(self, loads: Callable[[Any], Any] | None = None) -> Any:
-        message = await self.recv()
-        return (loads or _json.loads)(message)
-
-    async def receive(self) -> Any:
-        """Typed by the route's ``receive_type``/``value_type``; else the event dict."""
-        kind = self._receive_type
-        if kind is None:
-            message = await self.recv()
-            if message.__class__ is str:
-                return {"type": "websocket.receive", "text": message}
-            return {"type": "websocket.receive", "bytes": message}
-        if kind == "text":
-            return await self.receive_text()
-        if kind == "json":
-            return await self.receive_json()
-        return await self.receive_bytes()
-
-    message = receive
-
-    async def receive_event(self) -> dict[str, Any]:
-        """The ASGI-style event: a receive, or (once) the disconnect."""
-        try:
-            message = await self.recv()
-        except WebSocketClosed as exc:
-            if self._disconnect_seen:
-                raise
-            self._disconnect_seen = True
-            return {"type": "websocket.disconnect", "code": exc.code, "reason": exc.reason}
-        if message.__class__ is str:
-            return {"type": "websocket.receive", "text": message}
-        return {"type": "websocket.receive", "bytes": message}
-
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._iterate()
 
@@ -408,31 +257,6 @@ class WebSocket:
         if channel.lifecycle.phase is not OPEN:
             self._auto_accept()
         await channel.send(payload)
-
-    async def send_text(self, data: str) -> None:
-        await self.send(str(data), "text")
-
-    async def send_bytes(self, data: bytes | bytearray | memoryview) -> None:
-        await self.send(data, "bytes")
-
-    async def send_json(self, data: Any, dumps: Callable[[Any], str] | None = None) -> None:
-        await self.send((dumps or _dumps)(data), "text")
-
-    async def send_event(self, event: Mapping[str, Any]) -> None:
-        """Send an ASGI-style event: ``websocket.send``, ``.accept`` or ``.close``."""
-        kind = event.get("type")
-        if kind == "websocket.send":
-            text = event.get("text")
-            if text is not None:
-                await self.send(text, "text")
-            else:
-                await self.send(event.get("bytes") or b"", "bytes")
-        elif kind == "websocket.accept":
-            await self.accept(event.get("subprotocol"), event.get("headers"))
-        elif kind == "websocket.close":
-            await self.close(event.get("code", CloseCode.NORMAL_CLOSURE), event.get("reason") or "")
-        else:
-            raise ValueError(f"unknown WebSocket event type {kind!r}")
 
     # -- control -----------------------------------------------------------
 
