@@ -151,7 +151,6 @@ class WebSocketConnection(Closing, Keepalive, FanOut, asyncio.Protocol):
     def accept(self, subprotocol: str | None, headers: Any = ()) -> None:
         if self.offer is None:
             raise RuntimeError("this request cannot be accepted as a WebSocket")
-        self.lifecycle.transition(Event.ACCEPT)
         limits = self.limits
         deflate = None
         extension_header = None
@@ -159,8 +158,10 @@ class WebSocketConnection(Closing, Keepalive, FanOut, asyncio.Protocol):
             negotiated = negotiate_deflate(self.offer.extensions, limits.max_size)
             if negotiated is not None:
                 deflate, extension_header = negotiated
+        session = Session(limits.max_size, deflate)
+        self.lifecycle.transition(Event.ACCEPT)  # refused once the handshake was answered
         self.subprotocol = subprotocol
-        self.session = Session(limits.max_size, deflate)
+        self.session = session
         transport = self.transport
         transport.write(
             accept_response(self.offer.key, subprotocol, extension_header, _pairs(headers))
