@@ -88,6 +88,9 @@ def test_no_close_path_before_the_handshake_is_answered(event: Event) -> None:
     lifecycle = Lifecycle()
     with pytest.raises(InvalidWebSocketStateError) as info:
         lifecycle.transition(event, CloseCode.GOING_AWAY, "server shutting down")
+    assert info.value.party == (
+        "server" if event is Event.CLOSE or event is Event.DEADLINE else "client"
+    )
     assert info.value.current_state is Phase.CONNECTING
     assert Phase.OPEN in info.value.expected_state  # type: ignore[operator]  # a tuple
     assert lifecycle.phase is Phase.CONNECTING  # nothing changed

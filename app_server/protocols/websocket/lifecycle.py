@@ -126,6 +126,7 @@ _VIEWS: dict[Phase, tuple[WebSocketState, WebSocketState, WebSocketState]] = {
 _ACCEPTED = frozenset({Phase.OPEN, Phase.CLOSE_SENT, Phase.LINGERING, Phase.CLOSED})
 _CLOSABLE = (Phase.OPEN, Phase.CLOSE_SENT, Phase.LINGERING)
 _CLOSING = (Phase.CLOSE_SENT, Phase.LINGERING)
+_FROM_PEER = frozenset({Event.PEER_CLOSE, Event.FAIL, Event.LOST})  # the client's doing
 
 
 class Lifecycle:
@@ -216,7 +217,8 @@ class Lifecycle:
             return NOTHING
         if event is Event.ABORT:  # the handler failed before its handshake was answered
             return self._finish(Transport.ABORT)
-        raise InvalidWebSocketStateError("server", Phase.CONNECTING, _CLOSABLE)
+        party = "client" if event in _FROM_PEER else "server"
+        raise InvalidWebSocketStateError(party, Phase.CONNECTING, _CLOSABLE)
 
     def _peer_close(self, code: int, reason: str) -> Step:
         if self.code is None:
