@@ -146,6 +146,15 @@ class WebSocketConnection(Closing, Keepalive, FanOut, asyncio.Protocol):
     def rejected(self) -> bool:
         return self.lifecycle.rejected
 
+    @property
+    def counted(self) -> bool:
+        """Open and recorded: the metrics snapshot adds its messages (folded in at the end)."""
+        return (
+            self.session is not None
+            and not self.lifecycle.closed
+            and self.state.recorder is not None
+        )
+
     # -- handshake ---------------------------------------------------------
 
     def accept(self, subprotocol: str | None, headers: Any = ()) -> None:
