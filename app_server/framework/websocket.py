@@ -70,7 +70,7 @@ class Channel(Protocol):
 class WebSocket(SeedStyles):
     __slots__ = (
         "request",
-        "_channel",
+        "connection",
         "_options",
         "_receive_type",
         "_send_type",
@@ -82,7 +82,8 @@ class WebSocket(SeedStyles):
 
     def __init__(self, request: Any, channel: Channel, options: Mapping[str, Any]) -> None:
         self.request = request
-        self._channel = channel
+        # The connection that carries this WebSocket (broadcast writes through it).
+        self.connection: Channel = channel
         self._options = options
         value_type = options.get("value_type")
         self._receive_type = options.get("receive_type") or value_type
@@ -102,20 +103,15 @@ class WebSocket(SeedStyles):
     @property
     def state(self) -> WebSocketState:
         """DISCONNECTED once either party has closed."""
-        return self._channel.lifecycle.state
+        return self.connection.lifecycle.state
 
     @property
     def client_state(self) -> WebSocketState:
-        return self._channel.lifecycle.client_state
+        return self.connection.lifecycle.client_state
 
     @property
     def server_state(self) -> WebSocketState:
-        return self._channel.lifecycle.server_state
-
-    @property
-    def connection(self) -> Channel:
-        """The connection that carries this WebSocket (``broadcast`` writes through it)."""
-        return self._channel
+        return self.connection.lifecycle.server_state
 
     # Sanic's names
     application_state = server_state
@@ -130,40 +126,40 @@ class WebSocket(SeedStyles):
 
     @property
     def close_code(self) -> int | None:
-        seen = self._channel.lifecycle.close_seen()
+        seen = self.connection.lifecycle.close_seen()
         return seen[0] if seen is not None else None
 
     @property
     def close_reason(self) -> str:
-        seen = self._channel.lifecycle.close_seen()
+        seen = self.connection.lifecycle.close_seen()
         return seen[1] if seen is not None else ""
 
     @property
     def subprotocol(self) -> str | None:
-        if self._channel.lifecycle.state is not WebSocketState.CONNECTING:
-            return self._channel.subprotocol
+        if self.connection.lifecycle.state is not WebSocketState.CONNECTING:
+            return self.connection.subprotocol
         return self._choose_subprotocol()  # what the (lazy) accept will select
 
     @property
     def accepted(self) -> bool:
-        return self._channel.lifecycle.accepted
+        return self.connection.lifecycle.accepted
 
     @property
     def rejected(self) -> bool:
-        return self._channel.lifecycle.rejected
+        return self.connection.lifecycle.rejected
 
     # -- handshake ---------------------------------------------------------
 
     async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
         """Complete the handshake (101). Raises ``WebSocketClosed`` after ``reject()``."""
-        lifecycle = self._channel.lifecycle
+        lifecycle = self.connection.lifecycle
         if lifecycle.rejected:
             raise WebSocketClosed(_REJECTED, "the handshake was rejected")
         if lifecycle.accepted:
             return
         if subprotocol is None:
             subprotocol = self._choose_subprotocol()
-        self._channel.accept(subprotocol, headers or ())
+        self.connection.accept(subprotocol, headers or ())
 
     def _choose_subprotocol(self) -> str | None:
         supported = self._options.get("subprotocols")
@@ -179,7 +175,7 @@ class WebSocket(SeedStyles):
         """Answer the handshake with an HTTP response instead of upgrading."""
         from app_server.framework.responses import text  # local: responses import is heavy
 
-        channel = self._channel
+        channel = self.connection
         if channel.lifecycle.accepted:
             raise InvalidWebSocketStateError("server", self.server_state, WebSocketState.CONNECTING)
         if channel.lifecycle.rejected:
@@ -191,7 +187,7 @@ class WebSocket(SeedStyles):
 
     def _auto_accept(self) -> None:
         """Accept on first use when the route auto-accepts (called when not OPEN)."""
-        channel = self._channel
+        channel = self.connection
         if channel.lifecycle.accepted:
             return
         if channel.lifecycle.rejected:
@@ -226,11 +222,11 @@ class WebSocket(SeedStyles):
 
     async def recv(self, timeout: float | None = None) -> str | bytes:
         """The next message (str or bytes); ``WebSocketClosed`` once closed."""
-        if self._channel.lifecycle.phase is not OPEN:
+        if self.connection.lifecycle.phase is not OPEN:
             self._auto_accept()
         if timeout is None:
-            return await self._channel.receive()
-        return await asyncio.wait_for(self._channel.receive(), timeout)
+            return await self.connection.receive()
+        return await asyncio.wait_for(self.connection.receive(), timeout)
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._iterate()
@@ -253,7 +249,7 @@ class WebSocket(SeedStyles):
         ``send_type``, forces the kind.
         """
         payload = to_message(data, encoding or self._send_type)
-        channel = self._channel
+        channel = self.connection
         if channel.lifecycle.phase is not OPEN:
             self._auto_accept()
         await channel.send(payload)
@@ -262,19 +258,19 @@ class WebSocket(SeedStyles):
 
     async def ping(self, data: bytes | str = b"") -> asyncio.Future[float]:
         """Send a ping; ``await`` the returned waiter for the round-trip time (s)."""
-        if self._channel.lifecycle.phase is not OPEN:
+        if self.connection.lifecycle.phase is not OPEN:
             self._auto_accept()
         payload = data.encode() if isinstance(data, str) else bytes(data)
-        return self._channel.ping(payload)
+        return self.connection.ping(payload)
 
     async def pong(self, data: bytes | str = b"") -> None:
-        if self._channel.lifecycle.phase is not OPEN:
+        if self.connection.lifecycle.phase is not OPEN:
             self._auto_accept()
-        self._channel.pong(data.encode() if isinstance(data, str) else bytes(data))
+        self.connection.pong(data.encode() if isinstance(data, str) else bytes(data))
 
     async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Close with ``code``; before accept, completes the handshake first."""
-        channel = self._channel
+        channel = self.connection
         if self._in_context:
             self._closes += 1
             if self._closes > 1:
@@ -288,7 +284,7 @@ class WebSocket(SeedStyles):
 
     async def ensure_closed(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Close unless already closed; never raises for a closed connection."""
-        channel = self._channel
+        channel = self.connection
         lifecycle = channel.lifecycle
         if lifecycle.server_state is WebSocketState.DISCONNECTED:
             # Our Close is out (or the handshake was refused): wait for the end.
@@ -301,7 +297,7 @@ class WebSocket(SeedStyles):
         await channel.close(code, reason)
 
     async def wait_closed(self) -> None:
-        await self._channel.wait_closed()
+        await self.connection.wait_closed()
 
     # -- channels (SPEC §9) --------------------------------------------------
 
@@ -321,9 +317,9 @@ class WebSocket(SeedStyles):
         subscription is live everywhere. Every topic is left at close.
         """
         hub = self.app.channels.running_hub("subscribe")
-        if self._channel.lifecycle.phase is not OPEN:
+        if self.connection.lifecycle.phase is not OPEN:
             self._auto_accept()
-        channel = self._channel
+        channel = self.connection
         if channel.lifecycle.phase is not OPEN:
             raise WebSocketClosed(self.close_code or _REJECTED, self.close_reason)
         await hub.subscribe_websocket(channel, topic, since, envelope, self._send_type)
@@ -331,7 +327,7 @@ class WebSocket(SeedStyles):
     async def unsubscribe(self, topic: str) -> None:
         """Stop receiving ``topic`` (nothing happens when not subscribed)."""
         hub = self.app.channels.running_hub("unsubscribe")
-        await hub.unsubscribe_websocket(self._channel, topic)
+        await hub.unsubscribe_websocket(self.connection, topic)
 
 
 async def broadcast(websockets: Iterable[WebSocket], message: Any) -> int:

@@ -71,7 +71,7 @@ class ServerState:
             ws_limits = WebSocketLimits()
         self.ws_limits = ws_limits
         # WebSocket connections with broadcast frames corked until the end of
-        # this loop pass (see WebSocketConnection.write_frame).
+        # this loop pass (see WebSocketConnection.cork).
         self.corked: list[Any] = []
         # --max-requests: when requests_served reaches recycle_at, on_recycle()
         # (set by the supervised worker) asks the master for a replacement.

@@ -60,10 +60,11 @@ class FanOut:
         session: Session = self.session  # type: ignore[assignment]  # OPEN: accepted
         if session.deflate is not None:
             frame = session.encode_message(message)
-        return self.write_frame(frame)
+        self.cork(frame)
+        return True
 
-    def write_frame(self, frame: bytes) -> bool:
-        """Queue pre-encoded frame bytes if the connection is open (broadcast).
+    def cork(self, frame: bytes) -> None:
+        """Queue frame bytes of an OPEN connection until the end of this loop pass.
 
         Frames broadcast during one pass of the event loop are corked per
         connection and written with one ``transport.write`` at the end of the
@@ -73,8 +74,6 @@ class FanOut:
         mark (and the slow-reader pacing built on it) still sees them. Every
         other write on the connection flushes the cork first, keeping order.
         """
-        if self.lifecycle.phase is not OPEN:
-            return False
         self.sent += 1
         out = self.out
         if out is None:
@@ -89,7 +88,6 @@ class FanOut:
             self.out_size += len(frame)
             if self.out_size > CORK_BYTES:
                 self.flush()
-        return True
 
     def send_channel_frame(self, frame: bytes, message: str | bytes) -> int:
         """Write a channel message's frame: 1 written, 0 closed, -1 too slow.
@@ -112,7 +110,7 @@ class FanOut:
         ):
             self.start_close(CloseCode.TRY_AGAIN_LATER, "slow consumer")
             return -1
-        self.write_frame(frame)
+        self.cork(frame)
         return 1
 
     def flush(self) -> None:

@@ -128,7 +128,7 @@ class WebSocketConnection(Closing, Keepalive, FanOut, asyncio.Protocol):
         self.deadline = INF
         self.closed_waiter: asyncio.Future[None] = self.loop.create_future()
         self.task: asyncio.Task[None] | None = None
-        # Broadcast frames waiting for this loop pass to end (see write_frame).
+        # Broadcast frames waiting for this loop pass to end (see cork).
         self.out: list[bytes] | None = None
         self.out_size = 0
         # Metrics: messages are counted here and folded into the recorder at close.
