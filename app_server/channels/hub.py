@@ -33,11 +33,12 @@ from app_server.channels.subscription import Subscription, is_newer
 from app_server.exceptions import ChannelGap, ChannelUnavailable
 from app_server.framework.websocket import to_message
 from app_server.protocols.websocket.frames import OP_BINARY, OP_TEXT, encode_frame
+from app_server.status import CloseCode
 
 log = logging.getLogger("app_server.error")
 Envelope = Callable[[str, "int | None", Any], Any]
 SENT, SKIPPED, OVERFLOW = 1, 0, -1  # send_channel_frame results
-GAP_CLOSE = (1013, "channel gap")
+GAP_CLOSE = (CloseCode.TRY_AGAIN_LATER, "channel gap")
 MAX_TOPIC_LENGTH = 1024
 DEFAULT_QUEUE = 1000
 

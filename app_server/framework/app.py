@@ -47,6 +47,7 @@ from app_server.framework.routing.router import Route, Router, versioned
 from app_server.framework.static import static_route
 from app_server.framework.websocket import WebSocket, broadcast
 from app_server.protocols.http.events import RequestHead, RouteMatch, RouteRefusal
+from app_server.status import CloseCode
 
 F = TypeVar("F", bound=Callable[..., Any])
 error_log = logging.getLogger("app_server.error")
@@ -332,7 +333,7 @@ class App(Registrar):
                 return
         error_log.error("unhandled exception in WebSocket %s", request.path, exc_info=exc)
         try:
-            await ws.ensure_closed(1011, "internal error")
+            await ws.ensure_closed(CloseCode.INTERNAL_ERROR, "internal error")
         except Exception:  # noqa: BLE001  the connection cannot even be closed cleanly
             error_log.exception("closing WebSocket %s failed", request.path)
             channel.abort()
@@ -347,7 +348,7 @@ class App(Registrar):
             channel.reject(text("WebSocket connection not accepted", 403))
             return
         try:
-            await ws.ensure_closed(1000)
+            await ws.ensure_closed(CloseCode.NORMAL_CLOSURE)
         except WebSocketClosed:
             pass
 

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from app_server.framework.errors import ERROR_FORMATS, ExceptionHandlers
 from app_server.framework.handlers import ensure_async
+from app_server.status import CloseCode
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,7 +37,7 @@ WEBSOCKET_DEFAULTS: dict[str, Any] = {
     "value_type": None,
     "receive_type": None,
     "send_type": None,
-    "caught_close_codes": (1000, 1001),
+    "caught_close_codes": (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY),
 }
 WEBSOCKET_OPTIONS = frozenset(
     {"name", "host", "strict_slashes", "version", "version_prefix", *WEBSOCKET_DEFAULTS}

@@ -3,50 +3,38 @@
 Owns: ``WebSocket``, one class that speaks the three seed styles (Sanic's
 ``send``/``recv``, BlackSheep's and Starlette's ``accept``/``receive_*``/
 ``send_*`` and event dicts, Bocadillo's typed ``receive``/``send``,
-iteration and ``async with``), the lazy auto-accept, ``WebSocketState`` and
-``MessageMode``, and ``broadcast``, which frames a message once and writes
-the same bytes to every open connection. The bytes on the wire are the
-channel's business (the worker's ``WebSocketConnection``); this module only
-decides what to send and when.
+iteration and ``async with``), the lazy auto-accept, the ``Channel`` it
+drives, and ``broadcast``, which frames a message once and writes the same
+bytes to every open connection. Its states (``state``, ``client_state``,
+``server_state``) are read from the connection's ``Lifecycle``, never kept
+here; the conversions each seed style expects live in ``websocket_compat``.
+The bytes on the wire are the channel's business (the worker's
+``WebSocketConnection``); this module only decides what to send and when.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json as _json
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from enum import Enum, StrEnum
 from typing import Any, Protocol
 
 from app_server.exceptions import InvalidWebSocketStateError, WebSocketClosed
+from app_server.framework.websocket_compat import MessageMode, SeedStyles, _dumps, to_message
 from app_server.protocols.websocket.frames import OP_BINARY, OP_TEXT, encode_frame
+from app_server.protocols.websocket.lifecycle import Lifecycle, Phase, WebSocketState
+from app_server.status import CloseCode
 
-_REJECTED = 1006
+__all__ = ["Channel", "MessageMode", "WebSocket", "WebSocketState", "broadcast", "to_message"]
+
+_REJECTED = CloseCode.ABNORMAL_CLOSURE
 _MESSAGE_TYPES = ("text", "bytes", "json", None)
-
-
-class WebSocketState(Enum):
-    CONNECTING = 0
-    CONNECTED = 1
-    DISCONNECTED = 2
-
-
-class MessageMode(StrEnum):
-    """The kind of a message (BlackSheep's name)."""
-
-    TEXT = "text"
-    BYTES = "bytes"
+OPEN = Phase.OPEN
 
 
 class Channel(Protocol):
     """What a WebSocket needs from the connection that carries it."""
 
-    accepted: bool
-    rejected: bool
-    closed: bool
-    close_code: int | None
-    close_reason: str
-    sent_close: tuple[int, str] | None
+    lifecycle: Lifecycle  # the one state of the connection (read only here)
     subprotocol: str | None
     write_paused: bool
 
@@ -60,7 +48,7 @@ class Channel(Protocol):
 
     def encode(self, data: str | bytes) -> bytes: ...
 
-    def write_frame(self, frame: bytes) -> bool: ...
+    def send_shared(self, frame: bytes, message: str | bytes) -> bool: ...
 
     async def drained(self) -> None: ...
 
@@ -79,40 +67,10 @@ class Channel(Protocol):
     def start_close(self, code: int, reason: str) -> None: ...
 
 
-def _dumps(obj: Any) -> str:
-    return _json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-
-
-def to_message(data: Any, kind: str | None) -> str | bytes:
-    """What ``send`` puts in a frame: str -> text, bytes -> binary, dict/list -> JSON text.
-
-    ``kind`` ("text", "bytes" or "json"; None: by the data's type) forces
-    the kind. Channels send an envelope's result through this too.
-    """
-    if kind is None:
-        cls = data.__class__
-        if cls is str or cls is bytes:
-            return data  # type: ignore[no-any-return]
-        if isinstance(data, bytearray | memoryview):
-            return bytes(data)
-        if isinstance(data, str):
-            return str(data)
-        if isinstance(data, dict | list | tuple):
-            return _dumps(data)
-        raise TypeError(f"cannot send {cls.__name__}: expected str, bytes, dict or list")
-    if kind == "text":
-        return data.decode() if isinstance(data, bytes | bytearray) else str(data)
-    if kind == "json":
-        return _dumps(data)
-    if kind == "bytes":
-        return data.encode() if isinstance(data, str) else bytes(data)
-    raise ValueError(f"encoding must be 'text', 'bytes' or 'json', got {kind!r}")
-
-
-class WebSocket:
+class WebSocket(SeedStyles):
     __slots__ = (
         "request",
-        "_channel",
+        "connection",
         "_options",
         "_receive_type",
         "_send_type",
@@ -124,7 +82,8 @@ class WebSocket:
 
     def __init__(self, request: Any, channel: Channel, options: Mapping[str, Any]) -> None:
         self.request = request
-        self._channel = channel
+        # The connection that carries this WebSocket (broadcast writes through it).
+        self.connection: Channel = channel
         self._options = options
         value_type = options.get("value_type")
         self._receive_type = options.get("receive_type") or value_type
@@ -143,28 +102,16 @@ class WebSocket:
 
     @property
     def state(self) -> WebSocketState:
-        channel = self._channel
-        if channel.rejected or channel.closed or channel.close_code is not None:
-            return WebSocketState.DISCONNECTED
-        if channel.sent_close is not None:
-            return WebSocketState.DISCONNECTED
-        if channel.accepted:
-            return WebSocketState.CONNECTED
-        return WebSocketState.CONNECTING
+        """DISCONNECTED once either party has closed."""
+        return self.connection.lifecycle.state
 
     @property
     def client_state(self) -> WebSocketState:
-        channel = self._channel
-        if channel.rejected or channel.closed or channel.close_code is not None:
-            return WebSocketState.DISCONNECTED
-        return WebSocketState.CONNECTED if channel.accepted else WebSocketState.CONNECTING
+        return self.connection.lifecycle.client_state
 
     @property
     def server_state(self) -> WebSocketState:
-        channel = self._channel
-        if channel.rejected or channel.closed or channel.sent_close is not None:
-            return WebSocketState.DISCONNECTED
-        return WebSocketState.CONNECTED if channel.accepted else WebSocketState.CONNECTING
+        return self.connection.lifecycle.server_state
 
     # Sanic's names
     application_state = server_state
@@ -179,114 +126,40 @@ class WebSocket:
 
     @property
     def close_code(self) -> int | None:
-        channel = self._channel
-        if channel.close_code is not None:
-            return channel.close_code
-        return channel.sent_close[0] if channel.sent_close else None
+        seen = self.connection.lifecycle.close_seen()
+        return seen[0] if seen is not None else None
 
     @property
     def close_reason(self) -> str:
-        channel = self._channel
-        if channel.close_code is not None:
-            return channel.close_reason
-        return channel.sent_close[1] if channel.sent_close else ""
+        seen = self.connection.lifecycle.close_seen()
+        return seen[1] if seen is not None else ""
 
     @property
     def subprotocol(self) -> str | None:
-        channel = self._channel
-        if channel.accepted or channel.rejected:
-            return channel.subprotocol
+        if self.connection.lifecycle.state is not WebSocketState.CONNECTING:
+            return self.connection.subprotocol
         return self._choose_subprotocol()  # what the (lazy) accept will select
 
     @property
     def accepted(self) -> bool:
-        return self._channel.accepted
+        return self.connection.lifecycle.accepted
 
     @property
     def rejected(self) -> bool:
-        return self._channel.rejected
-
-    # -- handshake data -----------------------------------------------------------
-
-    @property
-    def headers(self) -> Any:
-        return self.request.headers
-
-    @property
-    def url(self) -> str:
-        url: str = self.request.url
-        return "ws" + url[4:] if url.startswith("http") else url
-
-    @property
-    def path(self) -> str:
-        return self.request.path  # type: ignore[no-any-return]
-
-    @property
-    def query_parameters(self) -> Any:
-        return self.request.args
-
-    args = query_parameters
-
-    @property
-    def route_values(self) -> dict[str, Any]:
-        return self.request.match_info  # type: ignore[no-any-return]
-
-    path_params = route_values
-
-    @property
-    def ctx(self) -> Any:
-        return self.request.ctx
-
-    @property
-    def app(self) -> Any:
-        return self.request.app
-
-    @property
-    def client(self) -> tuple[str, int]:
-        return (self.request.ip, self.request.port)
-
-    @property
-    def scope(self) -> dict[str, Any]:
-        request = self.request
-        head = request.head
-        conn = request._conn
-        scheme = "wss" if request.scheme == "https" else "ws"
-        return {
-            "type": "websocket",
-            "asgi": {"version": "3.0"},
-            "http_version": head.http_version,
-            "scheme": scheme,
-            "path": request.path,
-            "raw_path": head.raw_path.split(b"?", 1)[0],
-            "query_string": head.query_string,
-            "headers": list(head.headers),
-            "client": (request.ip, request.port),
-            "server": (conn.server_host, conn.server_port),
-            "subprotocols": self.requested_subprotocols,
-            "route_values": dict(request.match_info),
-        }
-
-    @property
-    def requested_subprotocols(self) -> list[str]:
-        offered: list[str] = []
-        for value in self.request.headers.getall("sec-websocket-protocol"):
-            offered.extend(p.strip() for p in value.split(",") if p.strip())
-        return offered
+        return self.connection.lifecycle.rejected
 
     # -- handshake ---------------------------------------------------------
 
-    async def accept(
-        self, subprotocol: str | None = None, headers: Any = None
-    ) -> None:
+    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
         """Complete the handshake (101). Raises ``WebSocketClosed`` after ``reject()``."""
-        channel = self._channel
-        if channel.rejected:
+        lifecycle = self.connection.lifecycle
+        if lifecycle.rejected:
             raise WebSocketClosed(_REJECTED, "the handshake was rejected")
-        if channel.accepted:
+        if lifecycle.accepted:
             return
         if subprotocol is None:
             subprotocol = self._choose_subprotocol()
-        channel.accept(subprotocol, headers or ())
+        self.connection.accept(subprotocol, headers or ())
 
     def _choose_subprotocol(self) -> str | None:
         supported = self._options.get("subprotocols")
@@ -302,23 +175,22 @@ class WebSocket:
         """Answer the handshake with an HTTP response instead of upgrading."""
         from app_server.framework.responses import text  # local: responses import is heavy
 
-        channel = self._channel
-        if channel.accepted:
-            raise InvalidWebSocketStateError(
-                "server", self.state, WebSocketState.CONNECTING
-            )
-        if channel.rejected:
+        channel = self.connection
+        if channel.lifecycle.accepted:
+            raise InvalidWebSocketStateError("server", self.server_state, WebSocketState.CONNECTING)
+        if channel.lifecycle.rejected:
             return
-        phrase = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-                  404: "Not Found"}.get(status, "WebSocket connection rejected")
+        phrase = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found"}.get(
+            status, "WebSocket connection rejected"
+        )
         channel.reject(text(phrase, status))
 
     def _auto_accept(self) -> None:
-        """Accept on first use when the route auto-accepts."""
-        channel = self._channel
-        if channel.accepted:
+        """Accept on first use when the route auto-accepts (called when not OPEN)."""
+        channel = self.connection
+        if channel.lifecycle.accepted:
             return
-        if channel.rejected:
+        if channel.lifecycle.rejected:
             raise WebSocketClosed(_REJECTED, "the handshake was rejected")
         if self._options.get("auto_accept", True):
             channel.accept(self._choose_subprotocol(), ())
@@ -341,64 +213,20 @@ class WebSocket:
         return False
 
     def catches(self, code: int) -> bool:
-        codes = self._options.get("caught_close_codes", (1000, 1001))
+        codes = self._options.get(
+            "caught_close_codes", (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY)
+        )
         return codes is all or code in codes
 
     # -- receiving ---------------------------------------------------------
 
     async def recv(self, timeout: float | None = None) -> str | bytes:
         """The next message (str or bytes); ``WebSocketClosed`` once closed."""
-        if not self._channel.accepted:
+        if self.connection.lifecycle.phase is not OPEN:
             self._auto_accept()
         if timeout is None:
-            return await self._channel.receive()
-        return await asyncio.wait_for(self._channel.receive(), timeout)
-
-    async def receive_text(self) -> str:
-        message = await self.recv()
-        if message.__class__ is str:
-            return message  # type: ignore[return-value]
-        try:
-            return message.decode()  # type: ignore[union-attr]
-        except UnicodeDecodeError:
-            raise WebSocketClosed(1007, "binary message is not UTF-8 text") from None
-
-    async def receive_bytes(self) -> bytes:
-        message = await self.recv()
-        return message.encode() if message.__class__ is str else message  # type: ignore[return-value,union-attr]
-
-    async def receive_json(self, loads: Callable[[Any], Any] | None = None) -> Any:
-        message = await self.recv()
-        return (loads or _json.loads)(message)
-
-    async def receive(self) -> Any:
-        """Typed by the route's ``receive_type``/``value_type``; else the event dict."""
-        kind = self._receive_type
-        if kind is None:
-            message = await self.recv()
-            if message.__class__ is str:
-                return {"type": "websocket.receive", "text": message}
-            return {"type": "websocket.receive", "bytes": message}
-        if kind == "text":
-            return await self.receive_text()
-        if kind == "json":
-            return await self.receive_json()
-        return await self.receive_bytes()
-
-    message = receive
-
-    async def receive_event(self) -> dict[str, Any]:
-        """The ASGI-style event: a receive, or (once) the disconnect."""
-        try:
-            message = await self.recv()
-        except WebSocketClosed as exc:
-            if self._disconnect_seen:
-                raise
-            self._disconnect_seen = True
-            return {"type": "websocket.disconnect", "code": exc.code, "reason": exc.reason}
-        if message.__class__ is str:
-            return {"type": "websocket.receive", "text": message}
-        return {"type": "websocket.receive", "bytes": message}
+            return await self.connection.receive()
+        return await asyncio.wait_for(self.connection.receive(), timeout)
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._iterate()
@@ -421,76 +249,55 @@ class WebSocket:
         ``send_type``, forces the kind.
         """
         payload = to_message(data, encoding or self._send_type)
-        channel = self._channel
-        if not channel.accepted:
+        channel = self.connection
+        if channel.lifecycle.phase is not OPEN:
             self._auto_accept()
         await channel.send(payload)
-
-    async def send_text(self, data: str) -> None:
-        await self.send(str(data), "text")
-
-    async def send_bytes(self, data: bytes | bytearray | memoryview) -> None:
-        await self.send(data, "bytes")
-
-    async def send_json(self, data: Any, dumps: Callable[[Any], str] | None = None) -> None:
-        await self.send((dumps or _dumps)(data), "text")
-
-    async def send_event(self, event: Mapping[str, Any]) -> None:
-        """Send an ASGI-style event: ``websocket.send``, ``.accept`` or ``.close``."""
-        kind = event.get("type")
-        if kind == "websocket.send":
-            text = event.get("text")
-            if text is not None:
-                await self.send(text, "text")
-            else:
-                await self.send(event.get("bytes") or b"", "bytes")
-        elif kind == "websocket.accept":
-            await self.accept(event.get("subprotocol"), event.get("headers"))
-        elif kind == "websocket.close":
-            await self.close(event.get("code", 1000), event.get("reason") or "")
-        else:
-            raise ValueError(f"unknown WebSocket event type {kind!r}")
 
     # -- control -----------------------------------------------------------
 
     async def ping(self, data: bytes | str = b"") -> asyncio.Future[float]:
         """Send a ping; ``await`` the returned waiter for the round-trip time (s)."""
-        if not self._channel.accepted:
+        if self.connection.lifecycle.phase is not OPEN:
             self._auto_accept()
         payload = data.encode() if isinstance(data, str) else bytes(data)
-        return self._channel.ping(payload)
+        return self.connection.ping(payload)
 
     async def pong(self, data: bytes | str = b"") -> None:
-        if not self._channel.accepted:
+        if self.connection.lifecycle.phase is not OPEN:
             self._auto_accept()
-        self._channel.pong(data.encode() if isinstance(data, str) else bytes(data))
+        self.connection.pong(data.encode() if isinstance(data, str) else bytes(data))
 
-    async def close(self, code: int = 1000, reason: str = "") -> None:
+    async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Close with ``code``; before accept, completes the handshake first."""
-        channel = self._channel
+        channel = self.connection
         if self._in_context:
             self._closes += 1
             if self._closes > 1:
                 raise RuntimeError("the WebSocket was already closed in this 'async with' block")
-        if channel.rejected:
+        lifecycle = channel.lifecycle
+        if lifecycle.rejected:
             return
-        if not channel.accepted:
+        if not lifecycle.accepted:
             channel.accept(self._choose_subprotocol(), ())
         await channel.close(code, reason)
 
-    async def ensure_closed(self, code: int = 1000, reason: str = "") -> None:
+    async def ensure_closed(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Close unless already closed; never raises for a closed connection."""
-        channel = self._channel
-        if channel.rejected or channel.closed or channel.sent_close is not None:
-            if channel.accepted and not channel.closed:
+        channel = self.connection
+        lifecycle = channel.lifecycle
+        if lifecycle.server_state is WebSocketState.DISCONNECTED:
+            # Our Close is out (or the handshake was refused): wait for the end.
+            phase = lifecycle.phase
+            if phase is Phase.CLOSE_SENT or phase is Phase.LINGERING:
                 await channel.wait_closed()
             return
-        if not channel.accepted:
+        if not lifecycle.accepted:
             channel.accept(self._choose_subprotocol(), ())
         await channel.close(code, reason)
 
     async def wait_closed(self) -> None:
-        await self._channel.wait_closed()
+        await self.connection.wait_closed()
 
     # -- channels (SPEC §9) --------------------------------------------------
 
@@ -510,17 +317,17 @@ class WebSocket:
         subscription is live everywhere. Every topic is left at close.
         """
         hub = self.app.channels.running_hub("subscribe")
-        if not self._channel.accepted:
+        if self.connection.lifecycle.phase is not OPEN:
             self._auto_accept()
-        channel = self._channel
-        if channel.close_code is not None or channel.sent_close is not None:
-            raise WebSocketClosed(self.close_code or 1006, self.close_reason)
+        channel = self.connection
+        if channel.lifecycle.phase is not OPEN:
+            raise WebSocketClosed(self.close_code or _REJECTED, self.close_reason)
         await hub.subscribe_websocket(channel, topic, since, envelope, self._send_type)
 
     async def unsubscribe(self, topic: str) -> None:
         """Stop receiving ``topic`` (nothing happens when not subscribed)."""
         hub = self.app.channels.running_hub("unsubscribe")
-        await hub.unsubscribe_websocket(self._channel, topic)
+        await hub.unsubscribe_websocket(self.connection, topic)
 
 
 async def broadcast(websockets: Iterable[WebSocket], message: Any) -> int:
@@ -543,23 +350,12 @@ async def broadcast(websockets: Iterable[WebSocket], message: Any) -> int:
         opcode, payload = OP_TEXT, message.encode()
     else:
         raise TypeError(f"cannot broadcast {type(message).__name__}")
-    frame: bytes | None = None
+    frame = encode_frame(opcode, payload)
     delivered = 0
     slow: list[Channel] = []
     for ws in list(websockets):
-        channel = ws._channel
-        session = getattr(channel, "session", None)
-        if session is None:
-            continue
-        if session.deflate is not None:
-            if channel.close_code is not None or channel.sent_close is not None:
-                continue
-            written = channel.write_frame(channel.encode(message))
-        else:
-            if frame is None:
-                frame = encode_frame(opcode, payload)
-            written = channel.write_frame(frame)
-        if written:
+        channel = ws.connection
+        if channel.send_shared(frame, message):
             delivered += 1
             if channel.write_paused:
                 slow.append(channel)

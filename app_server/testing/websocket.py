@@ -15,6 +15,7 @@ from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMes
 
 from app_server.exceptions import WebSocketClosed
 from app_server.framework.datastructures import Headers
+from app_server.status import CloseCode
 from app_server.testing.memory import MemoryTransport, TestResponse
 from app_server.workers.server import tick_interval
 from app_server.workers.state import ServerState
@@ -120,7 +121,7 @@ class TestWebSocket:
 
     def _send(self, data: str | bytes) -> None:
         if self.close_code is not None or self._transport.closed:
-            raise WebSocketClosed(self.close_code or 1006, self.close_reason)
+            raise WebSocketClosed(self.close_code or CloseCode.ABNORMAL_CLOSURE, self.close_reason)
         message = TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data)
         self._outgoing += self._conn.send(message)
         self._run(lambda: not self._outgoing)
@@ -141,7 +142,7 @@ class TestWebSocket:
         self._run(lambda: self._messages or self.close_code is not None)
         if self._messages:
             return self._messages.pop(0)
-        raise WebSocketClosed(self.close_code or 1006, self.close_reason)
+        raise WebSocketClosed(self.close_code or CloseCode.ABNORMAL_CLOSURE, self.close_reason)
 
     def receive_text(self) -> str:
         message = self.receive()
@@ -160,13 +161,13 @@ class TestWebSocket:
 
     # -- closing ---------------------------------------------------------------
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Close with ``code`` and wait for the server's answer."""
         if self.close_code is None and not self._transport.closed:
             self._outgoing += self._conn.send(CloseConnection(code=code, reason=reason))
             self._run(lambda: self.close_code is not None)
         if self.close_code is None:
-            self.close_code = 1006
+            self.close_code = CloseCode.ABNORMAL_CLOSURE
 
     def __enter__(self) -> TestWebSocket:
         return self

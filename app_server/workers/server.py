@@ -16,6 +16,7 @@ import ssl
 import struct
 from typing import Any
 
+from app_server.status import CloseCode
 from app_server.workers.http_protocol import HttpProtocol
 from app_server.workers.state import ServerState
 
@@ -140,7 +141,9 @@ class WorkerServer:
             server.close()
 
     async def drain(
-        self, timeout_s: float, websocket_close: tuple[int, str] = (1001, "server shutting down")
+        self,
+        timeout_s: float,
+        websocket_close: tuple[int, str] = (CloseCode.GOING_AWAY, "server shutting down"),
     ) -> bool:
         """Stop accepting and let in-flight work finish; True if all finished in time.
 

@@ -80,7 +80,7 @@ class ServerState:
             ws_limits.timeout_s,
         )
         # WebSocket connections with broadcast frames corked until the end of
-        # this loop pass (see WebSocketConnection.write_frame).
+        # this loop pass (see WebSocketConnection.cork).
         self.corked: list[Any] = []
         # --max-requests: when requests_served reaches recycle_at, on_recycle()
         # (set by the supervised worker) asks the master for a replacement.

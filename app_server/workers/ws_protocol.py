@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +27,11 @@ from app_server.protocols.websocket.handshake import (
     accept_response,
     negotiate_deflate,
 )
+from app_server.protocols.websocket.lifecycle import (
+    Event,
+    Lifecycle,
+    Phase,
+)
 from app_server.protocols.websocket.session import (
     BYTES,
     CLOSE,
@@ -38,7 +41,11 @@ from app_server.protocols.websocket.session import (
     TEXT,
     Session,
 )
+from app_server.status import CloseCode
 from app_server.workers.flow_control import FlowControl
+from app_server.workers.ws_closing import Closing
+from app_server.workers.ws_fanout import FanOut
+from app_server.workers.ws_keepalive import Keepalive
 
 if TYPE_CHECKING:
     from app_server.settings.model import WebSocketLimits
@@ -46,13 +53,12 @@ if TYPE_CHECKING:
 
 error_log = logging.getLogger("app_server.error")
 INF = float("inf")
-ABNORMAL = 1006
-LINGER_S = 2.0
-CORK_BYTES = 65536  # broadcast frames held per connection before writing anyway
-_PING_PAYLOAD = struct.Struct("!Q")
+OPEN, CLOSE_SENT = Phase.OPEN, Phase.CLOSE_SENT
 
 
-class WebSocketConnection(asyncio.Protocol):
+class WebSocketConnection(Closing, Keepalive, FanOut, asyncio.Protocol):
+    """One WebSocket connection; its closing, keepalive and fan-out sides are mixed in."""
+
     __slots__ = (
         "http",
         "state",
@@ -62,8 +68,7 @@ class WebSocketConnection(asyncio.Protocol):
         "offer",
         "request",
         "session",
-        "accepted",
-        "rejected",
+        "lifecycle",
         "subprotocol",
         "queue",
         "max_queue",
@@ -76,24 +81,22 @@ class WebSocketConnection(asyncio.Protocol):
         "pong_deadline",
         "close_deadline",
         "deadline",
-        "close_code",
-        "close_reason",
-        "closed",
         "closed_waiter",
-        "lost",
-        "sent_close",
         "task",
         "out",
         "out_size",
         "route_label",
-        "counted",
         "received",
         "sent",
         "__weakref__",
     )
 
     def __init__(
-        self, http: Any, state: ServerState, offer: Offer | None, request: Any,
+        self,
+        http: Any,
+        state: ServerState,
+        offer: Offer | None,
+        request: Any,
         route_label: str = "",
     ) -> None:
         self.http = http
@@ -104,16 +107,17 @@ class WebSocketConnection(asyncio.Protocol):
         self.offer = offer
         self.request = request
         self.session: Session | None = None
-        self.accepted = False
-        self.rejected = False
+        # The one state of this connection: every close path goes through
+        # _step(self.lifecycle.transition(...)).
+        self.lifecycle = Lifecycle()
         self.subprotocol: str | None = None
         # A short list: it never holds more than max_queue messages, and a
         # list costs far less memory per idle connection than a deque.
-        self.queue: list[Any] = []
+        self.queue: list[str | bytes] = []
         self.max_queue = max(1, self.limits.max_queue)
         self.reading_paused = False
         self.recv_waiter: asyncio.Future[None] | None = None
-        self.flow = FlowControl()
+        self.flow = FlowControl()  # write backpressure (shared with HTTP)
         # ping payload -> (waiter, time sent); insertion order is sending order
         self.pings: dict[bytes, tuple[asyncio.Future[float] | None, float]] = {}
         self.ping_count = 0
@@ -121,27 +125,38 @@ class WebSocketConnection(asyncio.Protocol):
         self.pong_deadline = INF
         self.close_deadline = INF
         self.deadline = INF
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self.closed = False
         self.closed_waiter: asyncio.Future[None] = self.loop.create_future()
-        self.lost = False
-        self.sent_close: tuple[int, str] | None = None
         self.task: asyncio.Task[None] | None = None
-        # Broadcast frames waiting for this loop pass to end (see write_frame).
+        # Broadcast frames waiting for this loop pass to end (see cork).
         self.out: list[bytes] | None = None
         self.out_size = 0
         # Metrics: messages are counted here and folded into the recorder at close.
         self.route_label = route_label
-        self.counted = False
         self.received = 0
         self.sent = 0
+
+    # -- state views (the framework's WebSocket reads these) ----------------
+
+    @property
+    def accepted(self) -> bool:
+        return self.lifecycle.accepted
+
+    @property
+    def rejected(self) -> bool:
+        return self.lifecycle.rejected
+
+    @property
+    def counted(self) -> bool:
+        """Open and recorded: the metrics snapshot adds its messages (folded in at the end)."""
+        return (
+            self.session is not None
+            and not self.lifecycle.closed
+            and self.state.recorder is not None
+        )
 
     # -- handshake ---------------------------------------------------------
 
     def accept(self, subprotocol: str | None, headers: Any = ()) -> None:
-        if self.accepted or self.rejected:
-            raise RuntimeError("the WebSocket handshake has already been answered")
         if self.offer is None:
             raise RuntimeError("this request cannot be accepted as a WebSocket")
         limits = self.limits
@@ -151,9 +166,10 @@ class WebSocketConnection(asyncio.Protocol):
             negotiated = negotiate_deflate(self.offer.extensions, limits.max_size)
             if negotiated is not None:
                 deflate, extension_header = negotiated
+        session = Session(limits.max_size, deflate)
+        self.lifecycle.transition(Event.ACCEPT)  # refused once the handshake was answered
         self.subprotocol = subprotocol
-        self.session = Session(limits.max_size, deflate)
-        self.accepted = True
+        self.session = session
         transport = self.transport
         transport.write(
             accept_response(self.offer.key, subprotocol, extension_header, _pairs(headers))
@@ -164,7 +180,6 @@ class WebSocketConnection(asyncio.Protocol):
         recorder = self.state.recorder
         if recorder is not None:
             recorder.websocket_opened(self.route_label)
-            self.counted = True
         transport.set_protocol(self)
         now = self.loop.time()
         if limits.ping_interval_s:
@@ -172,15 +187,11 @@ class WebSocketConnection(asyncio.Protocol):
         self._rearm()
         if trailing:
             self.data_received(trailing)
-        if not self.reading_paused and not self.closed:
+        if not self.reading_paused and self.lifecycle.phase is not Phase.CLOSED:
             transport.resume_reading()
 
     def reject(self, response: Any) -> None:
-        if self.accepted or self.rejected:
-            raise RuntimeError("the WebSocket handshake has already been answered")
-        self.rejected = True
-        self.closed = True
-        self.close_code = 1006
+        self.lifecycle.transition(Event.REJECT)
         self.http.reject_upgrade(response)
         if not self.closed_waiter.done():
             self.closed_waiter.set_result(None)
@@ -189,49 +200,47 @@ class WebSocketConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         session = self.session
-        if session is None or self.closed:
+        if session is None or self.lifecycle.phase is Phase.CLOSED:
             return
         events = session.receive(data, self.max_queue - len(self.queue))
         if events:
             self._handle(events)
         # Stop reading while the app's queue is full, or while our answers
         # (pongs) are not being read: a flooding peer gets TCP backpressure.
-        if (session.pending or self.flow.paused) and not self.reading_paused:
-            if not self.closed:
+        if (session.pending or self.write_paused) and not self.reading_paused:
+            if not self.lifecycle.closed:  # _handle may have closed it
                 self.reading_paused = True
                 self.transport.pause_reading()
         if self.queue:
             self._wake_receiver()
 
     def _handle(self, events: list[Any]) -> None:
-        session: Session = self.session  # type: ignore[assignment]
+        session: Session = self.session  # type: ignore[assignment]  # set by accept
+        lifecycle = self.lifecycle
         for kind, value in events:
             if kind is TEXT or kind is BYTES:
-                if self.close_code is None:
+                # After our Close the peer may still send what it sent before its own.
+                phase = lifecycle.phase
+                if phase is OPEN or phase is CLOSE_SENT:
                     self.queue.append(value)
                     self.received += 1
             elif kind is PING:
-                if not session.close_sent:
+                if lifecycle.phase is OPEN:
                     self._write(session.encode_pong(value))
             elif kind is PONG:
                 self._on_pong(value)
             elif kind is CLOSE:
-                self._on_peer_close(*value)
+                self._step(lifecycle.transition(Event.PEER_CLOSE, *value))
             elif kind is FAIL:
                 self._fail(*value)
 
     def eof_received(self) -> bool | None:
-        self._finish(ABNORMAL, "")
+        self._step(self.lifecycle.transition(Event.LOST))
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
         self.state.connections.discard(self)
-        # A WebSocket counts toward --max-requests when it closes (SPEC §5):
-        # counted at the upgrade, a worker would ask to be recycled while
-        # its long-lived connections had only just begun.
-        self.state.count_served()
-        self._finish(ABNORMAL, "")
+        self._step(self.lifecycle.transition(Event.LOST))
         self.flow.connection_lost()
 
     def pause_writing(self) -> None:
@@ -249,11 +258,12 @@ class WebSocketConnection(asyncio.Protocol):
     # -- receiving ---------------------------------------------------------
 
     async def receive(self) -> str | bytes:
-        """The next message; raises ``WebSocketClosed`` once the connection is closing."""
+        """The next message; raises ``WebSocketClosed`` once the peer's close is known."""
         queue = self.queue
         while not queue:
-            if self.close_code is not None:
-                raise WebSocketClosed(self.close_code, self.close_reason)
+            lifecycle = self.lifecycle
+            if lifecycle.code is not None:
+                raise WebSocketClosed(lifecycle.code, lifecycle.reason)
             waiter = self.loop.create_future()
             self.recv_waiter = waiter
             try:
@@ -268,13 +278,18 @@ class WebSocketConnection(asyncio.Protocol):
     def _maybe_resume_reading(self) -> None:
         """Room in the queue and the write buffer drained: parse what waits, then read."""
         session = self.session
-        if not self.reading_paused or self.closed or self.flow.paused or session is None:
+        if (
+            not self.reading_paused
+            or self.lifecycle.phase is Phase.CLOSED
+            or self.write_paused
+            or session is None
+        ):
             return
         if session.pending:
             events = session.receive(b"", self.max_queue - len(self.queue))
             if events:
                 self._handle(events)
-            if session.pending or self.closed:
+            if session.pending or self.lifecycle.closed:
                 return
         self.reading_paused = False
         self.transport.resume_reading()
@@ -292,76 +307,24 @@ class WebSocketConnection(asyncio.Protocol):
         if session is not None and session.deflate is not None:
             return session.encode_message(data)
         if data.__class__ is str:
-            return encode_frame(OP_TEXT, data.encode())  # type: ignore[union-attr]
-        return encode_frame(OP_BINARY, bytes(data))  # type: ignore[arg-type]
+            return encode_frame(OP_TEXT, data.encode())
+        return encode_frame(OP_BINARY, bytes(data))  # type: ignore[arg-type]  # bytes: not a str
 
     def check_open(self) -> None:
-        if self.close_code is not None:
-            raise WebSocketClosed(self.close_code, self.close_reason)
-        if self.sent_close is not None:
-            raise WebSocketClosed(*self.sent_close)
-        if self.session is None:
+        """Raise unless messages may be sent: ``WebSocketClosed`` once a close is known."""
+        if self.lifecycle.phase is not OPEN:
+            seen = self.lifecycle.close_seen()
+            if seen is not None:
+                raise WebSocketClosed(*seen)
             raise RuntimeError("the WebSocket is not accepted yet")
 
     async def send(self, data: str | bytes) -> None:
-        self.check_open()
+        if self.lifecycle.phase is not OPEN:
+            self.check_open()
         self._write(self.encode(data))
         self.sent += 1
-        if self.flow.paused:
+        if self.write_paused:
             await self.drained()
-
-    def write_frame(self, frame: bytes) -> bool:
-        """Queue pre-encoded frame bytes if the connection is open (broadcast).
-
-        Frames broadcast during one pass of the event loop are corked per
-        connection and written with one ``transport.write`` at the end of the
-        pass (``_flush_corked``): a fan-out of k messages to n connections
-        costs n system calls instead of k * n. At most ``CORK_BYTES`` wait;
-        beyond that the frames go out at once, so the transport's high-water
-        mark (and the slow-reader pacing built on it) still sees them. Every
-        other write on the connection flushes the cork first, keeping order.
-        """
-        if self.close_code is not None or self.session is None or self.session.close_sent:
-            return False
-        self.sent += 1
-        out = self.out
-        if out is None:
-            self.out = [frame]
-            self.out_size = len(frame)
-            corked = self.state.corked
-            if not corked:
-                self.loop.call_soon(_flush_corked, corked)
-            corked.append(self)
-        else:
-            out.append(frame)
-            self.out_size += len(frame)
-            if self.out_size > CORK_BYTES:
-                self.flush()
-        return True
-
-    def send_channel_frame(self, frame: bytes, message: str | bytes) -> int:
-        """Write a channel message's frame: 1 written, 0 closed, -1 too slow.
-
-        A connection whose outgoing bytes (transport buffer plus corked
-        frames) would pass ``max_send_buffer`` is closed with 1013 (Try Again
-        Later, SPEC §9) instead: the publisher and the other subscribers
-        never wait for it, and its memory stays bounded. The Close frame
-        queues behind what is buffered, so a client that reads on sees it.
-        """
-        session = self.session
-        if self.close_code is not None or session is None or session.close_sent:
-            return 0
-        if session.deflate is not None:
-            frame = session.encode_message(message)
-        pending = self.out_size if self.out else 0
-        if (
-            self.transport.get_write_buffer_size() + pending + len(frame)
-            > self.limits.max_send_buffer
-        ):
-            self.start_close(1013, "slow consumer")
-            return -1
-        self.write_frame(frame)
-        return 1
 
     def on_close(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` once the connection is closed, whatever the reason."""
@@ -369,222 +332,24 @@ class WebSocketConnection(asyncio.Protocol):
 
     def _write(self, data: bytes) -> None:
         """Every write but a broadcast's: corked frames go first, keeping order."""
-        if self.out:
-            self.flush()
-        self.transport.write(data)
-
-    def flush(self) -> None:
-        """Write the corked frames now (the connection stays on the flush list)."""
         out = self.out
         if out:
             self.out = []
             self.out_size = 0
-            if not self.closed and not self.lost:
-                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            data = b"".join(out) + data if data else b"".join(out)
+        self.transport.write(data)
 
     async def drained(self) -> None:
         """Wait until the write buffer is below its high-water mark."""
         if not self.flow.paused:
             return
+        lifecycle = self.lifecycle
         try:
             await self.flow.drain()
-        except ConnectionResetError:
-            raise WebSocketClosed(self.close_code or ABNORMAL, self.close_reason) from None
-
-    # -- ping / pong -------------------------------------------------------
-
-    def ping(self, payload: bytes = b"") -> asyncio.Future[float]:
-        """Send a ping; the future resolves to the round-trip time in seconds."""
-        self.check_open()
-        if not payload or payload in self.pings:
-            self.ping_count += 1
-            payload = payload + _PING_PAYLOAD.pack(self.ping_count)
-        waiter: asyncio.Future[float] = self.loop.create_future()
-        self.pings[payload] = (waiter, time.perf_counter())
-        self._write(self.session.encode_ping(payload))  # type: ignore[union-attr]
-        return waiter
-
-    def pong(self, payload: bytes = b"") -> None:
-        self.check_open()
-        self._write(self.session.encode_pong(payload))  # type: ignore[union-attr]
-
-    def _on_pong(self, payload: bytes) -> None:
-        if payload not in self.pings:
-            return  # unsolicited pong: allowed, ignored
-        now = time.perf_counter()
-        # A pong acknowledges its ping and every ping sent before it.
-        for key in list(self.pings):
-            waiter, sent = self.pings.pop(key)
-            if waiter is None:
-                self.pong_deadline = INF
-            elif not waiter.done():
-                waiter.set_result(now - sent)
-            if key == payload:
-                recorder = self.state.recorder
-                if recorder is not None:
-                    recorder.ping_answered(now - sent)
-                break
-        self._rearm()
-
-    def _keepalive(self, now: float) -> None:
-        self.ping_count += 1
-        payload = _PING_PAYLOAD.pack(self.ping_count)
-        self.pings[payload] = (None, time.perf_counter())
-        self._write(self.session.encode_ping(payload))  # type: ignore[union-attr]
-        self.next_ping_at = now + (self.limits.ping_interval_s or INF)
-        if self.limits.ping_timeout_s and self.pong_deadline == INF:
-            self.pong_deadline = now + self.limits.ping_timeout_s
-
-    # -- deadlines (called by the worker's ticker) ------------------------
-
-    def _rearm(self) -> None:
-        self.deadline = min(self.next_ping_at, self.pong_deadline, self.close_deadline)
-
-    def check_deadline(self, now: float) -> None:
-        if now < self.deadline:
-            return
-        if now >= self.close_deadline:
-            self._close_transport()
-            return
-        if now >= self.pong_deadline:
-            self._fail(1011, "keepalive ping timeout")
-            return
-        if now >= self.next_ping_at and self.session is not None and not self.session.close_sent:
-            self._keepalive(now)
-        self._rearm()
-
-    def on_drain(self, code: int, reason: str) -> None:
-        """The worker is draining: say goodbye (1001 or 1012) once."""
-        if self.session is not None and not self.session.close_sent:
-            self.start_close(code, reason)
-
-    # -- closing -----------------------------------------------------------
-
-    def start_close(self, code: int, reason: str) -> None:
-        """Send our Close frame (once) and arm the closing-handshake deadline."""
-        session = self.session
-        if session is None or self.closed:
-            return
-        frame = session.encode_close(code, reason)
-        if not frame:
-            return
-        self.sent_close = (code, reason)
-        self._write(frame)
-        if self.close_code is not None:
-            # The peer closed first and we just answered: the handshake is complete.
-            self._close_transport()
-            return
-        self.close_deadline = self.loop.time() + self.limits.timeout_s
-        self.next_ping_at = self.pong_deadline = INF
-        self._rearm()
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Start the closing handshake and wait for it to finish (bounded by the timeout)."""
-        if self.session is None:
-            return
-        self.start_close(code, reason)
-        await asyncio.shield(self.closed_waiter)
-
-    async def wait_closed(self) -> None:
-        await asyncio.shield(self.closed_waiter)
-
-    def _on_peer_close(self, code: int, reason: str) -> None:
-        session = self.session
-        if self.close_code is None:
-            self.close_code = code
-            self.close_reason = reason
-        if session is not None and session.close_sent:
-            self._close_transport()  # our close was answered
-            return
-        # Answer with the same code (1005 means "none": an empty Close).
-        if session is not None:
-            self._write(session.encode_close(code, reason))
-        self._close_transport()
-
-    def _fail(self, code: int, reason: str) -> None:
-        """The peer broke the protocol (or stopped answering): Close with ``code``, then TCP.
-
-        Messages already queued, including those decoded from the same read
-        just before the error, stay for the application to ``receive``; the
-        close shows once they are taken (RFC 6455 §7.1.7 fails the connection,
-        it does not take back what was delivered).
-        """
-        session = self.session
-        if self.close_code is None:
-            self.close_code = code
-            self.close_reason = reason
-        if session is not None:
-            frame = session.encode_close(code, reason)
-            if frame:
-                self.sent_close = (code, reason)
-                self._write(frame)
-        self._wake_receiver()
-        # Let the Close frame reach the peer before the TCP close: closing with
-        # unread input would reset the connection and could destroy it. So
-        # shut down our side and discard input until the peer closes too.
-        transport = self.transport
-        if self.closed or not transport.can_write_eof():
-            self._close_transport()
-            return
-        try:
-            transport.write_eof()
-        except (OSError, RuntimeError):
-            self._close_transport()
-            return
-        if self.reading_paused:
-            self.reading_paused = False
-            transport.resume_reading()
-        self.next_ping_at = self.pong_deadline = INF
-        self.close_deadline = self.loop.time() + min(self.limits.timeout_s, LINGER_S)
-        self._rearm()
-
-    def abort(self) -> None:
-        """Drop the connection without a closing handshake."""
-        if not self.closed:
-            self.closed = True
-            self.transport.abort()
-        self._finish(ABNORMAL, "")
-
-    def _close_transport(self) -> None:
-        if not self.closed:
-            if self.out:
-                self.flush()
-            self.closed = True
-            self.transport.close()
-        self._finish(self.close_code or ABNORMAL, self.close_reason)
-
-    def _finish(self, code: int, reason: str) -> None:
-        """The connection is over: record the code and wake everyone waiting."""
-        if self.close_code is None:
-            self.close_code = code
-            self.close_reason = reason
-        if self.counted:
-            self.counted = False
-            self.state.recorder.websocket_closed(  # type: ignore[union-attr]
-                self.route_label, self.close_code, self.received, self.sent
-            )
-        self.deadline = self.close_deadline = INF
-        self._wake_receiver()
-        for waiter, _ in list(self.pings.values()):
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(WebSocketClosed(self.close_code, self.close_reason))
-                waiter.exception()  # retrieved: nobody may be awaiting it
-        self.pings.clear()
-        if self.lost or self.closed:
-            if not self.closed_waiter.done():
-                self.closed_waiter.set_result(None)
-            if not self.closed:
-                self.closed = True
-                self.transport.close()
-
-
-def _flush_corked(corked: list[WebSocketConnection]) -> None:
-    """End of the loop pass: write every corked connection's frames at once."""
-    conns = corked[:]
-    corked.clear()
-    for conn in conns:
-        conn.flush()
-        conn.out = None  # off the list: the next broadcast puts it back
+        except ConnectionResetError:  # lost, now or while waiting
+            raise WebSocketClosed(
+                lifecycle.code or CloseCode.ABNORMAL_CLOSURE, lifecycle.reason
+            ) from None
 
 
 def _pairs(headers: Any) -> list[tuple[str, str]]:

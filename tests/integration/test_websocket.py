@@ -180,7 +180,7 @@ def build_app() -> tuple[App, dict[str, Any]]:
     async def queue(ws):  # type: ignore[no-untyped-def]
         gate = seen["gate"] = threading.Event()
         await ws.send("ready")
-        seen["channel"] = ws._channel
+        seen["channel"] = ws.connection
         await asyncio.to_thread(gate.wait, 10)
         received = [await ws.recv() for _ in range(100)]
         await ws.send(str(received == [str(i) for i in range(100)]))

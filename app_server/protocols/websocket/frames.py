@@ -17,12 +17,16 @@ from typing import Any
 from wsproto.extensions import Extension, PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, Opcode, RsvBits
 
+from app_server.status import CloseCode
+
 OP_CONTINUATION = 0x0
 OP_TEXT = 0x1
 OP_BINARY = 0x2
 OP_CLOSE = 0x8
 OP_PING = 0x9
 OP_PONG = 0xA
+# Codes that only report how a connection ended (RFC 6455 §7.4.1): never in a frame.
+_NEVER_SENT = (CloseCode.NO_STATUS_RCVD, CloseCode.ABNORMAL_CLOSURE)
 
 _NO_RSV = RsvBits(False, False, False)
 _SHORT_HEADERS = {
@@ -45,7 +49,7 @@ def encode_frame(opcode: int, payload: bytes) -> bytes:
 
 def encode_close(code: int | None, reason: str = "") -> bytes:
     """A Close frame; ``None`` (or 1005/1006, which are never sent) for no code."""
-    if code is None or code in (1005, 1006):
+    if code is None or code in _NEVER_SENT:
         return b"\x88\x00"
     payload = struct.pack("!H", code) + reason.encode()[:123]
     return encode_frame(OP_CLOSE, payload)

@@ -35,6 +35,7 @@ from app_server.protocols.websocket.frames import (
     encode_close,
     encode_frame,
 )
+from app_server.status import CloseCode
 
 TEXT = 1
 BYTES = 2
@@ -43,16 +44,19 @@ PONG = 10
 CLOSE = 8
 FAIL = -1
 
-_FAIL_REASONS = {
-    1002: "protocol error",
-    1007: "invalid frame payload data",
-    1009: "message too big",
+_FAIL_REASONS: dict[int, str] = {
+    CloseCode.PROTOCOL_ERROR: "protocol error",
+    CloseCode.INVALID_FRAME_PAYLOAD_DATA: "invalid frame payload data",
+    CloseCode.MESSAGE_TOO_BIG: "message too big",
 }
+_INVALID_TEXT = (CloseCode.INVALID_FRAME_PAYLOAD_DATA, "invalid frame payload data")
 _OPEN = ConnectionState.OPEN
 # RFC 6455 §7.4.2 leaves 1000-2999 to the registry: 1012 Service Restart,
 # 1013 Try Again Later, 1014 Bad Gateway are registered (IANA) and valid to
 # receive, but wsproto refuses the ones its enum lacks as "unknown reserved".
-_REGISTERED_CLOSE = frozenset({1012, 1013, 1014})
+_REGISTERED_CLOSE = frozenset(
+    {CloseCode.SERVICE_RESTART, CloseCode.TRY_AGAIN_LATER, CloseCode.BAD_GATEWAY}
+)
 _UTF8 = getincrementaldecoder("utf-8")
 
 
@@ -181,7 +185,7 @@ class Session:
                         if opcode == 1 and n - pos > head and not self._check_partial_text(
                             buf, pos + head, n
                         ):
-                            out.append((FAIL, (1007, _FAIL_REASONS[1007])))
+                            out.append((FAIL, _INVALID_TEXT))
                             return out
                         break
                 else:
@@ -195,7 +199,7 @@ class Session:
                             out.append((TEXT, payload.decode()))
                         except UnicodeDecodeError:
                             self.failed = True
-                            out.append((FAIL, (1007, _FAIL_REASONS[1007])))
+                            out.append((FAIL, _INVALID_TEXT))
                             return out
                     else:
                         out.append((BYTES, payload))
@@ -269,7 +273,7 @@ class Session:
             reason = payload[2:].decode()
         except UnicodeDecodeError:
             self.failed = True
-            return (FAIL, (1007, _FAIL_REASONS[1007]))
+            return (FAIL, _INVALID_TEXT)
         self.close_received = True
         self._parts = []
         return (CLOSE, (code, reason))
