@@ -70,7 +70,7 @@ class AsgiAdapter:
             "method": head.method,
             "scheme": conn.scheme,
             "path": root + head.path if root else head.path,
-            "raw_path": self.raw_root + head.raw_path if root else head.raw_path,
+            "raw_path": self.raw_root + _raw_path(head) if root else _raw_path(head),
             "query_string": head.query_string,
             "root_path": root,
             "headers": head.headers,
@@ -121,7 +121,7 @@ class AsgiAdapter:
             "http_version": head.http_version,
             "scheme": "wss" if conn.scheme == "https" else "ws",
             "path": root + head.path if root else head.path,
-            "raw_path": self.raw_root + head.raw_path if root else head.raw_path,
+            "raw_path": self.raw_root + _raw_path(head) if root else _raw_path(head),
             "query_string": head.query_string,
             "root_path": root,
             "headers": head.headers,
@@ -140,3 +140,10 @@ class AsgiAdapter:
     def _ws_label(self, scope: Message) -> str | None:
         route = scope.get("route")
         return None if route is None else self.route_match(route).label
+
+
+def _raw_path(head: RequestHead) -> bytes:
+    """The request target's path, without its query (ASGI ``raw_path``)."""
+    raw = head.raw_path
+    end = raw.find(b"?")
+    return raw if end < 0 else raw[:end]

@@ -200,10 +200,9 @@ class HttpExchange:
             return await decided
         except asyncio.CancelledError:
             # The client left or RESPONSE_TIMEOUT passed before the response
-            # was decided: nothing the app sends can reach anyone now.
+            # was decided. The app is told the ASGI way, not cancelled: its
+            # receive() answers http.disconnect and its send() raises.
             self.client_gone()
-            if not task.done():
-                task.cancel()
             raise
 
     async def _call(self, app: Any) -> None:
