@@ -20,6 +20,7 @@ from typing import Any
 from app_server.asgi.http import HttpExchange, Message, connection_scope
 from app_server.asgi.lifespan import Lifespan
 from app_server.asgi.websocket import AsgiWebSocket
+from app_server.framework.datastructures import Headers
 from app_server.framework.request import ConnectionInfo
 from app_server.protocols.http.events import RequestHead, RouteMatch
 
@@ -62,13 +63,17 @@ class AsgiAdapter:
 
     def prepare(self, head: RequestHead, conn: ConnectionInfo) -> HttpExchange:
         client, server = connection_scope(conn)
+        scheme = conn.scheme
+        policy = conn.forwarded
+        if policy is not None and policy.trusts(conn.peer_ip):
+            client, scheme = _forwarded(policy, conn, head, client)
         root = self.root_path
         scope: Message = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.4"},
             "http_version": head.http_version,
             "method": head.method,
-            "scheme": conn.scheme,
+            "scheme": scheme,
             "path": root + head.path if root else head.path,
             "raw_path": self.raw_root + _raw_path(head) if root else _raw_path(head),
             "query_string": head.query_string,
@@ -108,6 +113,10 @@ class AsgiAdapter:
 
     def prepare_websocket(self, head: RequestHead, conn: ConnectionInfo) -> HttpExchange:
         client, server = connection_scope(conn)
+        scheme = conn.scheme
+        policy = conn.forwarded
+        if policy is not None and policy.trusts(conn.peer_ip):
+            client, scheme = _forwarded(policy, conn, head, client)
         root = self.root_path
         subprotocols: list[str] = []
         for name, value in head.headers:
@@ -119,7 +128,7 @@ class AsgiAdapter:
             "type": "websocket",
             "asgi": {"version": "3.0", "spec_version": "2.4"},
             "http_version": head.http_version,
-            "scheme": "wss" if conn.scheme == "https" else "ws",
+            "scheme": "wss" if scheme in ("https", "wss") else "ws",
             "path": root + head.path if root else head.path,
             "raw_path": self.raw_root + _raw_path(head) if root else _raw_path(head),
             "query_string": head.query_string,
@@ -147,3 +156,13 @@ def _raw_path(head: RequestHead) -> bytes:
     raw = head.raw_path
     end = raw.find(b"?")
     return raw if end < 0 else raw[:end]
+
+
+def _forwarded(policy: Any, conn: ConnectionInfo, head: RequestHead,
+               client: Any) -> tuple[Any, str]:
+    """``client`` and ``scheme`` as a trusted proxy's headers give them
+    (``--forwarded-allow-ips``), as Uvicorn's ``--proxy-headers`` does."""
+    ip, scheme = policy.resolve(conn.peer_ip, conn.scheme, Headers(head.headers))
+    if ip != conn.peer_ip:
+        client = (ip, 0)
+    return client, scheme

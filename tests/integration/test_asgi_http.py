@@ -274,3 +274,22 @@ def test_unread_body_pauses_reading() -> None:
             reply += more
         sock.close()
     assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(str(size).encode())
+
+
+def test_trusted_proxy_headers_set_client_and_scheme() -> None:
+    seen: list[Scope] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        seen.append(scope)
+        await answer(send, b"ok")
+
+    headers = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
+    with serve_app(app) as server:  # 127.0.0.1 trusted by default
+        httpx.get(server.url + "/", headers=headers)
+    with serve_app(app, forwarded_allow_ips=()) as server:
+        httpx.get(server.url + "/", headers=headers)
+    trusted, untrusted = seen
+    assert trusted["client"] == ("203.0.113.7", 0) and trusted["scheme"] == "https"
+    assert untrusted["client"][0] == "127.0.0.1" and untrusted["scheme"] == "http"
