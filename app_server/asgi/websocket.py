@@ -139,6 +139,11 @@ class AsgiWebSocket:
         except Exception as exc:  # noqa: BLE001  logged once; the connection ends cleanly
             if isinstance(exc, ClientDisconnected):
                 pass  # the app let our own signal through: nothing to report
+            elif self.accepted and channel.close_code is not None:
+                # Raised once the connection was over (Starlette's
+                # WebSocketDisconnect from receive_text): nothing was lost.
+                error_log.info("ASGI application ended WebSocket %s with %s: %s",
+                               self.path, type(exc).__name__, exc)
             else:
                 error_log.error("ASGI application raised on WebSocket %s", self.path,
                                 exc_info=exc)

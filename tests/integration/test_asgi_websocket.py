@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx
@@ -126,3 +127,25 @@ def test_message_over_max_size_closes_1009() -> None:
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
         wait_until(lambda: events and events[-1]["type"] == "websocket.disconnect")
     assert events[-1]["code"] == 1009
+
+
+def test_an_error_raised_after_the_peer_closed_is_one_info_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                raise LookupError(f"disconnected {message['code']}")  # as Starlette does
+
+    caplog.set_level(logging.INFO, "app_server")
+    with serve_app(app) as server:
+        with connect(server.ws_url + "/") as ws:
+            ws.close(1000)
+        wait_until(lambda: any("LookupError" in r.getMessage() for r in caplog.records))
+    lines = [r for r in caplog.records if "LookupError" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.INFO and lines[0].exc_info is None
