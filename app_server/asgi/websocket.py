@@ -20,6 +20,7 @@ An app that closes before accepting (or returns without accepting) gets the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -42,7 +43,7 @@ class AsgiWebSocket:
     """The receive/send pair of one ASGI WebSocket, over the worker's connection."""
 
     __slots__ = ("channel", "scope", "label_of", "connected", "accepted", "finished",
-                 "denial_status", "denial_block", "denial_body", "path")
+                 "denial_status", "denial_block", "denial_body", "path", "on_accept")
 
     def __init__(self, channel: Any, scope: Message, path: str,
                  label_of: Callable[[Message], str | None]) -> None:
@@ -56,6 +57,22 @@ class AsgiWebSocket:
         self.denial_status = 0
         self.denial_block = b""
         self.denial_body: list[bytes] = []
+        self.on_accept: asyncio.Future[None] | None = None
+
+    async def _accepted_or_closed(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.on_accept is None:
+            self.on_accept = loop.create_future()
+        closed = loop.create_task(self.channel.wait_closed())
+        try:
+            await asyncio.wait((self.on_accept, closed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+
+    def _wake_on_accept(self) -> None:
+        waiter = self.on_accept
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _disconnect(self) -> Message:
         channel = self.channel
@@ -69,10 +86,12 @@ class AsgiWebSocket:
         if not self.accepted:
             if self.finished:
                 return self._disconnect()
-            # Nothing arrives before the handshake is answered: wait for the
-            # close (the app gets its disconnect) like any later receive.
-            await self.channel.wait_closed()
-            return self._disconnect()
+            # Nothing arrives before the handshake is answered. An app may
+            # already be receiving in a task of its own (Quart does) while
+            # another accepts: wait for the accept, or for the end.
+            await self._accepted_or_closed()
+            if not self.accepted:
+                return self._disconnect()
         try:
             data = await self.channel.receive()
         except WebSocketClosed as exc:
@@ -107,12 +126,14 @@ class AsgiWebSocket:
                        for k, v in message.get("headers", ())]
             channel.accept(message.get("subprotocol"), headers)
             self.accepted = True
+            self._wake_on_accept()
         elif kind == "websocket.close":
             if self.finished:
                 raise ClientDisconnected("the WebSocket is closed")
             self.finished = True
             if not self.accepted:
                 channel.reject(HTTPResponse("Forbidden", 403))
+                self._wake_on_accept()
                 return
             await channel.close(int(message.get("code") or NORMAL),
                                 str(message.get("reason") or ""))
@@ -129,6 +150,7 @@ class AsgiWebSocket:
                 self.finished = True
                 channel.reject(AsgiResponse(self.denial_status, self.denial_block,
                                             b"".join(self.denial_body)))
+                self._wake_on_accept()
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} on a WebSocket")
 

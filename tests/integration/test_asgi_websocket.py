@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -149,3 +150,21 @@ def test_an_error_raised_after_the_peer_closed_is_one_info_line(
         wait_until(lambda: any("LookupError" in r.getMessage() for r in caplog.records))
     lines = [r for r in caplog.records if "LookupError" in r.getMessage()]
     assert len(lines) == 1 and lines[0].levelno == logging.INFO and lines[0].exc_info is None
+
+
+def test_a_receive_pending_before_accept_gets_the_messages_after_it() -> None:
+    """Quart receives in a task of its own while its handler accepts."""
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()  # websocket.connect
+        pending = asyncio.ensure_future(receive())
+        await asyncio.sleep(0)  # the receive is parked before the accept
+        await send({"type": "websocket.accept"})
+        message = await pending
+        await send({"type": "websocket.send", "text": "got " + message["text"]})
+        await receive()
+
+    with serve_app(app) as server, connect(server.ws_url + "/") as ws:
+        ws.send("first")
+        assert ws.recv(timeout=5) == "got first"
