@@ -195,7 +195,7 @@ class HttpExchange:
         """Start the app; the response value once it is decided."""
         loop = asyncio.get_running_loop()
         self.decided = decided = loop.create_future()
-        self.task = task = loop.create_task(self._call(app))
+        self.task = loop.create_task(self._call(app))
         try:
             return await decided
         except asyncio.CancelledError:

@@ -63,8 +63,8 @@ def project(tmp_path: Path) -> Path:
                    "served; expected an app_server.App or an ASGI 3 callable (async def "
                    "app(scope, receive, send)), e.g. "
                    "asgiref.compatibility.guarantee_single_callable(app)"),
-    ("number", "'apps:number' is not an application (a int object): expected an app_server.App or an "
-               "ASGI 3 callable (async def app(scope, receive, send))"),
+    ("number", "'apps:number' is not an application (a int object): expected an "
+               "app_server.App or an ASGI 3 callable (async def app(scope, receive, send))"),
 ])
 def test_what_is_not_asgi_3_is_refused_before_binding(
     project: Path, attr: str, expected: str
