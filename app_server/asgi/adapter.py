@@ -9,8 +9,9 @@ read: one shared label, or the route the app left in ``scope["route"]``
 (FastAPI's route object: its ``path``; a string as is), each label's
 ``RouteMatch`` built once so the per-route series stay a dictionary lookup.
 
-Every request's body is streamed (``streams_body``): the app reads it with
-``receive()`` as it arrives, and the worker's read backpressure applies.
+Every request body is streamed (``streams_body``): the app reads it with
+``receive()`` as it arrives, and the worker's read backpressure applies. A
+request without a body gets a match that streams nothing (no reader to build).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ WS_EXTENSIONS: Message = {"websocket.http.response": {}}
 class AsgiAdapter:
     """Serves an ASGI 3 callable through the worker's ``AppHandler`` contract."""
 
-    __slots__ = ("app", "root_path", "raw_root", "lifespan", "shared", "routes")
+    __slots__ = ("app", "root_path", "raw_root", "lifespan", "shared", "bodyless", "routes")
 
     def __init__(self, app: Any, root_path: str = "") -> None:
         self.app = app
@@ -45,6 +46,9 @@ class AsgiAdapter:
         self.raw_root = self.root_path.encode("utf-8")
         self.lifespan = Lifespan(app)
         self.shared: RouteMatch[Any] = RouteMatch(None, SHARED_LABEL, streams_body=True)
+        # A request without a body needs no streamed reader: the worker starts
+        # it as soon as the head is complete either way.
+        self.bodyless: RouteMatch[Any] = RouteMatch(None, SHARED_LABEL)
         self.routes: dict[str, RouteMatch[Any]] = {}
 
     # -- lifecycle ------------------------------------------------------------
@@ -84,7 +88,8 @@ class AsgiAdapter:
             "state": self.lifespan.state.copy(),
             "extensions": HTTP_EXTENSIONS,
         }
-        return HttpExchange(head, scope, self.shared)
+        has_body = head.chunked or head.content_length
+        return HttpExchange(head, scope, self.shared if has_body else self.bodyless)
 
     async def handle_http(self, request: HttpExchange) -> Any:
         response = await request.run(self.app)
