@@ -37,6 +37,7 @@ class Route:
 
 
 ITEM = Route("/items/{id}")
+ROOM = Route("/rooms/{id}")
 
 
 async def app(scope, receive, send):
@@ -56,6 +57,8 @@ async def app(scope, receive, send):
                 return
     if scope["type"] == "websocket":
         await receive()
+        if scope["path"].startswith("/rooms/"):
+            scope["route"] = ROOM
         await send({"type": "websocket.accept"})
         await send({"type": "websocket.send",
                     "text": f"{scope['state'].get('version')} {os.getpid()}"})
@@ -146,10 +149,11 @@ def test_metrics_label_requests_by_the_route_the_app_reports(master, tmp_path):
     m = start(master, tmp_path, "v0", workers=1)
     for path in ("/items/1", "/items/2", "/other", "/else"):
         assert httpx.get(m.url + path).status_code == 200
-    with connect(f"ws://127.0.0.1:{m.port}/ws") as ws:
-        ws.recv()
-        ws.send("hi")
-        assert ws.recv() == "hi"
+    for path in ("/ws", "/rooms/7"):
+        with connect(f"ws://127.0.0.1:{m.port}{path}") as ws:
+            ws.recv()
+            ws.send("hi")
+            assert ws.recv() == "hi"
 
     def counted() -> dict[tuple[str, str, str], float] | None:
         totals = requests_total(scrape(m))
@@ -158,6 +162,8 @@ def test_metrics_label_requests_by_the_route_the_app_reports(master, tmp_path):
     totals = poll(counted, 30, "requests in /metrics")
     assert totals[("GET", "/items/{id}", "200")] == 2
     assert totals[("GET", "<asgi>", "200")] == 2
-    s = poll(lambda: (s := scrape(m)).series("app_server_websocket_connections_total") and s,
-             30, "the WebSocket in /metrics")
-    assert s.series("app_server_websocket_connections_total") == {(("route", "<asgi>"),): 1}
+    s = poll(lambda: len((s := scrape(m)).series("app_server_websocket_connections_total")) == 2
+             and s, 30, "the WebSockets in /metrics")
+    assert s.series("app_server_websocket_connections_total") == {
+        (("route", "<asgi>"),): 1, (("route", "/rooms/{id}"),): 1,
+    }
