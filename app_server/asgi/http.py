@@ -328,8 +328,11 @@ class HttpExchange:
         if writer is None:
             decided = self.decided
             first = decided is not None and not decided.done()
-            if first and not more and not self.head_only:
-                # The common case: one complete body, written with its length.
+            if first and not more and (
+                not self.head_only or self.length is None or len(body) == self.length
+            ):
+                # The common case: one complete body, written with its length
+                # (for HEAD, the length of the body a GET would get).
                 self._decide(AsgiResponse(self.status, self.block, bytes(body)))
                 self._completed()
                 return

@@ -293,3 +293,25 @@ def test_trusted_proxy_headers_set_client_and_scheme() -> None:
     trusted, untrusted = seen
     assert trusted["client"] == ("203.0.113.7", 0) and trusted["scheme"] == "https"
     assert untrusted["client"][0] == "127.0.0.1" and untrusted["scheme"] == "http"
+
+
+def test_head_gets_the_length_of_the_get_body_and_no_body() -> None:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/declared":  # an app that sends no body for HEAD
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-length", b"11")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await answer(send, b"hello world")
+
+    with serve_app(app) as server, raw_client(server) as client:
+        for path in ("/", "/declared"):
+            client.send(b"HEAD %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
+            response = client.response(head_only=True)
+            assert response.status == 200
+            assert response.header("content-length") == "11"
+            assert response.header("transfer-encoding") is None
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert client.response().body == b"hello world"  # nothing was left over
