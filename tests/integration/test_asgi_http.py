@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import struct
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 import httpx
 import pytest
 from http_helpers import raw_client, serve_app, wait_until
+
+from app_server.logs import ACCESS_LOGGER
 
 Scope = dict[str, Any]
 
@@ -315,3 +318,30 @@ def test_head_gets_the_length_of_the_get_body_and_no_body() -> None:
             assert response.header("transfer-encoding") is None
         client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert client.response().body == b"hello world"  # nothing was left over
+
+
+def test_access_log_line_like_a_native_app(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger(ACCESS_LOGGER)  # may not propagate: listen on it
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(caplog.handler)
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await read_body(receive)
+        await answer(send, b"four", status=201)
+
+    def lines() -> list[str]:
+        return list(dict.fromkeys(r.getMessage() for r in caplog.records
+                                  if r.name == ACCESS_LOGGER))
+
+    try:
+        with serve_app(app, access_log=True) as server:
+            assert httpx.post(server.url + "/n?x=1", content=b"abc").status_code == 201
+            wait_until(lines)
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.setLevel(old_level)
+    assert re.fullmatch(r'127\.0\.0\.1:\d+ - "POST /n\?x=1 HTTP/1\.1" 201 4 \d+\.\d+ms',
+                        lines()[0]), lines()
