@@ -100,9 +100,10 @@ MAY_IMPORT: dict[str, tuple[tuple[str, ...], str]] = {
             "app_server.metrics",
             "app_server.logs",
             "app_server.channels.runtime",
+            "app_server.asgi",
         ),
-        "the worker's composition: resolves worker settings and picks the metrics "
-        "implementation and the channel backend",
+        "the worker's composition: resolves worker settings, picks the metrics "
+        "implementation and the channel backend, and wraps an ASGI app in the adapter",
     ),
     "app_server.workers.supervised": (
         (
@@ -234,6 +235,11 @@ NEVER: dict[str, tuple[tuple[str, ...], str]] = {
 # Imports inside functions, where being lazy is the design. (importer, imported
 # prefix) -> reason. Any other import inside a function fails the test.
 LAZY_BY_DESIGN: dict[tuple[str, str], str] = {
+    (
+        "app_server.cli",
+        "app_server.asgi",
+    ): "the forked probe and the workers judge the imported app's interface; the "
+    "master itself never loads the ASGI adapter",
     (
         "app_server.application",
         "app_server.cli",
