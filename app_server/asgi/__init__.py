@@ -50,7 +50,8 @@ def interface_error(app: object, interface: str, spec: str) -> str | None:
     return f"{spec!r} {_what_it_is(app)}"
 
 
-def _what_it_is(app: object) -> str:
+def _what_it_is(candidate: object) -> str:
+    app: Any = candidate  # any object at all: each test below narrows it by itself
     expected = (
         "expected an app_server.App or an ASGI 3 callable (async def app(scope, receive, send))"
     )

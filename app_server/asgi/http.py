@@ -290,6 +290,10 @@ class HttpExchange:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def left_while_waiting(self) -> bool:
+        """``gone``, read afresh after an await (the client may have left meanwhile)."""
+        return self.gone
+
     # -- the app's side -----------------------------------------------------
 
     async def receive(self) -> Message:
@@ -298,7 +302,7 @@ class HttpExchange:
         if not self.body_done:
             reader = self.reader
             chunk = await reader.read() if reader is not None else None
-            if self.gone:
+            if self.left_while_waiting():
                 return DISCONNECT
             length = self.head.content_length
             if chunk is None:
