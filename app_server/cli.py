@@ -186,6 +186,11 @@ def _import_and_resolve(layers: Layers) -> tuple[object, Settings]:
     """
     settings = resolve(layers)
     app = _load_app(settings.app, settings.app_dir)
+    from app_server.asgi import interface_error
+
+    problem = interface_error(app, settings.interface, settings.app)
+    if problem is not None:
+        raise _AppNotLoaded(f"app-server: {problem}")
     return app, resolve(layers, app_config_of(app))
 
 

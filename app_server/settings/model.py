@@ -99,6 +99,8 @@ class SupervisorSettings:
 class Settings:
     app: str = ""
     app_dir: str = "."
+    interface: str = "auto"  # SPEC §10: auto | app | asgi
+    root_path: str = ""  # the ASGI root_path, without a trailing slash
     binds: tuple[BindSpec, ...] = (BindSpec(BindKind.TCP, "127.0.0.1", 8000),)
     http: HttpLimits = field(default_factory=HttpLimits)
     websocket: WebSocketLimits = field(default_factory=WebSocketLimits)

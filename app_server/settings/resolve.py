@@ -46,6 +46,7 @@ from app_server.settings.schema import (
     BY_NAME,
     COMPRESSION_DEFLATE,
     DEFAULT_SOURCE,
+    INTERFACES,
     LOG_FORMATS,
     LOG_LEVELS,
     OFF_WORDS,
@@ -357,6 +358,12 @@ def _path(value: object) -> str:
     return value
 
 
+def _root_path(value: object) -> str:
+    if not isinstance(value, str) or (value and not value.startswith("/")):
+        raise _Invalid()
+    return value.rstrip("/")
+
+
 def _optional_path(value: object) -> str | None:
     if value is None or value == "":
         return None
@@ -464,6 +471,8 @@ _COERCERS: dict[ValueType, Callable[[object], object]] = {
     ValueType.COMPRESSION: _compression,
     ValueType.ADDRESS_LIST: _address_list,
     ValueType.CHANNELS: _channels,
+    ValueType.INTERFACE: _choice(INTERFACES),
+    ValueType.ROOT_PATH: _root_path,
 }
 
 
@@ -513,6 +522,8 @@ def _build(values: dict[str, Sourced], app: Sourced | None) -> Settings:
     return Settings(
         app=str(app.value) if app is not None else "",
         app_dir=v["app_dir"],
+        interface=v["interface"],
+        root_path=v["root_path"],
         binds=binds,
         http=_http_limits(v),
         websocket=_websocket_limits(v),

@@ -25,6 +25,7 @@ COMPRESSION_DEFLATE = "permessage-deflate"
 OFF_WORDS = ("off", "none", "null", "")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 LOG_FORMATS = ("text", "json")
+INTERFACES = ("auto", "app", "asgi")
 COMMAND_LINE = "the command line"
 ENVIRONMENT = "the environment"
 DEFAULT_SOURCE = "the default"
@@ -66,6 +67,8 @@ class ValueType(Enum):
     COMPRESSION = f"'{COMPRESSION_DEFLATE}' or 'none'"
     ADDRESS_LIST = "a comma-separated list of IP addresses, CIDR networks, or *"
     CHANNELS = "'local', or a redis://HOST:PORT/DB or rediss:// URL"
+    INTERFACE = "one of " + ", ".join(INTERFACES)
+    ROOT_PATH = "'' or a URL path starting with '/'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +145,12 @@ SETTINGS: tuple[Setting, ...] = (
     # -- the application --------------------------------------------------------
     _define("app_dir", T.PATH, ".", M, "directory put first on sys.path to import MODULE",
             metavar="DIR"),
+    _define("interface", T.INTERFACE, "auto", M,
+            "auto: an app_server.App natively, any other ASGI 3 callable through ASGI; "
+            "app or asgi to insist on one", metavar="auto|app|asgi"),
+    _define("root_path", T.ROOT_PATH, "", M,
+            "ASGI root_path: the prefix a proxy in front strips, put back in front of "
+            "every path the ASGI app sees", metavar="P"),
     _define("config", T.OPTIONAL_PATH, None, M,
             "TOML config file (see config/app-server.toml)", metavar="FILE", in_file=False),
     _define("preload", T.BOOL, False, M, "import the app in the master before forking",

@@ -37,11 +37,18 @@ __all__ = [
     "ForwardedPolicy",
     "HTTPResponse",
     "PreparedRequest",
+    "ResponseAborted",
     "RouteMatch",
     "RouteRefusal",
     "StreamingResponse",
     "plan_file",
 ]
+
+
+class ResponseAborted(ConnectionAbortedError):
+    """Raised by a response's ``send_body`` when the application failed after
+    the head went out; the app side has logged it: the worker aborts the
+    connection without a second report."""
 
 
 class PreparedRequest(Protocol):

@@ -18,6 +18,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from app_server.asgi import as_handler
 from app_server.channels.runtime import close_channels, open_channels
 from app_server.control import StopReason
 from app_server.framework.proxy import ForwardedPolicy
@@ -109,6 +110,7 @@ async def serve(
     ``stop``.
     """
     loop = asyncio.get_running_loop()
+    app = as_handler(app, settings.interface, settings.root_path)
     use_effective_config(app, settings)
     try:
         app.freeze()

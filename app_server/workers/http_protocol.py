@@ -42,6 +42,7 @@ from app_server.workers.app_contract import (
     BaseResponse,
     ConnectionInfo,
     HTTPResponse,
+    ResponseAborted,
 )
 from app_server.workers.flow_control import FlowControl
 from app_server.workers.http_cycle import Cycle, StreamedBody, connection_info
@@ -221,8 +222,11 @@ class HttpProtocol(asyncio.Protocol):
             raise
         except (ConnectionError, RuntimeError) as exc:
             if self.rules.phase is not CLOSED:
-                head = request.head
-                error_log.warning("response to %s %s failed: %s", head.method, head.path, exc)
+                if exc.__class__ is not ResponseAborted:
+                    head = request.head
+                    error_log.warning(
+                        "response to %s %s failed: %s", head.method, head.path, exc
+                    )
                 self._abort()
             return
         finally:
