@@ -20,6 +20,7 @@ An app that closes before accepting (or returns without accepting) gets the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -42,7 +43,7 @@ class AsgiWebSocket:
     """The receive/send pair of one ASGI WebSocket, over the worker's connection."""
 
     __slots__ = ("channel", "scope", "label_of", "connected", "accepted", "finished",
-                 "denial_status", "denial_block", "denial_body", "path")
+                 "denial_status", "denial_block", "denial_body", "path", "answered")
 
     def __init__(self, channel: Any, scope: Message, path: str,
                  label_of: Callable[[Message], str | None]) -> None:
@@ -56,6 +57,9 @@ class AsgiWebSocket:
         self.denial_status = 0
         self.denial_block = b""
         self.denial_body: list[bytes] = []
+        # Resolved when the handshake is answered: a receive() made before the
+        # accept (Quart receives in its own task from the start) waits on it.
+        self.answered: asyncio.Future[None] | None = None
 
     def _disconnect(self) -> Message:
         channel = self.channel
@@ -70,9 +74,11 @@ class AsgiWebSocket:
             if self.finished:
                 return self._disconnect()
             # Nothing arrives before the handshake is answered: wait for the
-            # close (the app gets its disconnect) like any later receive.
-            await self.channel.wait_closed()
-            return self._disconnect()
+            # accept (then messages, as Uvicorn does) or the close (then the
+            # app gets its disconnect).
+            await self._wait_answered()
+            if not self.accepted:
+                return self._disconnect()
         try:
             data = await self.channel.receive()
         except WebSocketClosed as exc:
@@ -80,6 +86,21 @@ class AsgiWebSocket:
         if data.__class__ is str:
             return {"type": "websocket.receive", "text": data}
         return {"type": "websocket.receive", "bytes": data}
+
+    async def _wait_answered(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.answered is None:
+            self.answered = loop.create_future()
+        closed = loop.create_task(self.channel.wait_closed())
+        try:
+            await asyncio.wait((closed, self.answered), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+
+    def _answer(self) -> None:
+        answered = self.answered
+        if answered is not None and not answered.done():
+            answered.set_result(None)
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
@@ -107,12 +128,14 @@ class AsgiWebSocket:
                        for k, v in message.get("headers", ())]
             channel.accept(message.get("subprotocol"), headers)
             self.accepted = True
+            self._answer()
         elif kind == "websocket.close":
             if self.finished:
                 raise ClientDisconnected("the WebSocket is closed")
             self.finished = True
             if not self.accepted:
                 channel.reject(HTTPResponse("Forbidden", 403))
+                self._answer()
                 return
             await channel.close(int(message.get("code") or NORMAL),
                                 str(message.get("reason") or ""))
@@ -129,6 +152,7 @@ class AsgiWebSocket:
                 self.finished = True
                 channel.reject(AsgiResponse(self.denial_status, self.denial_block,
                                             b"".join(self.denial_body)))
+                self._answer()
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} on a WebSocket")
 
@@ -145,6 +169,7 @@ class AsgiWebSocket:
             if not self.accepted and not self.finished:
                 self.finished = True
                 channel.reject(HTTPResponse("Internal Server Error", 500))
+                self._answer()
             elif self.accepted and not self.finished:
                 self.finished = True
                 await channel.close(INTERNAL_ERROR, "")
@@ -153,6 +178,7 @@ class AsgiWebSocket:
             # Returned without answering the handshake: refused (spec: 403).
             self.finished = True
             channel.reject(HTTPResponse("Forbidden", 403))
+            self._answer()
         elif self.accepted and not self.finished:
             self.finished = True
             await channel.close(NORMAL, "")
