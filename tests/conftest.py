@@ -86,10 +86,14 @@ def serve_app(
     log_format: str = "text",
     websocket: WebSocketLimits | None = None,
     channels: str = "local",
+    interface: str = "auto",
+    root_path: str = "",
     **limits: Any,
 ) -> Iterator[RunningServer]:
     """Run ``app`` on a real listener in a background thread; stop it on exit."""
     settings = Settings(
+        interface=interface,
+        root_path=root_path,
         http=dataclasses.replace(HttpLimits(), **limits),
         log=LogSettings(access_log=access_log, format=log_format),
         tls=tls,

@@ -47,13 +47,14 @@ def interface_error(app: object, interface: str, spec: str) -> str | None:
 
 
 def _what_it_is(app: object) -> str:
-    expected = "expected an app_server.App or an ASGI 3 callable (async def app(scope, receive, send))"
+    expected = ("expected an app_server.App or an ASGI 3 callable "
+                "(async def app(scope, receive, send))")
     if not callable(app):
-        return f"is a {type(app).__name__}, not an application: {expected}"
+        return f"is not an application (a {type(app).__name__} object): {expected}"
     if inspect.isclass(app):
         return ("is a class (an ASGI 2 application?): ASGI 2 is not served; "
                 f"{expected}, e.g. asgiref.compatibility.guarantee_single_callable(app)")
-    target = app if inspect.isfunction(app) or inspect.ismethod(app) else getattr(app, "__call__")
+    target = app if inspect.isfunction(app) or inspect.ismethod(app) else app.__call__
     try:
         params = [p for p in inspect.signature(target).parameters.values()
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]

@@ -9,8 +9,9 @@ read: one shared label, or the route the app left in ``scope["route"]``
 (FastAPI's route object: its ``path``; a string as is), each label's
 ``RouteMatch`` built once so the per-route series stay a dictionary lookup.
 
-Every request's body is streamed (``streams_body``): the app reads it with
-``receive()`` as it arrives, and the worker's read backpressure applies.
+Every request body is streamed (``streams_body``): the app reads it with
+``receive()`` as it arrives, and the worker's read backpressure applies. A
+request without a body gets a match that streams nothing (no reader to build).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from app_server.asgi.http import HttpExchange, Message, connection_scope
 from app_server.asgi.lifespan import Lifespan
 from app_server.asgi.websocket import AsgiWebSocket
+from app_server.framework.datastructures import Headers
 from app_server.framework.request import ConnectionInfo
 from app_server.protocols.http.events import RequestHead, RouteMatch
 
@@ -36,7 +38,7 @@ WS_EXTENSIONS: Message = {"websocket.http.response": {}}
 class AsgiAdapter:
     """Serves an ASGI 3 callable through the worker's ``AppHandler`` contract."""
 
-    __slots__ = ("app", "root_path", "raw_root", "lifespan", "shared", "routes")
+    __slots__ = ("app", "root_path", "raw_root", "lifespan", "shared", "bodyless", "routes")
 
     def __init__(self, app: Any, root_path: str = "") -> None:
         self.app = app
@@ -44,6 +46,9 @@ class AsgiAdapter:
         self.raw_root = self.root_path.encode("utf-8")
         self.lifespan = Lifespan(app)
         self.shared: RouteMatch[Any] = RouteMatch(None, SHARED_LABEL, streams_body=True)
+        # A request without a body needs no streamed reader: the worker starts
+        # it as soon as the head is complete either way.
+        self.bodyless: RouteMatch[Any] = RouteMatch(None, SHARED_LABEL)
         self.routes: dict[str, RouteMatch[Any]] = {}
 
     # -- lifecycle ------------------------------------------------------------
@@ -62,15 +67,19 @@ class AsgiAdapter:
 
     def prepare(self, head: RequestHead, conn: ConnectionInfo) -> HttpExchange:
         client, server = connection_scope(conn)
+        scheme = conn.scheme
+        policy = conn.forwarded
+        if policy is not None and policy.trusts(conn.peer_ip):
+            client, scheme = _forwarded(policy, conn, head, client)
         root = self.root_path
         scope: Message = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.4"},
             "http_version": head.http_version,
             "method": head.method,
-            "scheme": conn.scheme,
+            "scheme": scheme,
             "path": root + head.path if root else head.path,
-            "raw_path": self.raw_root + head.raw_path if root else head.raw_path,
+            "raw_path": self.raw_root + _raw_path(head) if root else _raw_path(head),
             "query_string": head.query_string,
             "root_path": root,
             "headers": head.headers,
@@ -79,7 +88,8 @@ class AsgiAdapter:
             "state": self.lifespan.state.copy(),
             "extensions": HTTP_EXTENSIONS,
         }
-        return HttpExchange(head, scope, self.shared)
+        has_body = head.chunked or head.content_length
+        return HttpExchange(head, scope, self.shared if has_body else self.bodyless)
 
     async def handle_http(self, request: HttpExchange) -> Any:
         response = await request.run(self.app)
@@ -108,6 +118,10 @@ class AsgiAdapter:
 
     def prepare_websocket(self, head: RequestHead, conn: ConnectionInfo) -> HttpExchange:
         client, server = connection_scope(conn)
+        scheme = conn.scheme
+        policy = conn.forwarded
+        if policy is not None and policy.trusts(conn.peer_ip):
+            client, scheme = _forwarded(policy, conn, head, client)
         root = self.root_path
         subprotocols: list[str] = []
         for name, value in head.headers:
@@ -119,9 +133,9 @@ class AsgiAdapter:
             "type": "websocket",
             "asgi": {"version": "3.0", "spec_version": "2.4"},
             "http_version": head.http_version,
-            "scheme": "wss" if conn.scheme == "https" else "ws",
+            "scheme": "wss" if scheme in ("https", "wss") else "ws",
             "path": root + head.path if root else head.path,
-            "raw_path": self.raw_root + head.raw_path if root else head.raw_path,
+            "raw_path": self.raw_root + _raw_path(head) if root else _raw_path(head),
             "query_string": head.query_string,
             "root_path": root,
             "headers": head.headers,
@@ -140,3 +154,20 @@ class AsgiAdapter:
     def _ws_label(self, scope: Message) -> str | None:
         route = scope.get("route")
         return None if route is None else self.route_match(route).label
+
+
+def _raw_path(head: RequestHead) -> bytes:
+    """The request target's path, without its query (ASGI ``raw_path``)."""
+    raw = head.raw_path
+    end = raw.find(b"?")
+    return raw if end < 0 else raw[:end]
+
+
+def _forwarded(policy: Any, conn: ConnectionInfo, head: RequestHead,
+               client: Any) -> tuple[Any, str]:
+    """``client`` and ``scheme`` as a trusted proxy's headers give them
+    (``--forwarded-allow-ips``), as Uvicorn's ``--proxy-headers`` does."""
+    ip, scheme = policy.resolve(conn.peer_ip, conn.scheme, Headers(head.headers))
+    if ip != conn.peer_ip:
+        client = (ip, 0)
+    return client, scheme

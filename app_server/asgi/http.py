@@ -212,15 +212,14 @@ class HttpExchange:
         """Start the app; the response value once it is decided."""
         loop = asyncio.get_running_loop()
         self.decided = decided = loop.create_future()
-        self.task = task = loop.create_task(self._call(app))
+        self.task = loop.create_task(self._call(app))
         try:
             return await decided
         except asyncio.CancelledError:
             # The client left or RESPONSE_TIMEOUT passed before the response
-            # was decided: nothing the app sends can reach anyone now.
+            # was decided. The app is told the ASGI way, not cancelled: its
+            # receive() answers http.disconnect and its send() raises.
             self.client_gone()
-            if not task.done():
-                task.cancel()
             raise
 
     async def _call(self, app: Any) -> None:
@@ -346,8 +345,11 @@ class HttpExchange:
         if writer is None:
             decided = self.decided
             first = decided is not None and not decided.done()
-            if first and not more and not self.head_only:
-                # The common case: one complete body, written with its length.
+            if first and not more and (
+                not self.head_only or self.length is None or len(body) == self.length
+            ):
+                # The common case: one complete body, written with its length
+                # (for HEAD, the length of the body a GET would get).
                 self._decide(AsgiResponse(self.status, self.block, bytes(body)))
                 self._completed()
                 return

@@ -74,7 +74,7 @@ class Lifespan:
         if not task.done():
             try:
                 await asyncio.wait_for(asyncio.shield(task), 5.0)
-            except (asyncio.TimeoutError, Exception):  # noqa: BLE001  best effort at exit
+            except (TimeoutError, Exception):  # noqa: BLE001  best effort at exit
                 task.cancel()
 
     async def _run(self, scope: Message) -> None:

@@ -43,7 +43,7 @@ class AsgiWebSocket:
     """The receive/send pair of one ASGI WebSocket, over the worker's connection."""
 
     __slots__ = ("channel", "scope", "label_of", "connected", "accepted", "finished",
-                 "denial_status", "denial_block", "denial_body", "path", "answered")
+                 "denial_status", "denial_block", "denial_body", "path", "on_accept")
 
     def __init__(self, channel: Any, scope: Message, path: str,
                  label_of: Callable[[Message], str | None]) -> None:
@@ -57,9 +57,22 @@ class AsgiWebSocket:
         self.denial_status = 0
         self.denial_block = b""
         self.denial_body: list[bytes] = []
-        # Resolved when the handshake is answered: a receive() made before the
-        # accept (Quart receives in its own task from the start) waits on it.
-        self.answered: asyncio.Future[None] | None = None
+        self.on_accept: asyncio.Future[None] | None = None
+
+    async def _accepted_or_closed(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.on_accept is None:
+            self.on_accept = loop.create_future()
+        closed = loop.create_task(self.channel.wait_closed())
+        try:
+            await asyncio.wait((self.on_accept, closed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+
+    def _wake_on_accept(self) -> None:
+        waiter = self.on_accept
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _disconnect(self) -> Message:
         channel = self.channel
@@ -73,10 +86,10 @@ class AsgiWebSocket:
         if not self.accepted:
             if self.finished:
                 return self._disconnect()
-            # Nothing arrives before the handshake is answered: wait for the
-            # accept (then messages, as Uvicorn does) or the close (then the
-            # app gets its disconnect).
-            await self._wait_answered()
+            # Nothing arrives before the handshake is answered. An app may
+            # already be receiving in a task of its own (Quart does) while
+            # another accepts: wait for the accept, or for the end.
+            await self._accepted_or_closed()
             if not self.accepted:
                 return self._disconnect()
         try:
@@ -86,21 +99,6 @@ class AsgiWebSocket:
         if data.__class__ is str:
             return {"type": "websocket.receive", "text": data}
         return {"type": "websocket.receive", "bytes": data}
-
-    async def _wait_answered(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self.answered is None:
-            self.answered = loop.create_future()
-        closed = loop.create_task(self.channel.wait_closed())
-        try:
-            await asyncio.wait((closed, self.answered), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            closed.cancel()
-
-    def _answer(self) -> None:
-        answered = self.answered
-        if answered is not None and not answered.done():
-            answered.set_result(None)
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
@@ -128,14 +126,14 @@ class AsgiWebSocket:
                        for k, v in message.get("headers", ())]
             channel.accept(message.get("subprotocol"), headers)
             self.accepted = True
-            self._answer()
+            self._wake_on_accept()
         elif kind == "websocket.close":
             if self.finished:
                 raise ClientDisconnected("the WebSocket is closed")
             self.finished = True
             if not self.accepted:
                 channel.reject(HTTPResponse("Forbidden", 403))
-                self._answer()
+                self._wake_on_accept()
                 return
             await channel.close(int(message.get("code") or NORMAL),
                                 str(message.get("reason") or ""))
@@ -152,7 +150,7 @@ class AsgiWebSocket:
                 self.finished = True
                 channel.reject(AsgiResponse(self.denial_status, self.denial_block,
                                             b"".join(self.denial_body)))
-                self._answer()
+                self._wake_on_accept()
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} on a WebSocket")
 
@@ -163,13 +161,17 @@ class AsgiWebSocket:
         except Exception as exc:  # noqa: BLE001  logged once; the connection ends cleanly
             if isinstance(exc, ClientDisconnected):
                 pass  # the app let our own signal through: nothing to report
+            elif self.accepted and channel.close_code is not None:
+                # Raised once the connection was over (Starlette's
+                # WebSocketDisconnect from receive_text): nothing was lost.
+                error_log.info("ASGI application ended WebSocket %s with %s: %s",
+                               self.path, type(exc).__name__, exc)
             else:
                 error_log.error("ASGI application raised on WebSocket %s", self.path,
                                 exc_info=exc)
             if not self.accepted and not self.finished:
                 self.finished = True
                 channel.reject(HTTPResponse("Internal Server Error", 500))
-                self._answer()
             elif self.accepted and not self.finished:
                 self.finished = True
                 await channel.close(INTERNAL_ERROR, "")
@@ -178,7 +180,6 @@ class AsgiWebSocket:
             # Returned without answering the handshake: refused (spec: 403).
             self.finished = True
             channel.reject(HTTPResponse("Forbidden", 403))
-            self._answer()
         elif self.accepted and not self.finished:
             self.finished = True
             await channel.close(NORMAL, "")

@@ -118,6 +118,10 @@ async def _send_streaming(
         nonlocal sent
         if not data:
             return
+        if transport.is_closing():
+            # The peer reset the connection: writes would vanish without ever
+            # pausing, and a producer that never waits would never yield.
+            raise ConnectionResetError("client disconnected")
         sent += len(data)
         transport.write(encode_chunk(data) if chunked else data)
         if flow.paused:

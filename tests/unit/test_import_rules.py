@@ -40,6 +40,13 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "app_server.metrics.sink": ("app_server.",),
     # The worker speaks to the master through control/ only.
     "app_server.workers": ("app_server.master",),
+    # The ASGI adapter conforms to the worker's contract (workers.app_contract)
+    # and knows nothing of processes, settings or channels.
+    "app_server.asgi": (
+        "app_server.master", "app_server.cli", "app_server.ctl", "app_server.control",
+        "app_server.settings", "app_server.channels", "app_server.metrics",
+        "app_server.workers.http_protocol", "app_server.workers.ws_protocol",
+    ),
     "app_server.settings": (
         "app_server.framework", "app_server.workers", "app_server.master",
         "app_server.protocols",

@@ -34,7 +34,7 @@ BRIEF_KEYS = {
     "ws_ping_timeout", "ws_max_size", "ws_max_queue", "ws_compression", "ssl_certfile",
     "ssl_keyfile", "forwarded_allow_ips", "backlog", "response_write_timeout",
     "limit_concurrency", "log_file", "access_log_file", "ws_max_send_buffer", "channels",
-    "control_socket",
+    "control_socket", "interface", "root_path",
 }
 
 
