@@ -89,15 +89,17 @@ def answer_of(response: httpx.Response) -> Answer:
     return Answer(response.status_code, framing, headers, response.content)
 
 
-def _framed_by_us(ours: Answer, theirs: Answer) -> Answer:
+def _framed_by_us(ours: Answer, theirs: Answer, head: bool) -> Answer:
     """``ours`` as Uvicorn would frame it, when the only difference is the one app-server
     makes on purpose: an app that sends its whole body in one ``http.response.body``
     without a Content-Length (Django does) gets it written with its length, where
     Uvicorn uses chunked. Both are valid framings (RFC 9112 §6); the length lets the
-    client know the body is complete and is cheaper than chunking."""
-    if (ours.framing == "content-length" and theirs.framing == "chunked"
-            and ("content-length", str(len(ours.body))) in ours.headers
-            and not any(k == "content-length" for k, _ in theirs.headers)):
+    client know the body is complete and is cheaper than chunking. To a HEAD app-server
+    sends the Content-Length its GET would have (RFC 9110 §9.3.2), Uvicorn none."""
+    framed = ours.framing == "content-length" and (
+        head or (theirs.framing == "chunked"
+                 and ("content-length", str(len(ours.body))) in ours.headers))
+    if framed and not any(k == "content-length" for k, _ in theirs.headers):
         headers = tuple(h for h in ours.headers if h[0] != "content-length")
         return Answer(ours.status, "chunked", headers, ours.body)
     return ours
@@ -107,10 +109,10 @@ def compare(ours: Answer, theirs: Answer, head: bool = False) -> list[str]:
     """The differences between two answers, one line each (empty: they agree).
 
     ``head``: the answers are to a HEAD, which has no body whatever the framing
-    headers say (RFC 9110 §9.3.2); for a body of unknown length app-server says
-    chunked where Uvicorn says nothing, so the framing is not compared there.
+    headers say (RFC 9110 §9.3.2): the framing is not compared there, and a
+    Content-Length app-server sends where Uvicorn sends none is accepted.
     """
-    ours = _framed_by_us(ours, theirs)
+    ours = _framed_by_us(ours, theirs, head)
     problems = []
     if ours.status != theirs.status:
         problems.append(f"status {ours.status} != {theirs.status}")
