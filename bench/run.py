@@ -91,21 +91,44 @@ def _cmd_app_server_nometrics(port: int) -> list[str]:
     return [*_cmd_app_server(port), "--metrics-bind", "off"]
 
 
-def _cmd_uvicorn(port: int) -> list[str]:
+def _cmd_uvicorn(port: int, target: str = "bench.apps.asgi_raw:app") -> list[str]:
     return [
-        _bin("uvicorn"), "bench.apps.asgi_raw:app", "--host", HOST, "--port", str(port),
+        _bin("uvicorn"), target, "--host", HOST, "--port", str(port),
         "--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning",
     ]
 
 
-def _cmd_granian(port: int) -> list[str]:
+def _cmd_granian(port: int, target: str = "bench.apps.asgi_raw:app") -> list[str]:
     # Loop and runtime are granian's defaults (loop auto, runtime-mode auto,
     # 1 runtime thread); 1 worker; access log off.
     return [
         _bin("granian"), "--interface", "asgi", "--workers", "1", "--host", HOST,
         "--port", str(port), "--no-access-log", "--log-level", "warning",
-        "bench.apps.asgi_raw:app",
+        target,
     ]
+
+
+# ASGI hosting (issue 13): app-server serving the very ASGI apps the peers serve.
+FASTAPI_APP = "bench.apps.fastapi_hello:app"
+
+
+def _cmd_app_server_asgi(port: int, target: str = "bench.apps.asgi_raw:app") -> list[str]:
+    return [
+        _bin("app-server"), "--host", HOST, "--port", str(port), "--interface", "asgi",
+        "--no-access-log", "--log-level", "warning", target,
+    ]
+
+
+def _cmd_fastapi_app_server(port: int) -> list[str]:
+    return _cmd_app_server_asgi(port, FASTAPI_APP)
+
+
+def _cmd_fastapi_uvicorn(port: int) -> list[str]:
+    return _cmd_uvicorn(port, FASTAPI_APP)
+
+
+def _cmd_fastapi_granian(port: int) -> list[str]:
+    return _cmd_granian(port, FASTAPI_APP)
 
 
 def _cmd_sanic(port: int) -> list[str]:
@@ -129,8 +152,22 @@ SERVERS: dict[str, Any] = {
     "bare_protocol": _cmd_bare,
     # Not run by default: app_server without metrics, for their overhead.
     "app_server_nometrics": _cmd_app_server_nometrics,
+    # app-server hosting raw ASGI (bench/apps/asgi_raw.py, what uvicorn_raw and
+    # granian_raw serve) and the FastAPI app on the three servers.
+    "app_server_asgi": _cmd_app_server_asgi,
+    "fastapi_app_server": _cmd_fastapi_app_server,
+    "fastapi_uvicorn": _cmd_fastapi_uvicorn,
+    "fastapi_granian": _cmd_fastapi_granian,
 }
 DEFAULT_SERVERS = ["app_server", "uvicorn_raw", "granian_raw", "sanic"]
+# `--servers asgi`: the ASGI hosting comparison in one run.
+ASGI_SERVERS = ["app_server_asgi", "uvicorn_raw", "granian_raw",
+                "fastapi_app_server", "fastapi_uvicorn", "fastapi_granian"]
+SERVER_PRESETS = {"default": DEFAULT_SERVERS, "asgi": ASGI_SERVERS}
+# The row a server's ratio is taken against: the FastAPI app under uvicorn for
+# the FastAPI rows, the raw ASGI app under uvicorn for everything else.
+BASELINE_OF = {"fastapi_app_server": "fastapi_uvicorn", "fastapi_uvicorn": "fastapi_uvicorn",
+               "fastapi_granian": "fastapi_uvicorn"}
 
 # --------------------------------------------------------------------------
 # Process handling (by PID only)
@@ -599,14 +636,15 @@ def build_table(
 ) -> str:
     lines = [
         "| scenario | server | req/s (median) | p99 ms (median) | req/s ratio vs "
-        f"{BASELINE} | p99 ratio vs {BASELINE} | req/s per round |",
+        "baseline | p99 ratio vs baseline | req/s per round |",
         "|---|---|---:|---:|---:|---:|---|",
     ]
     for sc in scenarios:
-        base = cells[(sc.name, BASELINE)] if BASELINE in servers else None
-        base_rps = base.median("rps") if base else None
-        base_p99 = base.median("p99_ms") if base else None
         for name in servers:
+            baseline = BASELINE_OF.get(name, BASELINE)
+            base = cells[(sc.name, baseline)] if baseline in servers else None
+            base_rps = base.median("rps") if base else None
+            base_p99 = base.median("p99_ms") if base else None
             cell = cells[(sc.name, name)]
             rps, p99 = cell.median("rps"), cell.median("p99_ms")
             ratio = rps / base_rps if rps is not None and base_rps else None
@@ -628,6 +666,14 @@ def build_table(
 
 
 TARGETS = {"plaintext": 1.5, "json": 1.5, "post_echo": 1.3}
+# ASGI hosting (issue 13): (scenario, server, baseline, ratio needed).
+ASGI_TARGETS = [
+    ("plaintext", "app_server_asgi", BASELINE, 1.3),
+    ("json", "app_server_asgi", BASELINE, 1.3),
+    ("plaintext", "fastapi_app_server", "fastapi_uvicorn", 1.15),
+]
+# Shown beside the targets, not targets: app-server against granian on the same app.
+ASGI_GRANIAN = [("app_server_asgi", "granian_raw"), ("fastapi_app_server", "fastapi_granian")]
 
 
 def evaluate_targets(
@@ -647,8 +693,23 @@ def evaluate_targets(
         cell = cells.get((sc, name))
         return cell.median(key) if cell and not cell.errors else None
 
+    for sc_name, name, baseline, need in ASGI_TARGETS:
+        if name not in servers or sc_name not in {sc.name for sc in scenarios}:
+            continue
+        a, u = med(sc_name, name, "rps"), med(sc_name, baseline, "rps")
+        add(f"{sc_name}: {name} ≥ {need}× {baseline}",
+            f"{a / u:.2f}×" if a is not None and u else "—",
+            (a / u >= need) if a is not None and u else None)
+    for name, peer in ASGI_GRANIAN:
+        if name not in servers or peer not in servers:
+            continue
+        for sc in scenarios:
+            a, g = med(sc.name, name, "rps"), med(sc.name, peer, "rps")
+            if a is not None and g:
+                lines.append(f"| {sc.name}: {name} vs {peer} (reported, not a target) | "
+                             f"{a / g:.2f}× | — |")
     for sc in scenarios:
-        if sc.name not in TARGETS:
+        if sc.name not in TARGETS or "app_server" not in servers:
             continue
         a, u = med(sc.name, "app_server", "rps"), med(sc.name, BASELINE, "rps")
         need = TARGETS[sc.name]
@@ -675,7 +736,8 @@ def evaluate_targets(
 # Machine facts
 # --------------------------------------------------------------------------
 
-PACKAGES = ["app-server", "uvicorn", "httptools", "uvloop", "granian", "sanic", "py-spy"]
+PACKAGES = ["app-server", "uvicorn", "httptools", "uvloop", "granian", "sanic", "py-spy",
+            "fastapi", "starlette"]
 
 
 def machine_facts() -> dict[str, Any]:
@@ -736,12 +798,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="re-measure a run during which other processes used "
                              f">= {NOISE_LIMIT} cores (default 2)")
     parser.add_argument("--servers", default=",".join(DEFAULT_SERVERS),
-                        help=f"comma-separated subset of {','.join(SERVERS)}")
+                        help=f"comma-separated subset of {','.join(SERVERS)}, or a preset: "
+                             f"{', '.join(SERVER_PRESETS)} (asgi: the ASGI hosting run)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
                         help=f"comma-separated subset of {','.join(SCENARIOS)}")
     args = parser.parse_args(argv)
 
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    servers = [n for s in servers for n in SERVER_PRESETS.get(s, [s])]
     scenario_names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     for s in servers:
         if s not in SERVERS:
@@ -822,7 +886,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Runs during which other processes used ≥ {NOISE_LIMIT} cores "
           f"(after {args.retries} retries): {noisy}" + (" (marked *)" if noisy else ""))
     print()
-    print("### Targets (app_server)")
+    print("### Targets")
     print()
     print(targets)
     print()

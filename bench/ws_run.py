@@ -71,6 +71,16 @@ def _cmd_app_server(port: int) -> list[str]:
     ]
 
 
+def _cmd_app_server_asgi(port: int) -> list[str]:
+    # app-server hosting the raw ASGI app uvicorn serves (issue 13): same
+    # worker, wsproto stack and limits as native apps, through the ASGI adapter.
+    return [
+        bench._bin("app-server"), "--host", HOST, "--port", str(port), "--workers", "1",
+        "--interface", "asgi", "--no-access-log", "--log-level", "warning",
+        "--metrics-bind", f"{HOST}:0", "bench.apps.ws_asgi_raw:app",
+    ]
+
+
 def _cmd_uvicorn(ws: str | None):
     def cmd(port: int) -> list[str]:
         out = [
@@ -109,6 +119,9 @@ SERVERS: dict[str, Any] = {
     "aiohttp": _cmd_aiohttp,
     # Not a peer: the ceiling reference (a framework-less uvloop protocol).
     "ws_bare": _cmd_bare,
+    # Not run by default: app-server serving bench/apps/ws_asgi_raw.py over ASGI
+    # (`--servers app_server_asgi,uvicorn_wsproto`).
+    "app_server_asgi": _cmd_app_server_asgi,
 }
 PEERS = ["uvicorn_ws", "uvicorn_wsproto", "sanic", "aiohttp"]
 REFERENCE = "ws_bare"
@@ -468,7 +481,7 @@ def evaluate_targets(servers: list[str], scenarios: list[Scenario],
 
     names = {sc.name for sc in scenarios}
     peers = [p for p in PEERS if p in servers]
-    if "ws_echo" in names:
+    if "ws_echo" in names and "app_server" in servers:
         a = med("ws_echo", "app_server", "rate")
         for peer, need in (("uvicorn_wsproto", 1.5), ("uvicorn_ws", 1.0)):
             what = f"ws_echo: app_server ≥ {need:g}× {peer}"
@@ -477,7 +490,13 @@ def evaluate_targets(servers: list[str], scenarios: list[Scenario],
                 add(what, f"{a / p:.2f}×", a >= need * p)
             else:
                 add(what, "—", None)
-    if "ws_bcast" in names:
+    if "ws_echo" in names and "app_server_asgi" in servers:
+        a = med("ws_echo", "app_server_asgi", "rate")
+        p = med("ws_echo", "uvicorn_wsproto", "rate") if "uvicorn_wsproto" in servers else None
+        what = "ws_echo: app_server_asgi (the same ASGI app) ≥ 1.5× uvicorn_wsproto"
+        add(what, f"{a / p:.2f}×" if a is not None and p else "—",
+            (a >= 1.5 * p) if a is not None and p else None)
+    if "ws_bcast" in names and "app_server" in servers:
         a = med("ws_bcast", "app_server", "rate")
         vals = {p: med("ws_bcast", p, "rate") for p in peers}
         what = "ws_bcast: app_server ≥ 1.5× the best peer"
@@ -486,7 +505,7 @@ def evaluate_targets(servers: list[str], scenarios: list[Scenario],
             add(what, f"{a / vals[best]:.2f}× {best}", a >= 1.5 * vals[best])
         else:
             add(what, "— (every peer must have data)", None)
-    if "ws_idle_mem" in names:
+    if "ws_idle_mem" in names and "app_server" in servers:
         a = med("ws_idle_mem", "app_server", "kib_per_conn")
         vals = {p: med("ws_idle_mem", p, "kib_per_conn") for p in peers}
         what = "ws_idle_mem: app_server KiB/connection ≤ the best peer"

@@ -135,7 +135,24 @@ class AsgiFile(FileResponse):
     def __init__(self, path: str, status: int, block: bytes) -> None:
         FileResponse.__init__(self, path, status, None, "")
         self.content_type = None
-        self.block = block
+        # The app's own validators are the file's (Starlette sends ETag and
+        # Last-Modified): the worker's plan_file must use them, not add a
+        # second pair. It adds Accept-Ranges itself for a 200 (it serves
+        # ranges), so the app's copy would be a duplicate.
+        kept: list[bytes] = []
+        for line in block.split(b"\r\n"):
+            if not line:
+                continue
+            name, _, value = line.partition(b":")
+            low = name.lower()
+            if low == b"etag":
+                self.etag = value.strip().decode("latin-1")
+            elif low == b"last-modified":
+                self.last_modified = value.strip().decode("latin-1")
+            elif low == b"accept-ranges" and status == 200:
+                continue
+            kept.append(line + b"\r\n")
+        self.block = b"".join(kept)
 
     def header_block(self) -> bytes:
         return self.block
