@@ -60,11 +60,10 @@ def header_lines(headers: Any) -> tuple[bytes, int | None]:
     lines: list[bytes] = []
     length: int | None = None
     for name, value in headers:
-        name = bytes(name)
-        value = bytes(value)
-        for bad in _FORBIDDEN:
-            if bad in name or bad in value:
-                raise AppFailed(f"invalid character {bad!r} in response header {name!r}")
+        if name.__class__ is not bytes:
+            name = bytes(name)
+        if value.__class__ is not bytes:
+            value = bytes(value)
         low = name.lower()
         if low in _NOT_FORWARDED:
             if low == b"content-length":
@@ -74,7 +73,25 @@ def header_lines(headers: Any) -> tuple[bytes, int | None]:
                     raise AppFailed(f"invalid Content-Length {value!r}") from None
             continue
         lines.append(name + b": " + value + b"\r\n")
-    return b"".join(lines), length
+    block = b"".join(lines)
+    # One scan of the whole block instead of three per header: every line
+    # holds exactly its own CRLF and no NUL, so no name or value can end the
+    # head early or add a header of its own (response splitting).
+    count = len(lines)
+    if block.count(b"\n") != count or block.count(b"\r") != count or b"\x00" in block:
+        raise AppFailed(_bad_header(lines))
+    return block, length
+
+
+def _bad_header(lines: list[bytes]) -> str:
+    """The error path: name the first header with CR, LF or NUL in it."""
+    for line in lines:
+        text = line[:-2]
+        for bad in _FORBIDDEN:
+            if bad in text:
+                name = text.split(b":", 1)[0]
+                return f"invalid character {bad!r} in response header {name!r}"
+    return "invalid response headers"
 
 
 class AsgiResponse(HTTPResponse):

@@ -363,3 +363,40 @@ def test_access_log_line_like_a_native_app(caplog: pytest.LogCaptureFixture) -> 
     assert re.fullmatch(
         r'127\.0\.0\.1:\d+ - "POST /n\?x=1 HTTP/1\.1" 201 4 \d+\.\d+ms', lines()[0]
     ), lines()
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        (b"x-note", b"1\r\nset-cookie: evil=1"),
+        (b"x-note\r\nset-cookie", b"evil=1"),
+        (b"x-note", b"a\nb"),
+        (b"x-note", b"a\rb"),
+        (b"x-note", b"nul\x00here"),
+    ],
+)
+def test_a_header_that_would_split_the_response_is_a_500(
+    header: tuple[bytes, bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        headers = [(b"content-type", b"text/plain"), (bytearray(b"x-fine"), b"yes")]
+        if scope["path"] == "/bad":
+            headers.append(header)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    caplog.set_level(logging.WARNING, "app_server")
+    with serve_app(app) as server:
+        with raw_client(server) as client:
+            client.send(b"GET /bad HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = client.rest_until_close()
+        good = httpx.get(server.url + "/good")
+    assert data.startswith(b"HTTP/1.1 500 ")
+    assert b"evil" not in data and b"x-fine" not in data.lower()
+    assert good.status_code == 200 and good.headers["x-fine"] == "yes" and good.text == "ok"
+    assert any(
+        "response header" in r.getMessage() or "ASGI application" in r.getMessage()
+        for r in caplog.records
+    )
