@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from app_server.exceptions import InvalidWebSocketStateError, WebSocketClosed
+from app_server.framework.responses import text
 from app_server.framework.websocket_compat import MessageMode, SeedStyles, _dumps, to_message
 from app_server.protocols.websocket.lifecycle import Lifecycle, Phase, WebSocketState
 from app_server.status import CloseCode
@@ -174,8 +175,6 @@ class WebSocket(SeedStyles):
 
     async def reject(self, status: int = 403) -> None:
         """Answer the handshake with an HTTP response instead of upgrading."""
-        from app_server.framework.responses import text  # local: responses import is heavy
-
         channel = self.connection
         if channel.lifecycle.accepted:
             raise InvalidWebSocketStateError("server", self.server_state, WebSocketState.CONNECTING)

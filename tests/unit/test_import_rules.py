@@ -271,10 +271,6 @@ LAZY_BY_DESIGN: dict[tuple[str, str], str] = {
     ("app_server.master.children", "psutil"): "read only when --max-memory is set",
     ("app_server.master.scrape", "psutil"): "read only when a scrape asks",
     ("app_server.master.ctl_server", "psutil"): "read only when ctl asks for workers",
-    (
-        "app_server.framework.websocket",
-        "app_server.framework.responses",
-    ): "reject() alone builds a response (in flight: see tests/in_flight.py)",
 }
 
 
