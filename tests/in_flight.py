@@ -12,14 +12,6 @@ held to the same checks.
 from __future__ import annotations
 
 IN_FLIGHT: tuple[str, ...] = (
-    # The WebSocket state machine (issue 10 item 2).
-    "app_server/workers/ws_protocol.py",
-    "app_server/framework/websocket.py",
-    "app_server/protocols/websocket/",
-    # The channel relay and the master as pure operations (item 1).
-    "app_server/master/",
-    "app_server/control/",
-    "app_server/channels/",
     # The ASGI adapter (new).
     "app_server/asgi/",
 )

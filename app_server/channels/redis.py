@@ -40,6 +40,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
 
 from app_server.channels.backend import ChannelSink, new_epoch
 from app_server.channels.history import HistoryRules, make_offset, select_since
@@ -213,6 +214,11 @@ class RedisBackend:
         kwargs = self._pool.connection_kwargs if self._pool is not None else {}
         return f"redis at {kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
 
+    def _stopping(self) -> bool:
+        """close() ran meanwhile (read through a call: mypy keeps the loop
+        condition's narrowing of ``self.closing`` across the awaits)."""
+        return self.closing
+
     # -- the pub/sub connection ---------------------------------------------------------
 
     async def _listen(self) -> None:
@@ -226,7 +232,7 @@ class RedisBackend:
             except (RedisError, OSError, TimeoutError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             self._drop_connection()
-            if self.closing:
+            if self._stopping():
                 return
             if self.connected:
                 delay = BACKOFF_FIRST_S
@@ -245,7 +251,7 @@ class RedisBackend:
         # normal. Dead peers are found by TCP keepalive and our PINGs.
         conn = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
         self._conn = conn
-        await conn.connect()
+        await conn.connect()  # type: ignore[no-untyped-call]  # redis-py leaves connect() unannotated
         self._last_seen = time.monotonic()
         reader: asyncio.Future[Any] = asyncio.ensure_future(self._read(conn))
         try:
@@ -471,7 +477,7 @@ class RedisBackend:
             async with redis.pipeline(transaction=False) as pipe:
                 key = self._counts_key()
                 pipe.delete(key)
-                live = {t: n for t, n in counts.items() if n}
+                live: dict[FieldT, EncodableT] = {t: n for t, n in counts.items() if n}
                 if live:
                     pipe.hset(key, mapping=live)
                 self._keep_alive(pipe)

@@ -18,6 +18,7 @@ from typing import Any
 from app_server.channels.backend import ChannelBackend, LocalBackend
 from app_server.channels.facade import Channels
 from app_server.channels.hub import ChannelHub
+from app_server.channels.master_backend import MasterBackend
 
 _relay: socket.socket | None = None  # this worker's end of the master's relay
 
@@ -32,8 +33,6 @@ def make_backend(url: str) -> ChannelBackend:
     if url == "master":
         if _relay is None:
             return LocalBackend()
-        from app_server.channels.master_backend import MasterBackend
-
         return MasterBackend(_relay)
     if url == "local":
         return LocalBackend()

@@ -11,14 +11,22 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from app_server.channels.history import split_offset
 from app_server.channels.payload import Payload
 from app_server.exceptions import ChannelGap
 
-if TYPE_CHECKING:
-    from app_server.channels.hub import ChannelHub
+
+class SubscriptionHub(Protocol):
+    """What a subscription needs from the hub that feeds it (``ChannelHub``).
+
+    Owned here so the subscription does not import the hub that imports it.
+    """
+
+    async def join(self, sub: Subscription) -> None: ...
+
+    def leave(self, sub: Subscription) -> None: ...
 
 
 def is_newer(offset: int, last: int) -> bool:
@@ -56,7 +64,7 @@ class Subscription:
     again continues with the next messages.
     """
 
-    def __init__(self, hub: ChannelHub, topic: str, since: int | None, max_queue: int) -> None:
+    def __init__(self, hub: SubscriptionHub, topic: str, since: int | None, max_queue: int) -> None:
         self.hub = hub
         self.topic = topic
         self.since = since

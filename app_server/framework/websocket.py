@@ -19,8 +19,8 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from app_server.exceptions import InvalidWebSocketStateError, WebSocketClosed
+from app_server.framework.responses import text
 from app_server.framework.websocket_compat import MessageMode, SeedStyles, _dumps, to_message
-from app_server.protocols.websocket.frames import OP_BINARY, OP_TEXT, encode_frame
 from app_server.protocols.websocket.lifecycle import Lifecycle, Phase, WebSocketState
 from app_server.status import CloseCode
 
@@ -47,6 +47,8 @@ class Channel(Protocol):
     async def send(self, data: str | bytes) -> None: ...
 
     def encode(self, data: str | bytes) -> bytes: ...
+
+    def plain_frame(self, message: str | bytes) -> bytes: ...
 
     def send_shared(self, frame: bytes, message: str | bytes) -> bool: ...
 
@@ -173,8 +175,6 @@ class WebSocket(SeedStyles):
 
     async def reject(self, status: int = 403) -> None:
         """Answer the handshake with an HTTP response instead of upgrading."""
-        from app_server.framework.responses import text  # local: responses import is heavy
-
         channel = self.connection
         if channel.lifecycle.accepted:
             raise InvalidWebSocketStateError("server", self.server_state, WebSocketState.CONNECTING)
@@ -342,19 +342,21 @@ async def broadcast(websockets: Iterable[WebSocket], message: Any) -> int:
     """
     if isinstance(message, str):
         message = str(message)  # a str subclass (e.g. a StrEnum member) is sent as text
-        opcode, payload = OP_TEXT, message.encode()
     elif isinstance(message, bytes | bytearray | memoryview):
-        opcode, payload = OP_BINARY, bytes(message)
+        message = bytes(message)
     elif isinstance(message, dict | list | tuple):
         message = _dumps(message)
-        opcode, payload = OP_TEXT, message.encode()
     else:
         raise TypeError(f"cannot broadcast {type(message).__name__}")
-    frame = encode_frame(opcode, payload)
+    # The frame bytes are the worker's business: the first connection frames
+    # the message once (uncompressed) and every connection writes those bytes.
+    frame: bytes | None = None
     delivered = 0
     slow: list[Channel] = []
     for ws in list(websockets):
         channel = ws.connection
+        if frame is None:
+            frame = channel.plain_frame(message)
         if channel.send_shared(frame, message):
             delivered += 1
             if channel.write_paused:

@@ -406,7 +406,7 @@ class ReloadWaits:
     def exited(self, pid: int | None) -> None:
         still = []
         for conn, left, answer in self.draining:
-            left.discard(pid)  # type: ignore[arg-type]
+            left.discard(pid)
             if left:
                 still.append((conn, left, answer))
             else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from app_server.protocols.websocket.frames import OP_BINARY, OP_TEXT, encode_frame
 from app_server.protocols.websocket.lifecycle import Lifecycle, Phase
 from app_server.protocols.websocket.session import Session
 from app_server.status import CloseCode
@@ -48,6 +49,12 @@ class FanOut:
         def _write(self, data: bytes) -> None: ...
 
         def start_close(self, code: int, reason: str) -> None: ...
+
+    def plain_frame(self, message: str | bytes) -> bytes:
+        """``message`` framed without compression, once for a whole broadcast."""
+        if isinstance(message, str):
+            return encode_frame(OP_TEXT, message.encode())
+        return encode_frame(OP_BINARY, message)
 
     def send_shared(self, frame: bytes, message: str | bytes) -> bool:
         """Write a frame encoded once for many connections (broadcast); False when closed.

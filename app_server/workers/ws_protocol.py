@@ -289,7 +289,8 @@ class WebSocketConnection(Closing, Keepalive, FanOut, asyncio.Protocol):
             events = session.receive(b"", self.max_queue - len(self.queue))
             if events:
                 self._handle(events)
-            if session.pending or self.lifecycle.closed:
+            # receive() resets session.pending; mypy keeps the narrowing from above.
+            if session.pending or self.lifecycle.closed:  # type: ignore[unreachable]  # see above
                 return
         self.reading_paused = False
         self.transport.resume_reading()

@@ -50,8 +50,10 @@ MAY_IMPORT: dict[str, tuple[tuple[str, ...], str]] = {
     ),
     # Sans-IO: bytes and events only.
     "app_server.protocols": (
-        ("app_server.protocols",),
-        "sans-IO: protocol rules know no framework, worker or settings machinery",
+        ("app_server.protocols", "app_server.status", "app_server.exceptions"),
+        "sans-IO: protocol rules know no framework, worker or settings machinery; "
+        "status (CloseCode) and exceptions (InvalidWebSocketStateError) are leaves "
+        "with no machinery",
     ),
     # The framework: HTTP semantics, no sockets, processes or metrics.
     "app_server.framework": (
@@ -59,10 +61,12 @@ MAY_IMPORT: dict[str, tuple[tuple[str, ...], str]] = {
             "app_server.exceptions",
             "app_server.status",
             "app_server.protocols.http.events",
+            "app_server.protocols.websocket.lifecycle",
             "app_server.settings.schema",
         ),
-        "the framework sees the protocols' data types only, and the schema to read "
-        "app.config keys; never the worker, the master or the CLI",
+        "the framework sees the protocols' data types only (the HTTP events, the "
+        "WebSocket state enum it reads), and the schema to read app.config keys; "
+        "never the worker, the master or the CLI",
     ),
     "app_server.framework.app": (
         (
@@ -125,11 +129,13 @@ MAY_IMPORT: dict[str, tuple[tuple[str, ...], str]] = {
             "app_server.metrics.sink",
             "app_server.logs",
             "app_server.status",
+            "app_server.exceptions",
             "app_server.channels.history",
             "app_server.channels.payload",
         ),
         "the master never loads the framework, the protocols, the workers or a metrics "
-        "implementation (cli picks it); channels' history and payload are leaves it may keep",
+        "implementation (cli picks it); exceptions, and channels' history and payload, "
+        "are leaves it may keep",
     ),
     "app_server.channels.history": (("app_server.exceptions",), "a leaf the master may use"),
     "app_server.channels.payload": (LEAF, "a leaf the master may use"),
@@ -139,8 +145,10 @@ MAY_IMPORT: dict[str, tuple[tuple[str, ...], str]] = {
             "app_server.status",
             "app_server.framework.websocket",
             "app_server.protocols.websocket.frames",
+            "app_server.control.relay",
         ),
-        "pub/sub delivers to the framework's WebSocket",
+        "pub/sub delivers to the framework's WebSocket; the master backend speaks the "
+        "relay protocol of control, the package both sides share",
     ),
     "app_server.asgi": (
         (
@@ -269,10 +277,6 @@ LAZY_BY_DESIGN: dict[tuple[str, str], str] = {
     ("app_server.master.children", "psutil"): "read only when --max-memory is set",
     ("app_server.master.scrape", "psutil"): "read only when a scrape asks",
     ("app_server.master.ctl_server", "psutil"): "read only when ctl asks for workers",
-    (
-        "app_server.framework.websocket",
-        "app_server.framework.responses",
-    ): "reject() alone builds a response (in flight: see tests/in_flight.py)",
 }
 
 

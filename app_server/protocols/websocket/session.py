@@ -20,7 +20,6 @@ from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import (
     BytesMessage,
     CloseConnection,
-    Message,
     Ping,
     Pong,
     TextMessage,
@@ -131,9 +130,9 @@ class Session:
         self._buf = b""
         if self._wsp_pending:
             room = self._wsproto_events(b"", out, room)
-            if self._wsp_pending or self.failed or self.close_received:
+            if self._wsproto_holds() or self._stopped():
                 self._buf = buf
-                self.pending = bool(self._wsp_pending)
+                self.pending = self._wsproto_holds()
                 return out
         pos = 0
         n = len(buf)
@@ -147,7 +146,7 @@ class Session:
                 self._pass -= k
                 pos += k
                 room = self._wsproto_events(buf[pos - k:pos], out, room)
-                if self.failed or self.close_received:
+                if self._stopped():
                     return out
                 continue
             if n - pos < 2:
@@ -228,14 +227,25 @@ class Session:
             elif opcode == 0 and b0 & 0x80:
                 self._fragmented = False
             room = self._wsproto_events(chunk, out, room)
-            if self.failed or self.close_received:
+            if self._stopped():
                 return out
-            if self._wsp_pending:
+            if self._wsproto_holds():
                 self.pending = True
                 break
         if pos < n:
             self._buf = buf[pos:]
         return out
+
+    # The flags below are set inside _wsproto_events; reading them through a
+    # method keeps mypy from carrying the caller's earlier narrowing (False)
+    # across that call. Only the wsproto path pays the call, not the fast path.
+    def _stopped(self) -> bool:
+        """wsproto failed the connection or received the peer's Close."""
+        return self.failed or self.close_received
+
+    def _wsproto_holds(self) -> bool:
+        """wsproto holds parsed events that did not fit in ``room``."""
+        return self._wsp_pending
 
     def _check_partial_text(self, buf: bytes, start: int, end: int) -> bool:
         """Check the payload bytes of an incomplete text frame received so far.
@@ -288,27 +298,26 @@ class Session:
             except LocalProtocolError:
                 return room
         for event in conn.events():
-            cls = event.__class__
-            if cls is TextMessage or cls is BytesMessage:
+            if isinstance(event, (TextMessage, BytesMessage)):
+                kind = TEXT if isinstance(event, TextMessage) else BYTES
                 if event.message_finished and not self._parts:
-                    out.append((TEXT if cls is TextMessage else BYTES, event.data))
+                    out.append((kind, event.data))
                 else:
                     self._parts.append(event.data)
                     if not event.message_finished:
                         continue
                     parts, self._parts = self._parts, []
-                    joined = "".join(parts) if cls is TextMessage else b"".join(parts)
-                    out.append((TEXT if cls is TextMessage else BYTES, joined))
+                    out.append((kind, "".join(parts) if kind == TEXT else b"".join(parts)))
                 room -= 1
                 if room <= 0:
                     # Stop here; wsproto keeps its place for the next call.
                     self._wsp_pending = True
                     break
-            elif cls is Ping:
+            elif isinstance(event, Ping):
                 out.append((PING, event.payload))
-            elif cls is Pong:
+            elif isinstance(event, Pong):
                 out.append((PONG, event.payload))
-            elif cls is CloseConnection:
+            elif isinstance(event, CloseConnection):
                 if conn.state is _OPEN:
                     # wsproto reports a parse failure as a close it did not receive.
                     self.failed = True
@@ -328,7 +337,8 @@ class Session:
 
     def encode_message(self, data: str | bytes) -> bytes:
         """Frame bytes for one message (compressed when deflate was negotiated)."""
-        return bytes(self._conn.send(Message(data=data)))  # type: ignore[abstract]
+        event = TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data)
+        return bytes(self._conn.send(event))
 
     # Control frames are never compressed, so they are framed here: this
     # works in every state, e.g. answering a ping that preceded the peer's Close.
