@@ -122,9 +122,24 @@ Boot = Callable[[], tuple[object, Settings]]
 
 # What a HUP cannot change in a running master: its sockets, its files, how it
 # imports. Named in one log line when the config file changed them.
-RESTART_ONLY = ("bind", "host", "port", "reuse_port", "backlog", "metrics_bind",
-                "control_socket", "pid", "preload", "reload", "app_dir", "log_level",
-                "log_format", "log_file", "access_log_file", "channels")
+RESTART_ONLY = (
+    "bind",
+    "host",
+    "port",
+    "reuse_port",
+    "backlog",
+    "metrics_bind",
+    "control_socket",
+    "pid",
+    "preload",
+    "reload",
+    "app_dir",
+    "log_level",
+    "log_format",
+    "log_file",
+    "access_log_file",
+    "channels",
+)
 
 
 @dataclasses.dataclass
@@ -145,19 +160,26 @@ class _Live:
         try:
             layers = reread_file(self.layers)
             settings = resolve(layers)
-            changed = [name for name in RESTART_ONLY
-                       if settings.values.get(name) != self.settings.values.get(name)]
+            changed = [
+                name
+                for name in RESTART_ONLY
+                if settings.values.get(name) != self.settings.values.get(name)
+            ]
             if changed:
-                log.warning("config file: %s changed but need%s a restart; the old value%s "
-                            "kept", ", ".join(changed), "s" if len(changed) == 1 else "",
-                            " is" if len(changed) == 1 else "s are")
+                log.warning(
+                    "config file: %s changed but need%s a restart; the old value%s kept",
+                    ", ".join(changed),
+                    "s" if len(changed) == 1 else "",
+                    " is" if len(changed) == 1 else "s are",
+                )
                 old_file = self.layers.file
                 file = {k: v for k, v in layers.file.items() if k not in RESTART_ONLY}
                 file.update({k: old_file[k] for k in RESTART_ONLY if k in old_file})
                 layers = dataclasses.replace(layers, file=file)
                 settings = resolve(layers)
-            worker_settings = resolve(layers, app_config_of(self.app)) \
-                if self.app is not None else settings
+            worker_settings = (
+                resolve(layers, app_config_of(self.app)) if self.app is not None else settings
+            )
         except SettingsError as exc:
             return str(exc).removeprefix("app-server: ")
         self.layers, self.settings, self.worker_settings = layers, settings, worker_settings
@@ -233,8 +255,10 @@ def _probe_app(layers: Layers) -> Settings | str:
         data = pipe.read()
     _, status = os.waitpid(pid, 0)
     if not data:
-        return f"app-server: importing {layers.app or 'the application'} crashed " \
-               f"({_exit_text(os.waitstatus_to_exitcode(status))})"
+        return (
+            f"app-server: importing {layers.app or 'the application'} crashed "
+            f"({_exit_text(os.waitstatus_to_exitcode(status))})"
+        )
     outcome: tuple[str, Settings | str] = pickle.loads(data)  # ("ok", Settings) or ("error", line)
     return outcome[1]
 
@@ -251,14 +275,18 @@ def _serve(live: _Live, boot: Boot) -> int:
 
     settings, worker_settings = live.settings, live.worker_settings
     try:
-        configure_logging(settings.log.level, settings.log.format, settings.log.file,
-                          settings.log.access_file)
+        configure_logging(
+            settings.log.level, settings.log.format, settings.log.file, settings.log.access_file
+        )
     except OSError as exc:
-        return _fail(f"app-server: cannot open log file {exc.filename!r}: "
-                     f"{exc.strerror or exc}", EXIT_USAGE)
+        return _fail(
+            f"app-server: cannot open log file {exc.filename!r}: {exc.strerror or exc}", EXIT_USAGE
+        )
     if settings.supervisor.reload and settings.supervisor.preload:
-        log.warning("--reload with --preload: the master holds the old code, "
-                    "so reloads restart the workers with it")
+        log.warning(
+            "--reload with --preload: the master holds the old code, "
+            "so reloads restart the workers with it"
+        )
     supervisor = settings.supervisor
     try:
         activated = systemd.listen_fds(os.environ, os.getpid())
@@ -290,8 +318,13 @@ def _serve(live: _Live, boot: Boot) -> int:
     notifier = systemd.Notifier.from_environ(os.environ)
     watchdog_s = systemd.watchdog_interval(os.environ)
 
-    def spawn(slot: int, sockets: list[socket.socket], channel: socket.socket,
-              max_requests: int, relay: socket.socket | None) -> int:
+    def spawn(
+        slot: int,
+        sockets: list[socket.socket],
+        channel: socket.socket,
+        max_requests: int,
+        relay: socket.socket | None,
+    ) -> int:
         from app_server.workers.supervised import WorkerStart, run_supervised
 
         heartbeat_s = heartbeat_interval(live.settings.supervisor.timeout_s)
@@ -300,12 +333,17 @@ def _serve(live: _Live, boot: Boot) -> int:
         )
 
     master = Master(
-        supervisor, worker_settings.http.graceful_timeout_s, listeners, spawn,
-        notifier=notifier, watchdog_s=watchdog_s,
+        supervisor,
+        worker_settings.http.graceful_timeout_s,
+        listeners,
+        spawn,
+        notifier=notifier,
+        watchdog_s=watchdog_s,
         watch_dir=settings.app_dir if supervisor.reload else None,
         metrics_listener=metrics_listener,
         metrics=_master_metrics(metrics_listener, supervisor.max_memory_mb),
-        control_listener=control_listener, reconfigure=live.reconfigure,
+        control_listener=control_listener,
+        reconfigure=live.reconfigure,
         relay=settings.channels == "master",
     )
     if supervisor.pid_file:
@@ -339,8 +377,9 @@ def _listeners(settings: Settings, activated: list[socket.socket]) -> Listeners:
     binds = settings.binds
     backlog = settings.supervisor.backlog
     if not settings.supervisor.reuse_port:
-        return Listeners(shared=bind_listeners(binds, backlog=backlog), per_slot_binds=(),
-                         backlog=backlog)
+        return Listeners(
+            shared=bind_listeners(binds, backlog=backlog), per_slot_binds=(), backlog=backlog
+        )
     tcp = tuple(b for b in binds if b.kind is BindKind.TCP)
     other = tuple(b for b in binds if b.kind is not BindKind.TCP)
     first = bind_listeners(tcp, reuse_port=True, backlog=backlog)

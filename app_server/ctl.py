@@ -44,8 +44,18 @@ from app_server.settings.sources import Sourced, read_config_file
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 CONNECT_TIMEOUT_S = 5.0
 WAIT_TIMEOUT_S = 3600.0  # reload --wait: a rolling reload of many slow-draining workers
-COLUMNS = ("pid", "slot", "state", "uptime_s", "requests", "http_connections", "websockets",
-           "rss_bytes", "cpu_s", "heartbeat_age_s")
+COLUMNS = (
+    "pid",
+    "slot",
+    "state",
+    "uptime_s",
+    "requests",
+    "http_connections",
+    "websockets",
+    "rss_bytes",
+    "cpu_s",
+    "heartbeat_age_s",
+)
 HEADERS = ("PID", "SLOT", "STATE", "UPTIME", "REQUESTS", "HTTP", "WS", "RSS", "CPU", "HEARTBEAT")
 
 
@@ -61,29 +71,49 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     # SUPPRESS: given after the command, it must not reset what was given before it.
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="print the answer as JSON (for scripts)")
-    common.add_argument("--socket", metavar="PATH", default=argparse.SUPPRESS,
-                        help="the master's control socket")
-    common.add_argument("--pid", metavar="FILE", default=argparse.SUPPRESS,
-                        help="the master's pid file: the socket is beside it")
-    common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
-                        help="the master's config file (its control_socket or pid)")
-    parser = _Parser(prog="app-server ctl", parents=[common],
-                     description="Control a running app-server master.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                     parser_class=_Parser)
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print the answer as JSON (for scripts)",
+    )
+    common.add_argument(
+        "--socket", metavar="PATH", default=argparse.SUPPRESS, help="the master's control socket"
+    )
+    common.add_argument(
+        "--pid",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="the master's pid file: the socket is beside it",
+    )
+    common.add_argument(
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="the master's config file (its control_socket or pid)",
+    )
+    parser = _Parser(
+        prog="app-server ctl", parents=[common], description="Control a running app-server master."
+    )
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
     commands.add_parser("status", parents=[common], help="every worker and what it does")
-    reload = commands.add_parser("reload", parents=[common],
-                                 help="rolling reload (the config file is read again)")
-    reload.add_argument("--wait", action="store_true",
-                        help="return when every old worker has exited; non-zero if aborted")
+    reload = commands.add_parser(
+        "reload", parents=[common], help="rolling reload (the config file is read again)"
+    )
+    reload.add_argument(
+        "--wait",
+        action="store_true",
+        help="return when every old worker has exited; non-zero if aborted",
+    )
     scale = commands.add_parser("scale", parents=[common], help="run N workers")
     scale.add_argument("workers", type=int, metavar="N")
     commands.add_parser("add", parents=[common], help="one worker more")
     commands.add_parser("remove", parents=[common], help="one worker fewer")
-    drain = commands.add_parser("drain", parents=[common],
-                                help="replace one slot's worker (its successor starts first)")
+    drain = commands.add_parser(
+        "drain", parents=[common], help="replace one slot's worker (its successor starts first)"
+    )
     drain.add_argument("slot", type=int, metavar="SLOT")
     commands.add_parser("reopen-logs", parents=[common], help="reopen the log files (as USR1)")
     stop = commands.add_parser("stop", parents=[common], help="graceful shutdown")
@@ -91,8 +121,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def socket_path(given: str | None, pid: str | None, environ: Mapping[str, str],
-                config: str | None = None) -> str | None:
+def socket_path(
+    given: str | None, pid: str | None, environ: Mapping[str, str], config: str | None = None
+) -> str | None:
     """Where the master put its socket (see the module's docstring).
 
     Raises ``SettingsError`` for a config file that cannot be read.
@@ -119,8 +150,10 @@ def request(path: str, message: dict[str, Any], timeout: float) -> dict[str, Any
         try:
             sock.connect(path)
         except OSError as exc:
-            raise CtlError(f"cannot connect to the control socket {path}: {exc.strerror} "
-                           "(is the server running? --socket PATH)") from exc
+            raise CtlError(
+                f"cannot connect to the control socket {path}: {exc.strerror} "
+                "(is the server running? --socket PATH)"
+            ) from exc
         sock.settimeout(timeout)
         reader = FrameReader(MAX_ANSWER)
         try:
@@ -145,15 +178,21 @@ def request(path: str, message: dict[str, Any], timeout: float) -> dict[str, Any
 def main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(list(argv))
     try:
-        path = socket_path(getattr(args, "socket", None), getattr(args, "pid", None), os.environ,
-                           getattr(args, "config", None))
+        path = socket_path(
+            getattr(args, "socket", None),
+            getattr(args, "pid", None),
+            os.environ,
+            getattr(args, "config", None),
+        )
     except SettingsError as exc:
         print(f"app-server ctl: {str(exc).removeprefix('app-server: ')}", file=sys.stderr)
         return EXIT_USAGE
     if path is None:
-        print("app-server ctl: no control socket: give --socket PATH (or --config FILE, "
-              "--pid FILE, or set APP_SERVER_CONTROL_SOCKET or RUNTIME_DIRECTORY)",
-              file=sys.stderr)
+        print(
+            "app-server ctl: no control socket: give --socket PATH (or --config FILE, "
+            "--pid FILE, or set APP_SERVER_CONTROL_SOCKET or RUNTIME_DIRECTORY)",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     message: dict[str, Any] = {"command": args.command}
     timeout = CONNECT_TIMEOUT_S * 2
@@ -190,22 +229,30 @@ def render(command: str, answer: dict[str, Any]) -> str:
     """The human form of an answer: ``status`` as an aligned table, the rest one line."""
     if command != "status":
         if command == "reload" and "replaced" in answer:
-            return f"reloaded: {answer['replaced']} workers replaced in {answer['took_s']}s, " \
-                   "the old ones have exited"
+            return (
+                f"reloaded: {answer['replaced']} workers replaced in {answer['took_s']}s, "
+                "the old ones have exited"
+            )
         details = ", ".join(f"{k} {v}" for k, v in answer.items())
         return f"{command}: ok" + (f" ({details})" if details else "")
     master = answer.get("master", {})
-    lines = [f"master {master.get('pid')}: {master.get('state')}, {master.get('workers')} "
-             f"workers, up {_duration(master.get('uptime_s', 0))}"
-             + (f", {master['operation']} in progress" if master.get("operation") else "")]
-    rows = [HEADERS] + [tuple(_cell(key, w.get(key)) for key in COLUMNS)
-                        for w in answer.get("workers", [])]
+    lines = [
+        f"master {master.get('pid')}: {master.get('state')}, {master.get('workers')} "
+        f"workers, up {_duration(master.get('uptime_s', 0))}"
+        + (f", {master['operation']} in progress" if master.get("operation") else "")
+    ]
+    rows = [HEADERS] + [
+        tuple(_cell(key, w.get(key)) for key in COLUMNS) for w in answer.get("workers", [])
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(HEADERS))]
     for row in rows:
         # Text left, numbers right, so that digits line up.
-        lines.append("  ".join(
-            cell.ljust(width) if i == 2 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))).rstrip())
+        lines.append(
+            "  ".join(
+                cell.ljust(width) if i == 2 else cell.rjust(width)
+                for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+        )
     return "\n".join(lines)
 
 

@@ -117,8 +117,9 @@ class TextFormatter(logging.Formatter):
     """``[time] [pid] [LEVEL] message``, the traceback on the following lines."""
 
     def __init__(self) -> None:
-        super().__init__("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
-                         TEXT_TIME_FORMAT)
+        super().__init__(
+            "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s", TEXT_TIME_FORMAT
+        )
 
 
 class JsonFormatter(logging.Formatter):
@@ -127,8 +128,9 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         access = getattr(record, ACCESS_FIELDS, None)
         if isinstance(access, dict):
-            return json.dumps({"time": _iso_time(record), "type": "access", **access,
-                               "pid": record.process})
+            return json.dumps(
+                {"time": _iso_time(record), "type": "access", **access, "pid": record.process}
+            )
         fields: dict[str, object] = {
             "time": _iso_time(record),
             "level": record.levelname,
@@ -180,8 +182,15 @@ class AccessLog:
         if not self._json:
             self._logger.info(line)
             return
-        fields = {"client": client, "method": method, "path": path, "protocol": protocol,
-                  "status": status, "bytes": size, "duration_ms": duration_ms}
+        fields = {
+            "client": client,
+            "method": method,
+            "path": path,
+            "protocol": protocol,
+            "status": status,
+            "bytes": size,
+            "duration_ms": duration_ms,
+        }
         self._logger.info(line, extra={ACCESS_FIELDS: fields})
 
 
@@ -195,8 +204,9 @@ def reopen_log_files() -> None:
     """
     reopened = 0
     loggers = [logging.getLogger()]
-    loggers += [obj for obj in logging.Logger.manager.loggerDict.values()
-                if isinstance(obj, logging.Logger)]
+    loggers += [
+        obj for obj in logging.Logger.manager.loggerDict.values() if isinstance(obj, logging.Logger)
+    ]
     for logger in loggers:
         for handler in logger.handlers:
             if isinstance(handler, logging.FileHandler):
@@ -205,7 +215,8 @@ def reopen_log_files() -> None:
                     reopened += 1
                 except OSError as exc:
                     logging.getLogger(ERROR_LOGGER).warning(
-                        "cannot reopen log file %s: %s", handler.baseFilename, exc)
+                        "cannot reopen log file %s: %s", handler.baseFilename, exc
+                    )
     if reopened:
         logging.getLogger(ERROR_LOGGER).info("reopened %d log file(s)", reopened)
 

@@ -16,8 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.in_flight import AWAITING_THE_FORMATTING_PASS, is_in_flight
-
 REPO = Path(__file__).resolve().parents[1]
 # mypy's cache outlives one run (a warm run takes a second instead of a few),
 # kept out of the work tree.
@@ -31,17 +29,9 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _error_file(line: str) -> str:
-    return line.split(":", 1)[0]
-
-
 def test_mypy_strict() -> None:
     done = _run("mypy", "--cache-dir", str(MYPY_CACHE), "app_server")
-    errors = [
-        line
-        for line in done.stdout.splitlines()
-        if ": error:" in line and not is_in_flight(_error_file(line))  # TEMPORARY
-    ]
+    errors = [line for line in done.stdout.splitlines() if ": error:" in line]
     assert done.returncode in (0, 1), done.stdout + done.stderr  # 2: mypy itself failed
     assert not errors, "\n".join(errors)
 
@@ -66,8 +56,7 @@ def test_ruff_format() -> None:
         line.split(":", 1)[0] for line in done.stdout.splitlines() if "unformatted" in line
     }
     assert done.returncode in (0, 1), done.stdout + done.stderr
-    waiting = sorted(unformatted - AWAITING_THE_FORMATTING_PASS)  # TEMPORARY: the set
-    assert not waiting, "run `ruff format` on:\n" + "\n".join(waiting)
+    assert not unformatted, "run `ruff format` on:\n" + "\n".join(sorted(unformatted))
 
 
 def test_every_type_ignore_has_a_code_and_a_reason() -> None:
@@ -81,7 +70,6 @@ def test_every_type_ignore_has_a_code_and_a_reason() -> None:
             reason = found["rest"].strip().lstrip("#").strip()
             if not found["codes"] or not reason:
                 bare.append(f"{rel}:{number}: {text.strip()}")
-    bare = [line for line in bare if not is_in_flight(_error_file(line))]  # TEMPORARY
     assert not bare, "a `type: ignore[code]` needs `# reason` after it:\n" + "\n".join(bare)
 
 

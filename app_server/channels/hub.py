@@ -318,8 +318,9 @@ class ChannelHub:
 
     # -- handler-side subscribers ----------------------------------------------------
 
-    def subscribe(self, topic: str, since: int | None = None,
-                  max_queue: int = DEFAULT_QUEUE) -> Subscription:
+    def subscribe(
+        self, topic: str, since: int | None = None, max_queue: int = DEFAULT_QUEUE
+    ) -> Subscription:
         topic = check_topic(topic)
         if since is not None:
             since = check_since(topic, since)
@@ -448,7 +449,8 @@ class ChannelHub:
             self.gaps += len(lost)
             log.warning(
                 "channel messages may have been lost while the backend was down on %d topic(s): %s",
-                len(lost), ", ".join(sorted(lost)[:10]),
+                len(lost),
+                ", ".join(sorted(lost)[:10]),
             )
 
     def _gap(self, state: _Topic, since: int | None, reason: str, close_websockets: bool) -> None:
@@ -473,4 +475,3 @@ class ChannelHub:
             if offset is not None:
                 state.last = offset
             self._fan_out(state, offset, payload)
-

@@ -54,9 +54,7 @@ class Payload:
             payload = cls(KIND_JSON, text.encode(), data)
             payload._text = text
             return payload
-        raise TypeError(
-            f"cannot publish {type(data).__name__}: expected str, bytes, dict or list"
-        )
+        raise TypeError(f"cannot publish {type(data).__name__}: expected str, bytes, dict or list")
 
     @classmethod
     def from_wire(cls, raw: bytes) -> Payload:

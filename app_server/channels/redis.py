@@ -168,13 +168,22 @@ class RedisBackend:
         self.sink = sink
         self.rules = rules
         self._pool = BlockingConnectionPool.from_url(
-            self.url, max_connections=POOL_SIZE, timeout=COMMAND_TIMEOUT_S,
-            socket_timeout=COMMAND_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S,
-            socket_keepalive=True, retry=Retry(NoBackoff(), 0), protocol=2,
+            self.url,
+            max_connections=POOL_SIZE,
+            timeout=COMMAND_TIMEOUT_S,
+            socket_timeout=COMMAND_TIMEOUT_S,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_keepalive=True,
+            retry=Retry(NoBackoff(), 0),
+            protocol=2,
         )
         self._redis = Redis(connection_pool=self._pool)
-        for name, source in (("publish", PUBLISH_SCRIPT), ("head", HEAD_SCRIPT),
-                             ("fetch", FETCH_SCRIPT), ("count", COUNT_SCRIPT)):
+        for name, source in (
+            ("publish", PUBLISH_SCRIPT),
+            ("head", HEAD_SCRIPT),
+            ("fetch", FETCH_SCRIPT),
+            ("count", COUNT_SCRIPT),
+        ):
             self._scripts[name] = self._redis.register_script(source)
         self._first = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -305,7 +314,7 @@ class RedisBackend:
         sink = self.sink
         if sink is None:
             return
-        topic = channel[len(self.prefix) + 2:].decode()
+        topic = channel[len(self.prefix) + 2 :].decode()
         epoch, seq, raw = data.split(b":", 2)
         offset = make_offset(int(epoch), int(seq)) if epoch != b"0" else None
         try:
@@ -346,8 +355,9 @@ class RedisBackend:
             if conn is None:
                 continue
             if time.monotonic() - self._last_seen > SILENCE_LIMIT_S:
-                log.warning("no reply from %s for %.0fs: reconnecting", self._where(),
-                            SILENCE_LIMIT_S)
+                log.warning(
+                    "no reply from %s for %.0fs: reconnecting", self._where(), SILENCE_LIMIT_S
+                )
                 self._drop_connection()  # the reader fails and the listener reconnects
                 continue
             with contextlib.suppress(RedisError, OSError):
@@ -394,7 +404,9 @@ class RedisBackend:
             return None
         try:
             epoch, seq = await self._scripts["head"](
-                keys=self._keys(topic)[:2], args=[new_epoch()], client=redis,
+                keys=self._keys(topic)[:2],
+                args=[new_epoch()],
+                client=redis,
             )
         except (RedisError, OSError) as exc:
             raise ChannelUnavailable(self.name, f"{type(exc).__name__}: {exc}") from exc
@@ -434,7 +446,9 @@ class RedisBackend:
         redis = self._client()
         try:
             total = await self._scripts["count"](
-                keys=[self.prefix + "hosts"], args=[self.prefix + "n:", topic], client=redis,
+                keys=[self.prefix + "hosts"],
+                args=[self.prefix + "n:", topic],
+                client=redis,
             )
         except (RedisError, OSError) as exc:
             raise ChannelUnavailable(self.name, f"{type(exc).__name__}: {exc}") from exc
@@ -448,7 +462,9 @@ class RedisBackend:
         ttl_ms = int(rule.ttl_s * 1000) if rule.ttl_s else 0
         try:
             epoch, head, entries = await self._scripts["fetch"](
-                keys=self._keys(topic), args=[ttl_ms], client=redis,
+                keys=self._keys(topic),
+                args=[ttl_ms],
+                client=redis,
             )
         except (RedisError, OSError) as exc:
             raise ChannelUnavailable(self.name, f"{type(exc).__name__}: {exc}") from exc

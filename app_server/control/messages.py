@@ -105,7 +105,8 @@ def encode_stats(payload: bytes, answer: int = 0) -> bytes:
 
 def encode_heartbeat(requests: int, http_connections: int, websockets: int) -> bytes:
     return _PACKET.pack(Kind.HEARTBEAT, 0, requests) + _OPEN.pack(
-        min(http_connections, 0xFFFFFFFF), min(websockets, 0xFFFFFFFF))
+        min(http_connections, 0xFFFFFFFF), min(websockets, 0xFFFFFFFF)
+    )
 
 
 def heartbeat_of(message: Message) -> Heartbeat:

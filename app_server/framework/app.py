@@ -117,8 +117,13 @@ class App(Registrar):
         method_list = check_methods(methods)
         check_error_format(error_format)
         options = {
-            "name": name, "host": host, "strict_slashes": strict_slashes, "version": version,
-            "version_prefix": version_prefix, "stream": stream, "apply": apply,
+            "name": name,
+            "host": host,
+            "strict_slashes": strict_slashes,
+            "version": version,
+            "version_prefix": version_prefix,
+            "stream": stream,
+            "apply": apply,
             "error_format": error_format,
         }
         return lambda handler: self._register(handler, uri, method_list, options)
@@ -138,14 +143,22 @@ class App(Registrar):
         self._check_not_frozen("add a route")
         check_error_format(options.get("error_format"))
         merged = {
-            **WEBSOCKET_DEFAULTS, **options, "name": name, "host": host,
-            "strict_slashes": strict_slashes, "version": version,
+            **WEBSOCKET_DEFAULTS,
+            **options,
+            "name": name,
+            "host": host,
+            "strict_slashes": strict_slashes,
+            "version": version,
             "version_prefix": version_prefix,
         }
         return lambda handler: self._register(handler, uri, None, merged)
 
     def _register(
-        self, handler: F, uri: str, methods: list[str] | None, options: dict[str, Any],
+        self,
+        handler: F,
+        uri: str,
+        methods: list[str] | None,
+        options: dict[str, Any],
         blueprint: Blueprint | None = None,
     ) -> F:
         """Add one route: HTTP with ``methods``, WebSocket when they are None."""
@@ -188,9 +201,7 @@ class App(Registrar):
         """
         self._check_not_frozen("add a route")
         template, handler = static_route(uri, directory, content_type)
-        self.route(template, ("GET",), name=name, host=host, strict_slashes=strict_slashes)(
-            handler
-        )
+        self.route(template, ("GET",), name=name, host=host, strict_slashes=strict_slashes)(handler)
 
     def blueprint(self, bp: Blueprint | Iterable[Blueprint]) -> None:
         for item in [bp] if isinstance(bp, Blueprint) else bp:
@@ -322,7 +333,11 @@ class App(Registrar):
         await self._websocket_done(ws, channel, options)
 
     async def _websocket_failed(
-        self, request: Request, ws: WebSocket, channel: Any, exc: Exception,
+        self,
+        request: Request,
+        ws: WebSocket,
+        channel: Any,
+        exc: Exception,
         options: Mapping[str, Any],
     ) -> None:
         if channel.rejected:
@@ -398,6 +413,9 @@ class App(Registrar):
                 self._error_scopes, request, exc, None, bool(self.config.get("DEBUG"))
             )
         return await render_exception(
-            route.error_scopes or self._error_scopes, request, exc,
-            route.options.get("error_format"), bool(self.config.get("DEBUG")),
+            route.error_scopes or self._error_scopes,
+            request,
+            exc,
+            route.options.get("error_format"),
+            bool(self.config.get("DEBUG")),
         )

@@ -42,7 +42,11 @@ class MountTarget(Protocol):
     def _check_not_frozen(self, what: str) -> None: ...
 
     def _register(
-        self, handler: F, uri: str, methods: list[str] | None, options: dict[str, Any],
+        self,
+        handler: F,
+        uri: str,
+        methods: list[str] | None,
+        options: dict[str, Any],
         blueprint: Blueprint | None = None,
     ) -> F: ...
 
@@ -60,12 +64,22 @@ class MountTarget(Protocol):
 
 _Mount = Callable[[MountTarget], None]
 _ROUTE_DEFAULTS: dict[str, Any] = {
-    "name": None, "host": None, "strict_slashes": None, "version": None,
-    "version_prefix": "/v", "stream": False, "apply": None, "error_format": None,
+    "name": None,
+    "host": None,
+    "strict_slashes": None,
+    "version": None,
+    "version_prefix": "/v",
+    "stream": False,
+    "apply": None,
+    "error_format": None,
 }
 _WEBSOCKET_ROUTE_DEFAULTS: dict[str, Any] = {
-    "name": None, "host": None, "strict_slashes": None, "version": None,
-    "version_prefix": "/v", **WEBSOCKET_DEFAULTS,
+    "name": None,
+    "host": None,
+    "strict_slashes": None,
+    "version": None,
+    "version_prefix": "/v",
+    **WEBSOCKET_DEFAULTS,
 }
 
 
@@ -104,7 +118,10 @@ class Blueprint(Registrar):
             app._check_not_frozen(f"{what} to blueprint {self.name!r}")
 
     def _placed(
-        self, uri: str, given: dict[str, Any], defaults: dict[str, Any],
+        self,
+        uri: str,
+        given: dict[str, Any],
+        defaults: dict[str, Any],
         handler: Callable[..., Any],
     ) -> tuple[str, dict[str, Any]]:
         """The route's path and options: what the route gave, else this
@@ -124,7 +141,10 @@ class Blueprint(Registrar):
         return path, {**defaults, **merged}
 
     def _record(
-        self, uri: str, methods: list[str] | None, given: dict[str, Any],
+        self,
+        uri: str,
+        methods: list[str] | None,
+        given: dict[str, Any],
         defaults: dict[str, Any],
     ) -> Callable[[F], F]:
         def register(handler: F) -> F:
@@ -141,8 +161,9 @@ class Blueprint(Registrar):
 
     # -- routes ------------------------------------------------------------
 
-    def route(self, uri: str, methods: Iterable[str] = ("GET",), **options: Any) \
-            -> Callable[[F], F]:
+    def route(
+        self, uri: str, methods: Iterable[str] = ("GET",), **options: Any
+    ) -> Callable[[F], F]:
         check_options("Blueprint.route", options, ROUTE_OPTIONS, ROUTE_PARAMETERS)
         check_error_format(options.get("error_format"))
         return self._record(uri, check_methods(methods), options, _ROUTE_DEFAULTS)

@@ -78,7 +78,7 @@ def error_response(
     if error_format == "html":
         title = html_escape.escape(f"{status} {reason_phrase(status)}")
         page = (
-            f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{title}</title>"
+            f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</title>'
             f"</head><body><h1>{title}</h1><p>{html_escape.escape(message)}</p></body></html>"
         )
         return html(page, status, headers)
@@ -86,8 +86,11 @@ def error_response(
 
 
 async def render_exception(
-    scopes: tuple[ExceptionHandlers, ...], request: Any, exc: BaseException,
-    error_format: str | None, debug: bool,
+    scopes: tuple[ExceptionHandlers, ...],
+    request: Any,
+    exc: BaseException,
+    error_format: str | None,
+    debug: bool,
 ) -> BaseResponse:
     """The response for ``exc``: the nearest scope's handler's, else the
     default error in ``error_format`` (a 500 logs the exception, and shows

@@ -128,8 +128,9 @@ def _query_getter(name: str, annotation: Any, default: Any) -> Getter:
             return convert(raw)
         except ValueError:
             kind = getattr(annotation, "__name__", "value")
-            raise BadRequest(f"Invalid value {raw!r} for parameter {name!r}: expected {kind}") \
-                from None
+            raise BadRequest(
+                f"Invalid value {raw!r} for parameter {name!r}: expected {kind}"
+            ) from None
 
     return get
 

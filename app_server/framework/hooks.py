@@ -41,9 +41,7 @@ class Hooks:
         self.check_event(event)
         wrapped = ensure_async(fn)
         if len(inspect.signature(fn).parameters) >= 2:
-            self._by_event[event].append(
-                lambda app: wrapped(app, asyncio.get_running_loop())
-            )
+            self._by_event[event].append(lambda app: wrapped(app, asyncio.get_running_loop()))
         else:
             self._by_event[event].append(wrapped)
         return fn

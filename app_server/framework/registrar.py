@@ -26,8 +26,16 @@ from app_server.status import CloseCode
 F = TypeVar("F", bound=Callable[..., Any])
 
 ROUTE_OPTIONS = frozenset(
-    {"name", "host", "strict_slashes", "version", "version_prefix", "stream", "apply",
-     "error_format"}
+    {
+        "name",
+        "host",
+        "strict_slashes",
+        "version",
+        "version_prefix",
+        "stream",
+        "apply",
+        "error_format",
+    }
 )
 WEBSOCKET_DEFAULTS: dict[str, Any] = {
     "subprotocols": None,
@@ -47,13 +55,13 @@ ROUTE_PARAMETERS = ("uri", "methods")
 WEBSOCKET_PARAMETERS = ("uri",)
 
 # RFC 9110 §5.6.2: token = 1*tchar.
-_TCHAR = frozenset(
-    "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-)
+_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
 def check_options(
-    function: str, given: Mapping[str, Any], allowed: frozenset[str],
+    function: str,
+    given: Mapping[str, Any],
+    allowed: frozenset[str],
     parameters: tuple[str, ...] = (),
 ) -> None:
     """Raise ``TypeError`` for keywords ``function`` does not take, as Python
@@ -96,8 +104,9 @@ class Registrar:
     response_middleware: list[Callable[..., Any]]
     exception_handlers: ExceptionHandlers
 
-    def route(self, uri: str, methods: Iterable[str] = ("GET",), **options: Any) \
-            -> Callable[[F], F]:
+    def route(
+        self, uri: str, methods: Iterable[str] = ("GET",), **options: Any
+    ) -> Callable[[F], F]:
         raise NotImplementedError
 
     def websocket(self, uri: str, **options: Any) -> Callable[[F], F]:
@@ -108,8 +117,9 @@ class Registrar:
 
     # -- routes ------------------------------------------------------------
 
-    def add_route(self, handler: F, uri: str, methods: Iterable[str] = ("GET",),
-                  **options: Any) -> F:
+    def add_route(
+        self, handler: F, uri: str, methods: Iterable[str] = ("GET",), **options: Any
+    ) -> F:
         return self.route(uri, methods, **options)(handler)
 
     def get(self, uri: str, **options: Any) -> Callable[[F], F]:

@@ -198,9 +198,7 @@ class FileResponse(StreamingResponse):
                 content_type += "; charset=utf-8"
         all_headers = dict(headers) if headers else {}
         if filename is not None:
-            all_headers["Content-Disposition"] = (
-                f"attachment; filename*=UTF-8''{quote(filename)}"
-            )
+            all_headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(filename)}"
         # Validators the app set itself replace the generated ones.
         self.etag: str | None = None
         self.last_modified: str | None = None
@@ -231,7 +229,9 @@ class FileResponse(StreamingResponse):
 
 
 def text(
-    body: str, status: int = 200, headers: Mapping[str, str] | None = None,
+    body: str,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
     content_type: str = TEXT,
 ) -> HTTPResponse:
     return HTTPResponse(body, status, headers, content_type)
@@ -261,8 +261,10 @@ def json(
 
 
 def raw(
-    body: bytes | bytearray | memoryview, status: int = 200,
-    headers: Mapping[str, str] | None = None, content_type: str = OCTET,
+    body: bytes | bytearray | memoryview,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+    content_type: str = OCTET,
 ) -> HTTPResponse:
     return HTTPResponse(bytes(body), status, headers, content_type)
 
@@ -271,9 +273,7 @@ def empty(status: int = 204, headers: Mapping[str, str] | None = None) -> HTTPRe
     return HTTPResponse(b"", status, headers, None)
 
 
-def redirect(
-    to: str, status: int = 302, headers: Mapping[str, str] | None = None
-) -> HTTPResponse:
+def redirect(to: str, status: int = 302, headers: Mapping[str, str] | None = None) -> HTTPResponse:
     all_headers = dict(headers) if headers else {}
     all_headers["Location"] = quote(to, safe=":/%#?&=@[]!$&'()*+,;")
     return HTTPResponse(b"", status, all_headers, None)

@@ -35,8 +35,14 @@ _ACCEPT_RANGES: Final = b"Accept-Ranges: bytes\r\n"
 _ENTITY_TAG = re.compile(r'\s*(W/)?("[\x21\x23-\x7e\x80-\xff]*")\s*(?:,|$)')
 _BYTE_RANGE = re.compile(r"([0-9]*)-([0-9]*)", re.ASCII)
 _PRECONDITION_FIELDS: Final = frozenset(
-    {b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since", b"range",
-     b"if-range"}
+    {
+        b"if-match",
+        b"if-none-match",
+        b"if-modified-since",
+        b"if-unmodified-since",
+        b"range",
+        b"if-range",
+    }
 )
 
 

@@ -137,7 +137,16 @@ class Finished:
 
 
 Action = (
-    SpawnSuccessor | StopWorker | AddSlot | RetireSlot | CloseListeners | RemoveSlot
-    | CountRestart | NotifyReloading | ReloadEnded | RecycleFailed | Finished
+    SpawnSuccessor
+    | StopWorker
+    | AddSlot
+    | RetireSlot
+    | CloseListeners
+    | RemoveSlot
+    | CountRestart
+    | NotifyReloading
+    | ReloadEnded
+    | RecycleFailed
+    | Finished
 )
 FINISHED = Finished()

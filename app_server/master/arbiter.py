@@ -56,7 +56,8 @@ log = logging.getLogger(ERROR_LOGGER)
 MEMORY_CHECK_S = 1.0
 WATCH_INTERVAL_S = 1.0  # --reload: how often the sources are looked at
 _OPERATIONS: dict[int, type[Operation]] = {
-    signal.SIGTTIN: ScaleUp, signal.SIGTTOU: ScaleDown,
+    signal.SIGTTIN: ScaleUp,
+    signal.SIGTTOU: ScaleDown,
 }
 # HUP: the config file read again, validated; new supervisor settings, or the
 # one line saying why the reload is aborted.
@@ -65,10 +66,16 @@ Reconfigure = Callable[[], "SupervisorSettings | str"]
 
 class Master:
     def __init__(
-        self, settings: SupervisorSettings, graceful_timeout_s: float, listeners: Listeners,
-        spawn_target: SpawnTarget, notifier: Notifier | None = None,
-        watchdog_s: float | None = None, watch_dir: str | None = None,
-        metrics_listener: socket.socket | None = None, metrics: MasterMetrics | None = None,
+        self,
+        settings: SupervisorSettings,
+        graceful_timeout_s: float,
+        listeners: Listeners,
+        spawn_target: SpawnTarget,
+        notifier: Notifier | None = None,
+        watchdog_s: float | None = None,
+        watch_dir: str | None = None,
+        metrics_listener: socket.socket | None = None,
+        metrics: MasterMetrics | None = None,
         control_listener: tuple[socket.socket, str] | None = None,
         reconfigure: Reconfigure | None = None,
         relay: bool = False,
@@ -76,8 +83,15 @@ class Master:
         self.settings, self.notifier, self.watchdog_s = settings, notifier, watchdog_s
         self.metrics = metrics if metrics is not None else NullMasterMetrics()
         self.selector = selectors.DefaultSelector()
-        self.children = Children(settings, graceful_timeout_s, listeners, spawn_target,
-                                 self.selector, self.metrics, self._close_in_child)
+        self.children = Children(
+            settings,
+            graceful_timeout_s,
+            listeners,
+            spawn_target,
+            self.selector,
+            self.metrics,
+            self._close_in_child,
+        )
         self.slots, self.workers = self.children.slots, self.children.workers  # shared, not copies
         if relay:  # --channels master: the master relays channel messages between workers
             self.children.relay = Relay(self.selector)
@@ -101,11 +115,15 @@ class Master:
     def run(self) -> int:
         self.inbox.install(self.selector)
         if self.metrics_listener is not None:
-            self.scrape = Scrape(self.children, lambda: self.stopping is not None, self.metrics,
-                                 self.metrics_listener, self.selector)
+            self.scrape = Scrape(
+                self.children,
+                lambda: self.stopping is not None,
+                self.metrics,
+                self.metrics_listener,
+                self.selector,
+            )
         if self.control_listener is not None:
-            self.ctl = ControlServer(*self.control_listener, self.selector,
-                                     Commands(self).handle)
+            self.ctl = ControlServer(*self.control_listener, self.selector, Commands(self).handle)
             self.waits = ReloadWaits(self.ctl.answer)
         try:
             for index in range(self.settings.workers):
@@ -125,9 +143,11 @@ class Master:
         now = time.monotonic()
         wakeup = min(
             policies.next_wakeup(self.workers.values(), self.slots, self.children.deadlines, now),
-            self.next_watchdog if self.watchdog_s else now + 0.5, self.stop_deadline,
+            self.next_watchdog if self.watchdog_s else now + 0.5,
+            self.stop_deadline,
             self.scrape.deadline if self.scrape is not None else now + 0.5,
-            self.ctl.deadline if self.ctl is not None else now + 0.5)
+            self.ctl.deadline if self.ctl is not None else now + 0.5,
+        )
         for key, mask in self.selector.select(max(0.0, wakeup - now)):
             if key.data is self.inbox:
                 self.inbox.drain_wakeups()
@@ -230,7 +250,8 @@ class Master:
         if self.watchdog_s and now >= self.next_watchdog:
             self.next_watchdog = policies.next_period(self.next_watchdog, self.watchdog_s, now)
             if self.notifier is not None and policies.heartbeats_fresh(
-                    self.slots, now, self.children.deadlines.timeout_s):
+                self.slots, now, self.children.deadlines.timeout_s
+            ):
                 self.notifier.watchdog()
         if self.watcher is not None and now >= self.next_watch and self.stopping is None:
             self.next_watch = now + WATCH_INTERVAL_S
@@ -281,8 +302,10 @@ class Master:
                 # on, and stops skipping it once it is gone.
                 steered = self.update_cover()
                 if isinstance(action, act.RetireSlot) and action.slot.sockets and not steered:
-                    log.warning("TTOU: cannot steer connections away from the retiring "
-                                "listener; connections queued on it at close may be reset")
+                    log.warning(
+                        "TTOU: cannot steer connections away from the retiring "
+                        "listener; connections queued on it at close may be reset"
+                    )
 
     def _add_slot(self) -> None:
         try:
@@ -295,17 +318,22 @@ class Master:
 
     def _reload_ended(self, action: act.ReloadEnded) -> None:
         if self.waits is not None:
-            self.waits.ended(self.current, action.failure, action.retired, action.replaced,
-                             action.took_s)
+            self.waits.ended(
+                self.current, action.failure, action.retired, action.replaced, action.took_s
+            )
         if action.failure is None:
-            log.info("reload complete: %d workers replaced in %.2fs", action.replaced,
-                     action.took_s)
+            log.info(
+                "reload complete: %d workers replaced in %.2fs", action.replaced, action.took_s
+            )
         else:
             log.error("reload aborted: %s", action.failure)
         self.metrics.reloaded(action.failure is None)
         if self.notifier is not None and self.stopping is None:
-            self.notifier.ready("reload failed: " + action.failure if action.failure
-                                else self.children.status_line())
+            self.notifier.ready(
+                "reload failed: " + action.failure
+                if action.failure
+                else self.children.status_line()
+            )
 
     # -- reload, and the control socket ------------------------------------------------------
 
@@ -318,8 +346,11 @@ class Master:
         if self.reconfigure is not None:
             settings = self.reconfigure()
             if isinstance(settings, str):
-                log.error("%s: reload aborted: %s; the running workers and settings "
-                          "keep serving", why, settings)
+                log.error(
+                    "%s: reload aborted: %s; the running workers and settings keep serving",
+                    why,
+                    settings,
+                )
                 # A failed reload for the metrics (and alerts), and for systemd's
                 # notify-reload, which waits for RELOADING=1 ... READY=1 after HUP.
                 self.metrics.reloaded(False)
@@ -342,7 +373,8 @@ class Master:
         """New supervisor settings (the ones that need no restart): spawns read them."""
         self.settings = self.children.settings = settings
         self.children.deadlines = policies.Deadlines(
-            settings.timeout_s, control.late_after(settings.timeout_s))
+            settings.timeout_s, control.late_after(settings.timeout_s)
+        )
 
     def desired(self) -> int:
         """The worker count once the queued operations are done."""
@@ -393,4 +425,3 @@ class Master:
             self.children.relay.close()
         self.selector.close()
         self.inbox.close()
-

@@ -49,9 +49,16 @@ SpawnTarget = Callable[[int, list[socket.socket], socket.socket, int, socket.soc
 
 
 class Children:
-    def __init__(self, settings: SupervisorSettings, graceful_s: float, listeners: Listeners,
-                 spawn_target: SpawnTarget, selector: selectors.BaseSelector,
-                 metrics: MasterMetrics, in_child: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        settings: SupervisorSettings,
+        graceful_s: float,
+        listeners: Listeners,
+        spawn_target: SpawnTarget,
+        selector: selectors.BaseSelector,
+        metrics: MasterMetrics,
+        in_child: Callable[[], None],
+    ) -> None:
         self.settings, self.graceful_s, self.listeners = settings, graceful_s, listeners
         self.spawn_target, self.selector, self.metrics = spawn_target, selector, metrics
         self.deadlines = Deadlines(settings.timeout_s, control.late_after(settings.timeout_s))
@@ -73,10 +80,16 @@ class Children:
         master_end, worker_end = control.channel_pair()
         relay_master, relay_worker = self.relay.pair() if self.relay is not None else (None, None)
         settings = self.settings
-        requests = policies.max_requests(settings.max_requests, settings.max_requests_jitter,
-                                         random.randint(0, max(0, settings.max_requests_jitter)))
-        pid = process.fork_child(lambda: self.spawn_target(
-            slot.index, self._become_child(slot), worker_end, requests, relay_worker))
+        requests = policies.max_requests(
+            settings.max_requests,
+            settings.max_requests_jitter,
+            random.randint(0, max(0, settings.max_requests_jitter)),
+        )
+        pid = process.fork_child(
+            lambda: self.spawn_target(
+                slot.index, self._become_child(slot), worker_end, requests, relay_worker
+            )
+        )
         worker_end.close()
         if self.relay is not None and relay_master is not None and relay_worker is not None:
             relay_worker.close()
@@ -84,7 +97,8 @@ class Children:
         now = time.monotonic()
         worker = Worker(pid, slot, master_end, now, last_seen=now)
         worker.recycle_at = policies.lifetime_end(
-            now, settings.max_lifetime_s, random.uniform(0, settings.max_lifetime_jitter_s))
+            now, settings.max_lifetime_s, random.uniform(0, settings.max_lifetime_jitter_s)
+        )
         self.workers[pid] = worker
         self.selector.register(master_end, selectors.EVENT_READ, worker)
         log.info("worker %d booting (slot %d)", pid, slot.index)
@@ -126,7 +140,7 @@ class Children:
     def _receive(self, channel: socket.socket) -> bytes:
         # Into one preallocated buffer: a packet may be a 4 MiB snapshot, and
         # heartbeats come four times a second from every worker.
-        return bytes(self._packet_buffer[:channel.recv_into(self._packet_buffer)])
+        return bytes(self._packet_buffer[: channel.recv_into(self._packet_buffer)])
 
     def _unregister(self, channel: socket.socket) -> None:
         try:
@@ -152,8 +166,9 @@ class Children:
         if worker.phase is Phase.STOPPING and reason is not StopReason.IMMEDIATE:
             return
         worker.phase, worker.recycle_at = Phase.STOPPING, float("inf")
-        worker.deadline_kill = min(worker.deadline_kill,
-                                   time.monotonic() + policies.stop_grace(reason, self.graceful_s))
+        worker.deadline_kill = min(
+            worker.deadline_kill, time.monotonic() + policies.stop_grace(reason, self.graceful_s)
+        )
         try:
             worker.channel.send(control.encode(control.Kind.STOP, reason))
         except OSError:
@@ -182,8 +197,13 @@ class Children:
         if worker.phase is Phase.STOPPING:
             log.info("worker %d (slot %d) stopped (%s)", worker.pid, slot.index, how)
         else:
-            log.error("worker %d (slot %d) died (%s)%s", worker.pid, slot.index, how,
-                      " before it was ready" if worker.phase is Phase.BOOTING else "")
+            log.error(
+                "worker %d (slot %d) died (%s)%s",
+                worker.pid,
+                slot.index,
+                how,
+                " before it was ready" if worker.phase is Phase.BOOTING else "",
+            )
         if slot.successor is worker:
             slot.successor = None
         elif slot.worker is worker:
@@ -229,8 +249,12 @@ class Children:
             self.relay.remove(pid)  # its queued deliveries go now: the master's memory
             if worker is None or worker.aborted or worker.phase is Phase.STOPPING:
                 continue
-            log.error("worker %d (slot %d) has not read its channel messages for %ss",
-                      pid, worker.slot.index, self.deadlines.timeout_s)
+            log.error(
+                "worker %d (slot %d) has not read its channel messages for %ss",
+                pid,
+                worker.slot.index,
+                self.deadlines.timeout_s,
+            )
             self._on_verdict(worker, Verdict.ABORT, now, stopping)
 
     def _on_verdict(self, worker: Worker, verdict: Verdict, now: float, stopping: bool) -> None:
@@ -241,13 +265,26 @@ class Children:
             worker.deadline_kill = float("inf")
         elif verdict is Verdict.LATE:
             worker.late = True
-            log.warning("worker %d (slot %d) late: no heartbeat for %.2fs; its slot's "
-                        "connections go to the other workers", worker.pid, slot.index, silent)
+            log.warning(
+                "worker %d (slot %d) late: no heartbeat for %.2fs; its slot's "
+                "connections go to the other workers",
+                worker.pid,
+                slot.index,
+                silent,
+            )
         else:
-            limit = self.deadlines.timeout_s if worker.phase is Phase.READY \
+            limit = (
+                self.deadlines.timeout_s
+                if worker.phase is Phase.READY
                 else self.deadlines.boot_timeout_s
-            log.error("worker %d (slot %d) silent for %.1fs (timeout %ss): SIGABRT, its stacks "
-                      "follow", worker.pid, slot.index, silent, limit)
+            )
+            log.error(
+                "worker %d (slot %d) silent for %.1fs (timeout %ss): SIGABRT, its stacks follow",
+                worker.pid,
+                slot.index,
+                silent,
+                limit,
+            )
             worker.aborted, worker.phase = True, Phase.STOPPING  # replaced, not stopped on purpose
             process.kill(worker.pid, signal.SIGABRT)
             worker.deadline_kill = now + policies.ABORT_GRACE_S
@@ -262,8 +299,12 @@ class Children:
         if not policies.may_recycle(worker, stopping):
             return False
         worker.recycling, worker.recycle_reason = True, reason
-        log.info("worker %d (slot %d): recycling (%s)", worker.pid, worker.slot.index,
-                 reason.name.lower().replace("_", "-"))
+        log.info(
+            "worker %d (slot %d): recycling (%s)",
+            worker.pid,
+            worker.slot.index,
+            reason.name.lower().replace("_", "-"),
+        )
         return True
 
     def over_memory(self) -> list[Worker]:
@@ -276,8 +317,12 @@ class Children:
             except psutil.Error:
                 continue
             if rss > self.settings.max_memory_mb * 1048576:
-                log.warning("worker %d uses %d MiB (max-memory %d)", worker.pid,
-                            rss // 1048576, self.settings.max_memory_mb)
+                log.warning(
+                    "worker %d uses %d MiB (max-memory %d)",
+                    worker.pid,
+                    rss // 1048576,
+                    self.settings.max_memory_mb,
+                )
                 over.append(worker)
         return over
 
@@ -301,17 +346,21 @@ class Children:
             self.metrics.restarted(action.reason)
         elif isinstance(action, RecycleFailed):
             if not action.quiet:
-                log.error("the replacement of worker %d failed to start; it keeps serving",
-                          action.worker.pid)
+                log.error(
+                    "the replacement of worker %d failed to start; it keeps serving",
+                    action.worker.pid,
+                )
             action.worker.recycling = False
         else:
             raise ValueError(f"not an action on workers or slots: {action!r}")
 
     def queued_on_retiring(self) -> dict[int, int]:
         """The reading ``ScaleDown`` drains by: connections queued on retiring slots."""
-        return {slot.index: max(reuseport.accept_queue_length(sock) for sock in slot.sockets)
-                for slot in self.slots if slot.retiring and slot.sockets
-                and all(sock.fileno() != -1 for sock in slot.sockets)}
+        return {
+            slot.index: max(reuseport.accept_queue_length(sock) for sock in slot.sockets)
+            for slot in self.slots
+            if slot.retiring and slot.sockets and all(sock.fileno() != -1 for sock in slot.sockets)
+        }
 
     def close_listeners(self) -> None:
         for sock in [s for slot in self.slots for s in slot.sockets] + self.listeners.shared:

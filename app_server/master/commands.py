@@ -112,26 +112,42 @@ class Commands:
             return {"ok": True}
         if command == "stop":
             now = request.get("now") is True
-            log.info("ctl stop%s: %s shutdown", " --now" if now else "",
-                     "immediate" if now else "graceful")
+            log.info(
+                "ctl stop%s: %s shutdown",
+                " --now" if now else "",
+                "immediate" if now else "graceful",
+            )
             answer = {"ok": True}
             m.ctl.answer(conn, answer)  # type: ignore[union-attr]  # before the workers go
             m.shutdown(StopReason.IMMEDIATE if now else StopReason.SHUTDOWN)
             return None
-        return {"ok": False, "error": f"unknown command {command!r}" if isinstance(
-            command, str) else "a request needs a \"command\" string"}
+        return {
+            "ok": False,
+            "error": f"unknown command {command!r}"
+            if isinstance(command, str)
+            else 'a request needs a "command" string',
+        }
 
     def _drain(self, index: object) -> Answer:
         m = self.master
-        slot = next((s for s in m.slots if s.index == index), None) \
-            if isinstance(index, int) and not isinstance(index, bool) else None
+        slot = (
+            next((s for s in m.slots if s.index == index), None)
+            if isinstance(index, int) and not isinstance(index, bool)
+            else None
+        )
         if slot is None:
-            return {"ok": False, "error": f"drain: no slot {index!r} (slots: "
-                                          f"{', '.join(str(s.index) for s in m.slots)})"}
+            return {
+                "ok": False,
+                "error": f"drain: no slot {index!r} (slots: "
+                f"{', '.join(str(s.index) for s in m.slots)})",
+            }
         worker = slot.worker
         if worker is None or not m.children.mark_recycling(worker, RecycleReason.DRAIN, False):
-            return {"ok": False, "error": f"drain: slot {slot.index} has no ready worker "
-                                          "that is not already being replaced"}
+            return {
+                "ok": False,
+                "error": f"drain: slot {slot.index} has no ready worker "
+                "that is not already being replaced",
+            }
         m.operations.append(Recycle(worker))
         return {"ok": True, "pid": worker.pid, "slot": slot.index}
 
@@ -139,15 +155,16 @@ class Commands:
         """``ctl status``: from the records and the last heartbeats, never asking a worker."""
         m = self.master
         now = time.monotonic()
-        state = "stopping" if m.stopping is not None else \
-            "ready" if m.first_ready else "starting"
+        state = "stopping" if m.stopping is not None else "ready" if m.first_ready else "starting"
         workers = sorted(m.workers.values(), key=lambda w: (w.slot.index, w.started))
         return {
-            "master": {"pid": os.getpid(), "state": state, "workers": m.desired(),
-                       "uptime_s": round(now - m.started, 3),
-                       "operation": type(m.current).__name__.lower()
-                       if m.current is not None else None,
-                       "queued": len(m.operations)},
+            "master": {
+                "pid": os.getpid(),
+                "state": state,
+                "workers": m.desired(),
+                "uptime_s": round(now - m.started, 3),
+                "operation": type(m.current).__name__.lower() if m.current is not None else None,
+                "queued": len(m.operations),
+            },
             "workers": [worker_status(w, now) for w in workers],
         }
-

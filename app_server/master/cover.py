@@ -45,8 +45,14 @@ class Cover:
         ok = True
         for group in range(len(slots[0].sockets)):
             # Any open socket of the group carries the program for all of it.
-            sock = next((s.sockets[group] for s in slots
-                         if len(s.sockets) > group and s.sockets[group].fileno() != -1), None)
+            sock = next(
+                (
+                    s.sockets[group]
+                    for s in slots
+                    if len(s.sockets) > group and s.sockets[group].fileno() != -1
+                ),
+                None,
+            )
             if sock is None:
                 continue
             if want is None:
@@ -65,12 +71,16 @@ def _lend(slot: Slot, worker: Worker) -> None:
     try:
         control.send_adopt(worker.channel, slot.index, slot.sockets)
     except OSError as exc:
-        log.warning("slot %d: cannot lend its listeners to worker %d: %s",
-                    slot.index, worker.pid, exc)
+        log.warning(
+            "slot %d: cannot lend its listeners to worker %d: %s", slot.index, worker.pid, exc
+        )
         return
     slot.adopter = worker
-    log.info("slot %d: worker %d accepts its connections until the slot's worker does",
-             slot.index, worker.pid)
+    log.info(
+        "slot %d: worker %d accepts its connections until the slot's worker does",
+        slot.index,
+        worker.pid,
+    )
 
 
 def _give_back(slot: Slot) -> None:

@@ -89,15 +89,18 @@ def bind_control_socket(path: str) -> socket.socket:
     except FileNotFoundError:
         pass
     except OSError as exc:
-        raise ControlSocketError(f"cannot create the control socket {path}: "
-                                 f"{exc.strerror}") from exc
+        raise ControlSocketError(
+            f"cannot create the control socket {path}: {exc.strerror}"
+        ) from exc
     else:
         if not stat.S_ISSOCK(mode):
-            raise ControlSocketError(f"cannot create the control socket {path}: "
-                                     "a file that is not a socket is there")
+            raise ControlSocketError(
+                f"cannot create the control socket {path}: a file that is not a socket is there"
+            )
         if _answers(path):
-            raise ControlSocketError(f"cannot create the control socket {path}: "
-                                     "another server is listening on it")
+            raise ControlSocketError(
+                f"cannot create the control socket {path}: another server is listening on it"
+            )
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # a dead master's
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -108,8 +111,9 @@ def bind_control_socket(path: str) -> socket.socket:
         sock.bind(path)
     except OSError as exc:
         sock.close()
-        raise ControlSocketError(f"cannot create the control socket {path}: "
-                                 f"{exc.strerror}") from exc
+        raise ControlSocketError(
+            f"cannot create the control socket {path}: {exc.strerror}"
+        ) from exc
     finally:
         os.umask(old_umask)
     try:
@@ -119,8 +123,9 @@ def bind_control_socket(path: str) -> socket.socket:
         sock.close()
         with contextlib.suppress(OSError):
             os.unlink(path)
-        raise ControlSocketError(f"cannot create the control socket {path}: "
-                                 f"{exc.strerror}") from exc
+        raise ControlSocketError(
+            f"cannot create the control socket {path}: {exc.strerror}"
+        ) from exc
     sock.setblocking(False)
     return sock
 
@@ -167,8 +172,8 @@ class FrameReader:
             raise FrameError(f"frame of {length} bytes, at most {self.limit}")
         if len(self.buffer) < _LENGTH.size + length:
             return None
-        body = bytes(self.buffer[_LENGTH.size:_LENGTH.size + length])
-        del self.buffer[:_LENGTH.size + length]
+        body = bytes(self.buffer[_LENGTH.size : _LENGTH.size + length])
+        del self.buffer[: _LENGTH.size + length]
         try:
             obj = json.loads(body)
         except (UnicodeDecodeError, ValueError) as exc:
@@ -202,8 +207,9 @@ Handler = Callable[[dict[str, Any], Conn], "Answer | None"]
 class ControlServer:
     """Accepts ``ctl`` clients on the master's selector; one request, one answer each."""
 
-    def __init__(self, listener: socket.socket, path: str, selector: selectors.BaseSelector,
-                 handler: Handler) -> None:
+    def __init__(
+        self, listener: socket.socket, path: str, selector: selectors.BaseSelector, handler: Handler
+    ) -> None:
         self.listener, self.path, self.selector, self.handler = listener, path, selector, handler
         self.conns: dict[int, Conn] = {}
         self.allowed = {0, os.geteuid()}
@@ -229,16 +235,24 @@ class ControlServer:
                 continue
             sock.setblocking(False)
             _, uid, _ = _PEERCRED.unpack(
-                sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+            )
             conn = Conn(sock, uid, time.monotonic())
             self.conns[sock.fileno()] = conn
-            self.selector.register(sock, selectors.EVENT_READ,
-                                   lambda m, c=conn: self._on_io(c, m))
+            self.selector.register(sock, selectors.EVENT_READ, lambda m, c=conn: self._on_io(c, m))
             if uid not in self.allowed:
-                log.warning("control socket: refused a client of uid %d (only root and "
-                            "uid %d are obeyed)", uid, os.geteuid())
-                self.answer(conn, {"ok": False, "error": f"permission denied: uid {uid} "
-                                   "may not control this server"})
+                log.warning(
+                    "control socket: refused a client of uid %d (only root and uid %d are obeyed)",
+                    uid,
+                    os.geteuid(),
+                )
+                self.answer(
+                    conn,
+                    {
+                        "ok": False,
+                        "error": f"permission denied: uid {uid} may not control this server",
+                    },
+                )
 
     def _on_io(self, conn: Conn, mask: int) -> None:
         if mask & selectors.EVENT_WRITE and conn.outbox:
@@ -301,11 +315,15 @@ class ControlServer:
             # would lose the answer it has not read yet (a refused peer's).
             with contextlib.suppress(OSError):
                 conn.sock.shutdown(socket.SHUT_WR)
-            self.selector.modify(conn.sock, selectors.EVENT_READ,
-                                 lambda m, c=conn: self._on_io(c, m))
+            self.selector.modify(
+                conn.sock, selectors.EVENT_READ, lambda m, c=conn: self._on_io(c, m)
+            )
         else:
-            self.selector.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE,
-                                 lambda m, c=conn: self._on_io(c, m))
+            self.selector.modify(
+                conn.sock,
+                selectors.EVENT_READ | selectors.EVENT_WRITE,
+                lambda m, c=conn: self._on_io(c, m),
+            )
 
     def expire(self, now: float) -> None:
         for conn in list(self.conns.values()):
@@ -361,10 +379,15 @@ def worker_status(worker: Worker, now: float) -> dict[str, Any]:
     except psutil.Error:
         pass
     return {
-        "pid": worker.pid, "slot": worker.slot.index, "state": STATE_NAMES[worker.phase],
-        "uptime_s": round(now - worker.started, 3), "requests": worker.requests,
-        "http_connections": worker.http_connections, "websockets": worker.websockets,
-        "rss_bytes": rss, "cpu_s": round(cpu, 3),
+        "pid": worker.pid,
+        "slot": worker.slot.index,
+        "state": STATE_NAMES[worker.phase],
+        "uptime_s": round(now - worker.started, 3),
+        "requests": worker.requests,
+        "http_connections": worker.http_connections,
+        "websockets": worker.websockets,
+        "rss_bytes": rss,
+        "cpu_s": round(cpu, 3),
         "heartbeat_age_s": round(max(0.0, now - worker.last_seen), 3),
     }
 
@@ -388,8 +411,14 @@ class ReloadWaits:
     def wait(self, reload: object, conn: Conn) -> None:
         self.by_reload.setdefault(reload, []).append(conn)
 
-    def ended(self, reload: object, failure: str | None, retired: Iterable[Worker],
-              replaced: int, took_s: float) -> None:
+    def ended(
+        self,
+        reload: object,
+        failure: str | None,
+        retired: Iterable[Worker],
+        replaced: int,
+        took_s: float,
+    ) -> None:
         waiters = self.by_reload.pop(reload, [])
         if not waiters:
             return
@@ -399,8 +428,9 @@ class ReloadWaits:
             return
         left = {w.pid for w in retired if w.exit_code is None}
         for conn in waiters:
-            self.draining.append((conn, set(left), {"ok": True, "replaced": replaced,
-                                                    "took_s": round(took_s, 3)}))
+            self.draining.append(
+                (conn, set(left), {"ok": True, "replaced": replaced, "took_s": round(took_s, 3)})
+            )
         self.exited(None)
 
     def exited(self, pid: int | None) -> None:

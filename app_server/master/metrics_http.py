@@ -107,8 +107,9 @@ class MetricsServer:
             return
         method, target = parts[0], parts[1].split(b"?", 1)[0]
         if method not in (b"GET", b"HEAD"):
-            self._respond(conn, 405, b"method not allowed\n", head_only=False,
-                          extra=b"Allow: GET, HEAD\r\n")
+            self._respond(
+                conn, 405, b"method not allowed\n", head_only=False, extra=b"Allow: GET, HEAD\r\n"
+            )
             return
         head_only = method == b"HEAD"
         if target == b"/metrics":
@@ -120,12 +121,12 @@ class MetricsServer:
                 self.endpoints.start_collect()
         elif target == b"/healthz":
             ok = self.endpoints.healthy()
-            self._respond(conn, 200 if ok else 503, b"ok\n" if ok else b"no worker ready\n",
-                          head_only)
+            self._respond(
+                conn, 200 if ok else 503, b"ok\n" if ok else b"no worker ready\n", head_only
+            )
         elif target == b"/readyz":
             ok = self.endpoints.ready()
-            self._respond(conn, 200 if ok else 503, b"ready\n" if ok else b"not ready\n",
-                          head_only)
+            self._respond(conn, 200 if ok else 503, b"ready\n" if ok else b"not ready\n", head_only)
         else:
             self._respond(conn, 404, b"not found: /metrics, /healthz, /readyz\n", head_only)
 
@@ -141,19 +142,33 @@ class MetricsServer:
             self._respond(conn, 200, body, conn.inbox == b"HEAD", content_type=METRICS_TYPE)
 
     def _respond(
-        self, conn: _Conn, status: int, body: bytes, head_only: bool = False,
-        content_type: bytes = b"text/plain; charset=utf-8", extra: bytes = b"",
+        self,
+        conn: _Conn,
+        status: int,
+        body: bytes,
+        head_only: bool = False,
+        content_type: bytes = b"text/plain; charset=utf-8",
+        extra: bytes = b"",
     ) -> None:
-        reason = {200: b"OK", 400: b"Bad Request", 404: b"Not Found",
-                  405: b"Method Not Allowed", 431: b"Request Header Fields Too Large",
-                  503: b"Service Unavailable"}.get(status, b"")
-        conn.outbox = b"".join((
-            b"HTTP/1.1 %d %s\r\n" % (status, reason),
-            b"Content-Type: " + content_type + b"\r\n",
-            b"Content-Length: %d\r\n" % len(body),
-            b"Cache-Control: no-store\r\nConnection: close\r\n", extra, b"\r\n",
-            b"" if head_only else body,
-        ))
+        reason = {
+            200: b"OK",
+            400: b"Bad Request",
+            404: b"Not Found",
+            405: b"Method Not Allowed",
+            431: b"Request Header Fields Too Large",
+            503: b"Service Unavailable",
+        }.get(status, b"")
+        conn.outbox = b"".join(
+            (
+                b"HTTP/1.1 %d %s\r\n" % (status, reason),
+                b"Content-Type: " + content_type + b"\r\n",
+                b"Content-Length: %d\r\n" % len(body),
+                b"Cache-Control: no-store\r\nConnection: close\r\n",
+                extra,
+                b"\r\n",
+                b"" if head_only else body,
+            )
+        )
         conn.deadline = time.monotonic() + WRITE_TIMEOUT_S
         self._flush(conn)
 
@@ -170,8 +185,9 @@ class MetricsServer:
             self._close(conn)
             return
         with contextlib.suppress(KeyError, ValueError):
-            self.selector.modify(conn.sock, selectors.EVENT_WRITE,
-                                 lambda m, c=conn: self._on_io(c, m))
+            self.selector.modify(
+                conn.sock, selectors.EVENT_WRITE, lambda m, c=conn: self._on_io(c, m)
+            )
 
     def _close(self, conn: _Conn) -> None:
         self.conns.pop(conn.sock.fileno(), None)

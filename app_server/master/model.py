@@ -83,8 +83,9 @@ class Listeners:
         if index == 0 and self.first_slot:
             sockets, self.first_slot = self.first_slot, []
             return sockets
-        return [bind_listener(b, reuse_port=True, backlog=self.backlog)
-                for b in self.per_slot_binds]
+        return [
+            bind_listener(b, reuse_port=True, backlog=self.backlog) for b in self.per_slot_binds
+        ]
 
 
 def describe_exit(code: int | None) -> str:

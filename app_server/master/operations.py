@@ -136,13 +136,18 @@ class Reload(_Replacing):
         if not self._is_successor(worker):
             return []
         self.slot = None
-        return self._end(view, f"the new worker for slot {worker.slot.index} failed to "
-                               f"start ({describe_exit(worker.exit_code)}); the running "
-                               "workers keep serving")
+        return self._end(
+            view,
+            f"the new worker for slot {worker.slot.index} failed to "
+            f"start ({describe_exit(worker.exit_code)}); the running "
+            "workers keep serving",
+        )
 
     def _end(self, view: MasterView, failure: str | None) -> list[Action]:
-        return [ReloadEnded(self.count, view.now - self.began, failure, tuple(self.retired)),
-                FINISHED]
+        return [
+            ReloadEnded(self.count, view.now - self.began, failure, tuple(self.retired)),
+            FINISHED,
+        ]
 
 
 class Recycle(_Replacing):
@@ -154,8 +159,12 @@ class Recycle(_Replacing):
 
     def start(self, view: MasterView) -> list[Action]:
         slot = self.worker.slot
-        if (self.worker.exit_code is not None or slot.worker is not self.worker
-                or slot.successor is not None or slot.retiring):
+        if (
+            self.worker.exit_code is not None
+            or slot.worker is not self.worker
+            or slot.successor is not None
+            or slot.retiring
+        ):
             return [FINISHED]  # it died, or is being replaced already, meanwhile
         return self._replace(slot)
 

@@ -98,8 +98,9 @@ def check_worker(worker: Worker, now: float, deadlines: Deadlines) -> list[Verdi
     return verdicts
 
 
-def next_wakeup(workers: Iterable[Worker], slots: Iterable[Slot], deadlines: Deadlines,
-                now: float) -> float:
+def next_wakeup(
+    workers: Iterable[Worker], slots: Iterable[Slot], deadlines: Deadlines, now: float
+) -> float:
     """The earliest moment one of ``check_worker``'s verdicts or a respawn is due."""
     wakeup = now + 0.5
     for worker in workers:
@@ -133,16 +134,20 @@ def may_recycle(worker: Worker, stopping: bool) -> bool:
 
 def memory_candidates(slots: Iterable[Slot]) -> list[Worker]:
     """The serving workers whose memory is worth a look (ready, not yet recycling)."""
-    return [s.worker for s in slots
-            if s.worker is not None and s.worker.phase is Phase.READY and not s.worker.recycling]
+    return [
+        s.worker
+        for s in slots
+        if s.worker is not None and s.worker.phase is Phase.READY and not s.worker.recycling
+    ]
 
 
 # -- readiness and the watchdog ------------------------------------------------------------
 
 
 def all_ready(slots: Iterable[Slot]) -> bool:
-    return all(s.worker is not None and s.worker.phase is Phase.READY
-               for s in slots if not s.retiring)
+    return all(
+        s.worker is not None and s.worker.phase is Phase.READY for s in slots if not s.retiring
+    )
 
 
 def heartbeats_fresh(slots: Iterable[Slot], now: float, timeout_s: float) -> bool:
@@ -205,13 +210,24 @@ def plan_cover(slots: Sequence[Slot], first_ready: bool) -> CoverPlan:
 
 def _adopter(slot: Slot, slots: Sequence[Slot], lent: dict[int, Worker | None]) -> Worker | None:
     current = slot.adopter
-    if current is not None and current.exit_code is None and accepting(current) \
-            and not current.slot.retiring:
+    if (
+        current is not None
+        and current.exit_code is None
+        and accepting(current)
+        and not current.slot.retiring
+    ):
         return current
-    candidates = [s.worker for s in slots if s is not slot and not s.retiring
-                  and s.worker is not None and accepting(s.worker)]
+    candidates = [
+        s.worker
+        for s in slots
+        if s is not slot and not s.retiring and s.worker is not None and accepting(s.worker)
+    ]
     if not candidates:
         return None  # nobody can accept: steering alone (or nothing) until one can
     # The one lent the fewest slots (as planned so far, as they stand for the rest).
-    return min(candidates, key=lambda w: sum(
-        1 for i, s in enumerate(slots) if (lent[i] if i in lent else s.adopter) is w))
+    return min(
+        candidates,
+        key=lambda w: sum(
+            1 for i, s in enumerate(slots) if (lent[i] if i in lent else s.adopter) is w
+        ),
+    )

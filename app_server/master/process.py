@@ -22,8 +22,14 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 
 SIGNALS = (
-    signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT,
-    signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGCHLD,
+    signal.SIGHUP,
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGUSR1,
+    signal.SIGCHLD,
 )
 
 

@@ -115,4 +115,3 @@ def accept_queue_length(sock: socket.socket) -> int:
     if len(info) < _TCPI_UNACKED_OFFSET + 4:
         return -1
     return int(struct.unpack_from("I", info, _TCPI_UNACKED_OFFSET)[0])
-

@@ -50,9 +50,14 @@ class Supervised(Protocol):
 
 
 class Scrape:
-    def __init__(self, master: Supervised, is_stopping: Callable[[], bool],
-                 metrics: MasterMetrics, listener: socket.socket,
-                 selector: selectors.BaseSelector) -> None:
+    def __init__(
+        self,
+        master: Supervised,
+        is_stopping: Callable[[], bool],
+        metrics: MasterMetrics,
+        listener: socket.socket,
+        selector: selectors.BaseSelector,
+    ) -> None:
         self.master, self.is_stopping = master, is_stopping
         self.metrics = metrics
         metrics.workers = self.worker_view

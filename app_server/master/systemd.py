@@ -83,7 +83,8 @@ class Notifier:
         if value[0] not in "/@":
             log.warning(
                 "NOTIFY_SOCKET=%r is neither an absolute path nor an @abstract name; "
-                "systemd notifications are off", value,
+                "systemd notifications are off",
+                value,
             )
             return None
         address = "\0" + value[1:] if value[0] == "@" else value
@@ -136,7 +137,8 @@ class Notifier:
         where = "@" + self._address[1:] if self._address.startswith("\0") else self._address
         log.warning(
             "cannot notify systemd at %s: %s (further failures are not logged)",
-            where, exc.strerror or exc,
+            where,
+            exc.strerror or exc,
         )
 
 
@@ -147,9 +149,7 @@ def _status_line(text: str | None) -> tuple[str, ...]:
     return ("STATUS=" + " ".join(text.splitlines()),)
 
 
-def watchdog_interval(
-    environ: MutableMapping[str, str], pid: int | None = None
-) -> float | None:
+def watchdog_interval(environ: MutableMapping[str, str], pid: int | None = None) -> float | None:
     """Seconds between WATCHDOG=1 messages (half of ``WATCHDOG_USEC``), or None.
 
     None when the watchdog is off, or when ``WATCHDOG_PID`` names another

@@ -33,7 +33,20 @@ from app_server.metrics.sink import UNMATCHED
 SNAPSHOT_VERSION = 1
 OTHER = "<other>"  # the method label of a request refused before it was parsed
 DURATION_BUCKETS = (
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
 )
 RTT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -171,11 +184,18 @@ class Recorder:
                         messages[(route, direction)] = messages.get((route, direction), 0) + count
         data = {
             "v": SNAPSHOT_VERSION,
-            "requests": [[m, r, code, n] for r, methods in self.routes.items()
-                         for m, st in methods.items() for code, n in st.statuses.items()],
-            "durations": [[m, r, st.durations.counts, st.durations.sum]
-                          for r, methods in self.routes.items()
-                          for m, st in methods.items() if st.timed],
+            "requests": [
+                [m, r, code, n]
+                for r, methods in self.routes.items()
+                for m, st in methods.items()
+                for code, n in st.statuses.items()
+            ],
+            "durations": [
+                [m, r, st.durations.counts, st.durations.sum]
+                for r, methods in self.routes.items()
+                for m, st in methods.items()
+                if st.timed
+            ],
             "in_progress": in_progress,
             "ws_open": [[r, n] for r, n in self.ws_open.items()],
             "ws_total": [[r, n] for r, n in self.ws_total.items()],
@@ -186,8 +206,11 @@ class Recorder:
         hub = self.channels
         if hub is not None:
             data["channels"] = {
-                "published": hub.published, "delivered": hub.delivered, "dropped": hub.dropped,
-                "slow_closes": hub.slow_closes, "subscriptions": hub.subscriptions,
+                "published": hub.published,
+                "delivered": hub.delivered,
+                "dropped": hub.dropped,
+                "slow_closes": hub.slow_closes,
+                "subscriptions": hub.subscriptions,
                 "up": 1 if hub.up else 0,
             }
         return json.dumps(data, separators=(",", ":")).encode()

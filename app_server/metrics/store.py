@@ -41,7 +41,14 @@ from app_server.metrics.recorder import DURATION_BUCKETS, RTT_BUCKETS, SNAPSHOT_
 log = logging.getLogger("app_server.error")
 PREFIX = "app_server_"
 RESTART_REASONS = (
-    "crash", "timeout", "max_requests", "max_lifetime", "memory", "reload", "scale", "drain",
+    "crash",
+    "timeout",
+    "max_requests",
+    "max_lifetime",
+    "memory",
+    "reload",
+    "scale",
+    "drain",
 )
 WORKER_STATES = ("starting", "ready", "stopping")
 CHANNEL_DIRECTIONS = ("published", "delivered", "dropped")
@@ -183,28 +190,56 @@ class _Collector:
     def collect(self) -> Iterator[Metric]:
         store = self.store
         series, in_progress, ws_open = store.totals()
-        yield _counter("http_requests_total", "HTTP requests answered.",
-                            ("method", "route", "status"), series.counters.get("http_requests"))
-        yield _histogram("http_request_duration_seconds",
-                         "Time from the handler's start to the response's last byte.",
-                         ("method", "route"), DURATION_BUCKETS,
-                         series.histograms.get("http_duration", {}))
-        yield GaugeMetricFamily(PREFIX + "http_requests_in_progress",
-                                "HTTP requests being handled now.", value=in_progress)
-        gauge = GaugeMetricFamily(PREFIX + "websocket_connections",
-                                  "WebSocket connections open now.", labels=("route",))
+        yield _counter(
+            "http_requests_total",
+            "HTTP requests answered.",
+            ("method", "route", "status"),
+            series.counters.get("http_requests"),
+        )
+        yield _histogram(
+            "http_request_duration_seconds",
+            "Time from the handler's start to the response's last byte.",
+            ("method", "route"),
+            DURATION_BUCKETS,
+            series.histograms.get("http_duration", {}),
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "http_requests_in_progress",
+            "HTTP requests being handled now.",
+            value=in_progress,
+        )
+        gauge = GaugeMetricFamily(
+            PREFIX + "websocket_connections", "WebSocket connections open now.", labels=("route",)
+        )
         for route, n in sorted(ws_open.items()):
             if n:
                 gauge.add_metric((route,), n)
         yield gauge
-        yield _counter("websocket_connections_total", "WebSocket connections accepted.",
-                            ("route",), series.counters.get("ws_total"))
-        yield _counter("websocket_messages_total", "WebSocket messages received and sent.",
-                            ("route", "direction"), series.counters.get("ws_messages"))
-        yield _counter("websocket_closes_total", "WebSocket connections closed, by code.",
-                            ("route", "code"), series.counters.get("ws_closes"))
-        yield _histogram("websocket_ping_rtt_seconds", "Round-trip time of answered pings.",
-                         (), RTT_BUCKETS, series.histograms.get("ping_rtt", {}))
+        yield _counter(
+            "websocket_connections_total",
+            "WebSocket connections accepted.",
+            ("route",),
+            series.counters.get("ws_total"),
+        )
+        yield _counter(
+            "websocket_messages_total",
+            "WebSocket messages received and sent.",
+            ("route", "direction"),
+            series.counters.get("ws_messages"),
+        )
+        yield _counter(
+            "websocket_closes_total",
+            "WebSocket connections closed, by code.",
+            ("route", "code"),
+            series.counters.get("ws_closes"),
+        )
+        yield _histogram(
+            "websocket_ping_rtt_seconds",
+            "Round-trip time of answered pings.",
+            (),
+            RTT_BUCKETS,
+            series.histograms.get("ping_rtt", {}),
+        )
         view = store.workers() if store.workers is not None else None
         yield from _channel_metrics(store, series, view.relay_dropped if view else 0)
         states = dict.fromkeys(WORKER_STATES, 0)
@@ -215,32 +250,44 @@ class _Collector:
             for state, count in view.states.items():
                 states[state] = states.get(state, 0) + count
             slots = view.slots
-        workers = GaugeMetricFamily(PREFIX + "workers", "Worker processes by state.",
-                                    labels=("state",))
+        workers = GaugeMetricFamily(
+            PREFIX + "workers", "Worker processes by state.", labels=("state",)
+        )
         for state, count in states.items():
             workers.add_metric((state,), count)
         yield workers
-        yield GaugeMetricFamily(PREFIX + "workers_desired",
-                                "Worker processes the master keeps (--workers, scaling).",
-                                value=desired)
-        yield GaugeMetricFamily(PREFIX + "worker_memory_limit_bytes",
-                                "RSS above which a worker is recycled (--max-memory; 0: none).",
-                                value=store.memory_limit_bytes)
-        restarts = CounterMetricFamily(PREFIX + "worker_restarts",
-                                       "Workers replaced, by reason.", labels=("reason",))
+        yield GaugeMetricFamily(
+            PREFIX + "workers_desired",
+            "Worker processes the master keeps (--workers, scaling).",
+            value=desired,
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "worker_memory_limit_bytes",
+            "RSS above which a worker is recycled (--max-memory; 0: none).",
+            value=store.memory_limit_bytes,
+        )
+        restarts = CounterMetricFamily(
+            PREFIX + "worker_restarts", "Workers replaced, by reason.", labels=("reason",)
+        )
         for reason, count in store.restarts.items():
             restarts.add_metric((reason,), count)
         yield restarts
-        reloads = CounterMetricFamily(PREFIX + "reloads", "Rolling reloads, by result.",
-                                      labels=("result",))
+        reloads = CounterMetricFamily(
+            PREFIX + "reloads", "Rolling reloads, by result.", labels=("result",)
+        )
         for result, count in store.reloads.items():
             reloads.add_metric((result,), count)
         yield reloads
-        rss = GaugeMetricFamily(PREFIX + "worker_resident_memory_bytes",
-                                "Resident memory of each slot's worker.", labels=("slot",))
-        cpu = CounterMetricFamily(PREFIX + "worker_cpu_seconds",
-                                  "CPU time of each slot's workers, past ones included.",
-                                  labels=("slot",))
+        rss = GaugeMetricFamily(
+            PREFIX + "worker_resident_memory_bytes",
+            "Resident memory of each slot's worker.",
+            labels=("slot",),
+        )
+        cpu = CounterMetricFamily(
+            PREFIX + "worker_cpu_seconds",
+            "CPU time of each slot's workers, past ones included.",
+            labels=("slot",),
+        )
         seen: set[int] = set()
         for slot, resident, seconds in slots:
             seen.add(slot)
@@ -253,8 +300,7 @@ class _Collector:
         yield cpu
 
 
-def _channel_metrics(store: MetricsStore, series: _Series, relay_dropped: int
-                     ) -> Iterator[Metric]:
+def _channel_metrics(store: MetricsStore, series: _Series, relay_dropped: int) -> Iterator[Metric]:
     """SPEC §9: shown from the start (zeros), summed over workers; topics are no label.
 
     ``dropped`` adds the master relay's drops (deliveries to a worker that fell
@@ -263,21 +309,31 @@ def _channel_metrics(store: MetricsStore, series: _Series, relay_dropped: int
     messages = {(d,): 0.0 for d in CHANNEL_DIRECTIONS}
     messages.update(series.counters.get("channel_messages", {}))
     messages[("dropped",)] += relay_dropped
-    yield _counter("channel_messages_total",
-                   "Channel messages published, delivered to subscribers, and dropped.",
-                   ("direction",), messages)
-    yield _counter("channel_slow_closes_total",
-                   "Subscribers closed with 1013 for passing WEBSOCKET_MAX_SEND_BUFFER.",
-                   (), {(): series.counters.get("channel_slow_closes", {}).get((), 0.0)})
+    yield _counter(
+        "channel_messages_total",
+        "Channel messages published, delivered to subscribers, and dropped.",
+        ("direction",),
+        messages,
+    )
+    yield _counter(
+        "channel_slow_closes_total",
+        "Subscribers closed with 1013 for passing WEBSOCKET_MAX_SEND_BUFFER.",
+        (),
+        {(): series.counters.get("channel_slow_closes", {}).get((), 0.0)},
+    )
     live = [s for s in store.live.values() if s.channel_up is not None]
-    yield GaugeMetricFamily(PREFIX + "channel_subscriptions",
-                            "Channel subscriptions (WebSockets and handlers) now.",
-                            value=sum(s.subscriptions for s in live))
+    yield GaugeMetricFamily(
+        PREFIX + "channel_subscriptions",
+        "Channel subscriptions (WebSockets and handlers) now.",
+        value=sum(s.subscriptions for s in live),
+    )
     # 1 while every worker's backend is reachable (and at least one reports).
     up = 1 if live and all(s.channel_up for s in live) else 0
-    yield GaugeMetricFamily(PREFIX + "channel_backend_up",
-                            "1 while the channel backend is reachable from every worker.",
-                            value=up)
+    yield GaugeMetricFamily(
+        PREFIX + "channel_backend_up",
+        "1 while the channel backend is reachable from every worker.",
+        value=up,
+    )
 
 
 def _counter(
@@ -290,7 +346,10 @@ def _counter(
 
 
 def _histogram(
-    name: str, doc: str, labels: tuple[str, ...], bounds: tuple[float, ...],
+    name: str,
+    doc: str,
+    labels: tuple[str, ...],
+    bounds: tuple[float, ...],
     table: dict[Key, tuple[list[int], float]],
 ) -> HistogramMetricFamily:
     family = HistogramMetricFamily(PREFIX + name, doc, labels=labels)

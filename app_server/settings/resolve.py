@@ -172,12 +172,18 @@ def _config_warning(key: str, setting: Setting) -> str:
     where = f"{setting.flags[0]}, {setting.env} or {setting.name!r} in the config file"
     if setting.app_config_key is None:
         if key == setting.name.upper():
-            return (f"app.config.{key} has no effect: the master decides {setting.name} "
-                    f"before the application is imported; set it with {where}")
-        return (f"app.config.{key} is not a setting app.config can set; did you mean "
-                f"{setting.name.upper()}? (the master's setting: set it with {where})")
-    return (f"app.config.{key} is not an app-server setting and the server ignores it; "
-            f"did you mean {setting.app_config_key}?")
+            return (
+                f"app.config.{key} has no effect: the master decides {setting.name} "
+                f"before the application is imported; set it with {where}"
+            )
+        return (
+            f"app.config.{key} is not a setting app.config can set; did you mean "
+            f"{setting.name.upper()}? (the master's setting: set it with {where})"
+        )
+    return (
+        f"app.config.{key} is not an app-server setting and the server ignores it; "
+        f"did you mean {setting.app_config_key}?"
+    )
 
 
 def parse_bind(text: str) -> BindSpec:
@@ -527,8 +533,9 @@ def _build(values: dict[str, Sourced], app: Sourced | None) -> Settings:
         binds=binds,
         http=_http_limits(v),
         websocket=_websocket_limits(v),
-        log=LogSettings(v["log_level"], v["log_format"], v["access_log"], v["log_file"],
-                        v["access_log_file"]),
+        log=LogSettings(
+            v["log_level"], v["log_format"], v["access_log"], v["log_file"], v["access_log_file"]
+        ),
         tls=_tls(values),
         forwarded_allow_ips=v["forwarded_allow_ips"],
         supervisor=_supervisor(v),

@@ -84,8 +84,9 @@ def read_layers(argv: Sequence[str], environ: Mapping[str, str] | None = None) -
         return Layers(show_help="help" in given, show_version="version" in given)
     app = given.pop("app", None)
     if app is None:
-        raise UsageError(f"missing {APP_ARGUMENT}, the application to serve, "
-                         "e.g. app-server myproject.app:app")
+        raise UsageError(
+            f"missing {APP_ARGUMENT}, the application to serve, e.g. app-server myproject.app:app"
+        )
     return _with_env_and_file(given, app, os.environ if environ is None else environ)
 
 
@@ -152,7 +153,7 @@ def read_environment(environ: Mapping[str, str]) -> dict[str, Sourced]:
 
 def _nearest_env(key: str) -> str | None:
     # Compare the part after the prefix, which every candidate shares.
-    name = nearest(key[len(ENV_PREFIX):].lower(), BY_NAME)
+    name = nearest(key[len(ENV_PREFIX) :].lower(), BY_NAME)
     return BY_NAME[name].env if name is not None else None
 
 
@@ -169,8 +170,12 @@ def read_config_file(path: Sourced) -> dict[str, Sourced]:
         if setting is None:
             raise UnknownSettingError(key, value, KNOWN_KEY, filename, nearest(key, file_keys))
         if not setting.in_file:
-            raise SettingsError(key, value, "no such key inside a config file "
-                                "(use --config FILE or APP_SERVER_CONFIG)", filename)
+            raise SettingsError(
+                key,
+                value,
+                "no such key inside a config file (use --config FILE or APP_SERVER_CONFIG)",
+                filename,
+            )
         layer[key] = Sourced(value, filename)
     return layer
 
@@ -180,14 +185,16 @@ def _load_toml(filename: str, source: str) -> dict[str, Any]:
         with open(filename, "rb") as stream:
             return tomllib.load(stream)
     except OSError as exc:
-        raise SettingsError("config", filename, f"a readable TOML file ({exc.strerror})",
-                            source) from exc
+        raise SettingsError(
+            "config", filename, f"a readable TOML file ({exc.strerror})", source
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError("config", filename, f"valid TOML ({exc})", source) from exc
     except UnicodeDecodeError as exc:
         # tomllib decodes the file as UTF-8 (TOML 1.0) and lets this through.
-        raise SettingsError("config", filename, f"a UTF-8 TOML file ({exc.reason} at byte "
-                            f"{exc.start})", source) from exc
+        raise SettingsError(
+            "config", filename, f"a UTF-8 TOML file ({exc.reason} at byte {exc.start})", source
+        ) from exc
 
 
 # -- the command line -------------------------------------------------------------
@@ -273,15 +280,22 @@ def _build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,  # a prefix of a flag is a typo, not a shorthand
         argument_default=argparse.SUPPRESS,  # only what was given reaches the namespace
     )
-    parser.add_argument("app", nargs="?", metavar=APP_ARGUMENT, action=_Record,
-                        help="the application: a module and an attribute, or a factory "
-                        "called as MODULE:create_app()")
+    parser.add_argument(
+        "app",
+        nargs="?",
+        metavar=APP_ARGUMENT,
+        action=_Record,
+        help="the application: a module and an attribute, or a factory "
+        "called as MODULE:create_app()",
+    )
     for setting in SETTINGS:
         _add_flag(parser, setting)
-    parser.add_argument("-h", "--help", nargs=0, const=True, action=_Record,
-                        help="show this help and exit")
-    parser.add_argument("--version", nargs=0, const=True, action=_Record,
-                        help="show the version and exit")
+    parser.add_argument(
+        "-h", "--help", nargs=0, const=True, action=_Record, help="show this help and exit"
+    )
+    parser.add_argument(
+        "--version", nargs=0, const=True, action=_Record, help="show the version and exit"
+    )
     return parser
 
 
@@ -289,15 +303,23 @@ def _add_flag(parser: argparse.ArgumentParser, setting: Setting) -> None:
     text = _help_text(setting)
     style = setting.flag_style
     if style is FlagStyle.SWITCH:
-        parser.add_argument(*setting.flags, dest=setting.name, nargs=0, action=_RecordSwitch,
-                            help=text)
+        parser.add_argument(
+            *setting.flags, dest=setting.name, nargs=0, action=_RecordSwitch, help=text
+        )
     elif style is FlagStyle.CONSTANT:
-        parser.add_argument(*setting.flags, dest=setting.name, nargs=0,
-                            const=setting.flag_constant, action=_Record, help=text)
+        parser.add_argument(
+            *setting.flags,
+            dest=setting.name,
+            nargs=0,
+            const=setting.flag_constant,
+            action=_Record,
+            help=text,
+        )
     else:
         action = _RecordRepeated if style is FlagStyle.REPEAT else _Record
-        parser.add_argument(*setting.flags, dest=setting.name, metavar=setting.metavar,
-                            action=action, help=text)
+        parser.add_argument(
+            *setting.flags, dest=setting.name, metavar=setting.metavar, action=action, help=text
+        )
 
 
 def _help_text(setting: Setting) -> str:

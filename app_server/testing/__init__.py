@@ -65,7 +65,11 @@ class TestClient:
     __test__ = False
 
     def __init__(
-        self, app: Any, *, limits: HttpLimits | None = None, timeout_s: float = 30.0,
+        self,
+        app: Any,
+        *,
+        limits: HttpLimits | None = None,
+        timeout_s: float = 30.0,
         peer: tuple[str, int] = ("127.0.0.1", 50000),
         websocket: WebSocketLimits | None = None,
     ) -> None:

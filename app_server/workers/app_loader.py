@@ -72,8 +72,11 @@ def load_app(spec: str, app_dir: str = ".") -> object:
     if target.is_factory:
         return _call_factory(found, target)
     if _is_factory_function(found):
-        raise AppLoadError(spec, f"{str(target)!r} is a function, not an application; "
-                           f"write '{target}()' to call it as a factory")
+        raise AppLoadError(
+            spec,
+            f"{str(target)!r} is a function, not an application; "
+            f"write '{target}()' to call it as a factory",
+        )
     return found
 
 
@@ -84,8 +87,9 @@ def _is_dotted_name(text: str) -> bool:
 def _put_first_on_path(spec: str, app_dir: str) -> None:
     directory = os.path.abspath(app_dir)
     if not os.path.isdir(directory):
-        raise AppLoadError(spec, f"cannot import {spec!r}: --app-dir {app_dir!r} is not a "
-                           "directory")
+        raise AppLoadError(
+            spec, f"cannot import {spec!r}: --app-dir {app_dir!r} is not a directory"
+        )
     if not sys.path or sys.path[0] != directory:
         sys.path.insert(0, directory)
 
@@ -98,8 +102,11 @@ def _import(target: AppSpec, app_dir: str) -> ModuleType:
     except ModuleNotFoundError as exc:
         if _is_module_itself(target.module, exc.name):
             where = os.path.abspath(app_dir)
-            raise AppLoadError(spec, f"module {target.module!r} not found (searched {where} "
-                               "first; --app-dir chooses another directory)") from exc
+            raise AppLoadError(
+                spec,
+                f"module {target.module!r} not found (searched {where} "
+                "first; --app-dir chooses another directory)",
+            ) from exc
         raise AppLoadError(spec, _import_failed(target.module, exc)) from exc
     except Exception as exc:
         raise AppLoadError(spec, _import_failed(target.module, exc)) from exc
@@ -119,8 +126,9 @@ def _describe(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, SyntaxError):
         return text  # its str() already names the file and line
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if not f.filename.startswith("<frozen")]
+    frames = [
+        f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<frozen")
+    ]
     return f"{text} (at {frames[-1].filename}:{frames[-1].lineno})" if frames else text
 
 
@@ -154,22 +162,28 @@ def _is_factory_function(value: object) -> bool:
     (an ASGI app, hosted later, is a coroutine function of three)."""
     if not inspect.isfunction(value) or inspect.iscoroutinefunction(value):
         return False
-    required = [p for p in inspect.signature(value).parameters.values()
-                if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [
+        p
+        for p in inspect.signature(value).parameters.values()
+        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
     return not required
 
 
 def _call_factory(factory: object, target: AppSpec) -> object:
     spec = str(target)
     if not callable(factory):
-        raise AppLoadError(spec, f"{target.module}:{target.attribute} is not callable, so "
-                           f"{spec!r} cannot call it as an application factory")
+        raise AppLoadError(
+            spec,
+            f"{target.module}:{target.attribute} is not callable, so "
+            f"{spec!r} cannot call it as an application factory",
+        )
     try:
         app = factory()
     except Exception as exc:
-        raise AppLoadError(spec, f"application factory {spec!r} raised "
-                           f"{_describe(exc)}") from exc
+        raise AppLoadError(spec, f"application factory {spec!r} raised {_describe(exc)}") from exc
     if app is None:
-        raise AppLoadError(spec, f"application factory {spec!r} returned None: expected the "
-                           "application")
+        raise AppLoadError(
+            spec, f"application factory {spec!r} returned None: expected the application"
+        )
     return app

@@ -88,7 +88,8 @@ class HttpProtocol(asyncio.Protocol):
         limits = state.limits
         self.rules = HttpConnection(
             RequestParser(limits.request_max_header_size, limits.request_max_size),
-            state.timeouts, 0.0,
+            state.timeouts,
+            0.0,
         )
         self.queue: deque[Cycle] = deque()
         self.incoming: Cycle | None = None
@@ -224,9 +225,7 @@ class HttpProtocol(asyncio.Protocol):
             if self.rules.phase is not CLOSED:
                 if exc.__class__ is not ResponseAborted:
                     head = request.head
-                    error_log.warning(
-                        "response to %s %s failed: %s", head.method, head.path, exc
-                    )
+                    error_log.warning("response to %s %s failed: %s", head.method, head.path, exc)
                 self._abort()
             return
         finally:

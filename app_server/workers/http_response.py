@@ -83,7 +83,12 @@ async def send_response(
         # a client that takes nothing is bounded (as for a stream).
         target.body_started()
         size = await send_file(
-            target, response, head.method, head.headers, state.date, connection,
+            target,
+            response,
+            head.method,
+            head.headers,
+            state.date,
+            connection,
             target.body_progress,
         )
     else:
@@ -204,6 +209,7 @@ def log_stall(target: ResponseTarget) -> None:
     conn = target.conn
     error_log.warning(
         "response body to %s:%s stalled for %ss (client not reading): connection aborted",
-        conn.peer_ip if conn else "?", conn.peer_port if conn else 0,
+        conn.peer_ip if conn else "?",
+        conn.peer_port if conn else 0,
         target.state.timeouts.write_s,
     )

@@ -90,8 +90,13 @@ async def send_file(
     handle = _SharedFd(fd)
     try:
         plan = plan_file(
-            method, request_headers, st.st_size, st.st_mtime_ns, status=response.status,
-            etag=response.etag, last_modified=response.last_modified,
+            method,
+            request_headers,
+            st.st_size,
+            st.st_mtime_ns,
+            status=response.status,
+            etag=response.etag,
+            last_modified=response.last_modified,
         )
         response.status = plan.status
         head_block = response.head_block(plan.with_content_type) + plan.header_lines
@@ -132,9 +137,12 @@ def _plain_socket(transport: Any) -> Any:
     return sock
 
 
-
 async def _send_with_sendfile(
-    writer: ResponseWriter, sock: Any, handle: _SharedFd, offset: int, length: int,
+    writer: ResponseWriter,
+    sock: Any,
+    handle: _SharedFd,
+    offset: int,
+    length: int,
     on_progress: Callable[[], None] | None,
 ) -> bool:
     """Send ``length`` bytes from ``offset`` with os.sendfile; False if it cannot."""
@@ -242,7 +250,10 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 
 
 async def _send_in_chunks(
-    writer: ResponseWriter, handle: _SharedFd, offset: int, length: int,
+    writer: ResponseWriter,
+    handle: _SharedFd,
+    offset: int,
+    length: int,
     on_progress: Callable[[], None] | None,
 ) -> None:
     """Read chunks in a thread and write them through the transport."""

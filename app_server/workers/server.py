@@ -32,7 +32,9 @@ _TCPI_SACKED = 13
 
 class WorkerServer:
     def __init__(
-        self, state: ServerState, ssl_context: ssl.SSLContext | None = None,
+        self,
+        state: ServerState,
+        ssl_context: ssl.SSLContext | None = None,
         backlog: int = DEFAULT_BACKLOG,
     ) -> None:
         self.state = state
@@ -61,8 +63,11 @@ class WorkerServer:
         # alike), which would replace the master's --backlog: listen with
         # the value already in force.
         return await loop.create_server(
-            lambda: HttpProtocol(state, loop), sock=sock, ssl=self.ssl_context,
-            backlog=listen_backlog(sock, self.backlog), start_serving=True,
+            lambda: HttpProtocol(state, loop),
+            sock=sock,
+            ssl=self.ssl_context,
+            backlog=listen_backlog(sock, self.backlog),
+            start_serving=True,
         )
 
     async def adopt(self, key: int, sockets: list[socket.socket]) -> bool:
@@ -91,7 +96,7 @@ class WorkerServer:
                 servers.append(server)
                 self._servers.append(server)
         except BaseException:
-            for sock in sockets[len(servers):]:
+            for sock in sockets[len(servers) :]:
                 sock.close()
             self.release(key)
             raise

@@ -173,8 +173,9 @@ class Link:
         if self.recycle_asked:
             return
         self.recycle_asked = True
-        log.info("served %d requests (max-requests %d): asking to be recycled",
-                 served, self.max_requests)
+        log.info(
+            "served %d requests (max-requests %d): asking to be recycled", served, self.max_requests
+        )
         self._send(Kind.RECYCLE, RecycleReason.MAX_REQUESTS, served)
 
     def _beat(self) -> None:

@@ -16,8 +16,11 @@ def chat_app() -> App:
     async def room(ws: WebSocket, name: str) -> None:
         since = ws.args.get("since")
         try:
-            await ws.subscribe(f"room:{name}", since=int(since) if since else None,
-                               envelope=lambda topic, offset, data: {"o": offset, "d": data})
+            await ws.subscribe(
+                f"room:{name}",
+                since=int(since) if since else None,
+                envelope=lambda topic, offset, data: {"o": offset, "d": data},
+            )
         except ChannelGap:
             await ws.close(4000, "gap")
             return

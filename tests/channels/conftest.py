@@ -52,13 +52,28 @@ class RedisProcess:
     def start(self) -> None:
         persistence = (
             ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
-            if self.persistent else ["--appendonly", "no", "--save", ""]
+            if self.persistent
+            else ["--appendonly", "no", "--save", ""]
         )
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.directory), "--daemonize", "no", "--protected-mode", "no",
-             "--logfile", str(self.directory / "redis.log"), *persistence],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "no",
+                "--logfile",
+                str(self.directory / "redis.log"),
+                *persistence,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_until(self._answers, timeout=10)
 

@@ -33,16 +33,20 @@ async def _collect(ws: Any, n: int) -> list[dict[str, Any]]:
 
 def test_two_servers_sharing_redis_exchange_in_one_order(redis_server: RedisProcess) -> None:
     flush(redis_server)
-    with serve_app(chat_app(), channels=redis_server.url) as a, \
-            serve_app(chat_app(), channels=redis_server.url) as b:
+    with (
+        serve_app(chat_app(), channels=redis_server.url) as a,
+        serve_app(chat_app(), channels=redis_server.url) as b,
+    ):
 
         async def main() -> list[list[dict[str, Any]]]:
             clients = [await _join(f"{s.ws_url}/room/x") for s in (a, b, a, b)]
             # every client publishes 25 messages at once: 4 concurrent publishers
-            await asyncio.gather(*(
-                asyncio.gather(*(c.send(f"{i}-{k}") for k in range(25)))
-                for i, c in enumerate(clients)
-            ))
+            await asyncio.gather(
+                *(
+                    asyncio.gather(*(c.send(f"{i}-{k}") for k in range(25)))
+                    for i, c in enumerate(clients)
+                )
+            )
             got = await asyncio.gather(*(_collect(c, 100) for c in clients))
             for c in clients:
                 await c.close()
@@ -60,8 +64,10 @@ def test_two_servers_sharing_redis_exchange_in_one_order(redis_server: RedisProc
 
 def test_count_spans_workers_and_drops_closed_ones(redis_server: RedisProcess) -> None:
     flush(redis_server)
-    with serve_app(chat_app(), channels=redis_server.url) as a, \
-            serve_app(chat_app(), channels=redis_server.url) as b:
+    with (
+        serve_app(chat_app(), channels=redis_server.url) as a,
+        serve_app(chat_app(), channels=redis_server.url) as b,
+    ):
 
         def count() -> int:
             return int(httpx.get(f"{a.url}/count/room:c").json()["count"])
@@ -80,8 +86,10 @@ def test_count_spans_workers_and_drops_closed_ones(redis_server: RedisProcess) -
 
 def test_since_replays_what_was_missed_then_live(redis_server: RedisProcess) -> None:
     flush(redis_server)
-    with serve_app(chat_app(), channels=redis_server.url) as a, \
-            serve_app(chat_app(), channels=redis_server.url) as b:
+    with (
+        serve_app(chat_app(), channels=redis_server.url) as a,
+        serve_app(chat_app(), channels=redis_server.url) as b,
+    ):
         offsets = [
             httpx.post(f"{b.url}/publish/room:h", content=f"m{i}").json()["offset"]
             for i in range(10)

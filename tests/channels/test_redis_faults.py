@@ -137,7 +137,7 @@ def test_redis_restart_under_load(
         # Messages published before this worker was back are lost (and said
         # to be); every later one arrives, in order, once.
         rest = data[20:]
-        assert data[:20] == sent and rest == after[len(after) - len(rest):]
+        assert data[:20] == sent and rest == after[len(after) - len(rest) :]
         assert seen["gaps"] == 1  # told, once, that history was lost
 
 

@@ -20,7 +20,7 @@ import websockets
 from tests.channels.conftest import RedisProcess, flush
 from tests.system.harness import Master
 
-APP = '''
+APP = """
 from app_server import App, Request, WebSocket
 
 app = App("feed")
@@ -39,7 +39,7 @@ async def burst(request: Request):
     for i in range(n):
         await request.app.channels.publish("feed", str(i).rjust(size, "x"))
     return {"sent": n}
-'''
+"""
 MAX_SEND_BUFFER = 256 * 1024
 MESSAGES = 1500
 SIZE = 2048  # 3 MB per subscriber in each phase
@@ -84,9 +84,21 @@ def test_one_slow_reader_among_100(
     redis_server: RedisProcess, master: Callable[..., Master]
 ) -> None:
     flush(redis_server)
-    m = master(["--workers", "1", "--channels", redis_server.url,
-                "--ws-max-send-buffer", str(MAX_SEND_BUFFER), "--ws-ping-interval", "off",
-                "--no-access-log", "app:app"], files={"app.py": APP})
+    m = master(
+        [
+            "--workers",
+            "1",
+            "--channels",
+            redis_server.url,
+            "--ws-max-send-buffer",
+            str(MAX_SEND_BUFFER),
+            "--ws-ping-interval",
+            "off",
+            "--no-access-log",
+            "app:app",
+        ],
+        files={"app.py": APP},
+    )
     m.wait_log("listening on")
     [worker] = m.wait_workers(lambda pids: len(pids) == 1)
     ws_url = f"ws://127.0.0.1:{m.port}/sub"
@@ -109,9 +121,7 @@ def test_one_slow_reader_among_100(
             with_slow.append(await phase(m.url, clients))
             rss = psutil.Process(worker).memory_info().rss
             growth = max(growth, rss - rss_before)
-        await asyncio.to_thread(
-            m.wait_log, "closing a slow WebSocket subscriber", ROUNDS
-        )
+        await asyncio.to_thread(m.wait_log, "closing a slow WebSocket subscriber", ROUNDS)
         for ws in clients:
             await ws.close()
         # Each slow one reads at last: what was queued, then Close 1013.
@@ -124,13 +134,15 @@ def test_one_slow_reader_among_100(
             slow.close()
             close_at = data.rfind(b"\x88\x0f")  # Close frame of 15 bytes: 1013, "slow consumer"
             assert close_at > 0
-            codes.append(int.from_bytes(data[close_at + 2:close_at + 4], "big"))
+            codes.append(int.from_bytes(data[close_at + 2 : close_at + 4], "big"))
         print("rounds without", [round(r) for r in without], "with", [round(r) for r in with_slow])
         return max(without), max(with_slow), growth, codes
 
     without, with_slow, growth, codes = asyncio.run(main())
-    print(f"rate without the slow reader {without:.0f} msg/s, with it {with_slow:.0f} msg/s; "
-          f"worker RSS growth {growth / 2**20:.1f} MiB")
+    print(
+        f"rate without the slow reader {without:.0f} msg/s, with it {with_slow:.0f} msg/s; "
+        f"worker RSS growth {growth / 2**20:.1f} MiB"
+    )
     assert codes == [1013] * ROUNDS
     assert with_slow >= 0.9 * without, (with_slow, without)
     assert growth <= MAX_SEND_BUFFER + 10 * 2**20, growth

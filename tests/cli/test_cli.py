@@ -78,7 +78,11 @@ def clean_env(**extra: str) -> dict[str, str]:
 def run_cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "app_server", *args],
-        cwd=cwd, env=clean_env(**env), capture_output=True, text=True, timeout=60,
+        cwd=cwd,
+        env=clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -134,9 +138,7 @@ def test_flag_without_its_value(project: Path) -> None:
 
 def test_missing_application_argument(project: Path) -> None:
     result = run_cli(project)
-    assert assert_settings_error(project, result).startswith(
-        "app-server: missing MODULE:ATTRIBUTE"
-    )
+    assert assert_settings_error(project, result).startswith("app-server: missing MODULE:ATTRIBUTE")
 
 
 def test_bad_value(project: Path) -> None:
@@ -213,8 +215,14 @@ def test_metrics_port_in_use_exits_1_and_leaves_no_socket_file(project: Path) ->
     sock_path = project / "app.sock"
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        result = run_cli(project, "realapp:app", "--bind", f"unix:{sock_path}",
-                         "--metrics-bind", f"127.0.0.1:{port}")
+        result = run_cli(
+            project,
+            "realapp:app",
+            "--bind",
+            f"unix:{sock_path}",
+            "--metrics-bind",
+            f"127.0.0.1:{port}",
+        )
     assert result.returncode == 1
     assert result.stderr.startswith(f"app-server: cannot listen on 127.0.0.1:{port}: ")
     assert result.stderr.rstrip().endswith("(--metrics-bind)")
@@ -264,7 +272,9 @@ def serving(
     log_file = open(log_path, "w") if log_path is not None else None  # noqa: SIM115
     process = subprocess.Popen(
         [sys.executable, "-m", "app_server", *args, "--port", str(port)],
-        cwd=cwd, env=clean_env(), text=True,
+        cwd=cwd,
+        env=clean_env(),
+        text=True,
         stdout=log_file if log_file is not None else subprocess.PIPE,
         stderr=log_file if log_file is not None else subprocess.PIPE,
     )
@@ -307,8 +317,11 @@ def test_flags_beat_app_config_and_json_logs(project: Path) -> None:
     def all_ready() -> bool:
         lines = log_path.read_text().splitlines()
         # A line still being written is not whole yet: only whole objects count.
-        return any(json.loads(line).get("message") == "all 2 workers ready"
-                   for line in lines if line.endswith("}"))
+        return any(
+            json.loads(line).get("message") == "all 2 workers ready"
+            for line in lines
+            if line.endswith("}")
+        )
 
     with serving(project, *args, log_path=log_path) as (base, process):
         response = httpx.post(base + "/echo", content=b"12345")
@@ -322,14 +335,33 @@ def test_flags_beat_app_config_and_json_logs(project: Path) -> None:
     master = next(r for r in records if r.get("message") == "all 2 workers ready")
     assert set(master) == {"time", "level", "logger", "pid", "message"}
     assert master["pid"] == process.pid
-    workers = {int(r["message"].split()[1]) for r in records if "message" in r
-               and r["message"].startswith("worker ") and r["message"].endswith("stopped (exit 0)")}
+    workers = {
+        int(r["message"].split()[1])
+        for r in records
+        if "message" in r
+        and r["message"].startswith("worker ")
+        and r["message"].endswith("stopped (exit 0)")
+    }
     assert len(workers) == 2 and process.pid not in workers
     access = next(r for r in records if r.get("type") == "access" and r["method"] == "POST")
-    assert set(access) == {"time", "type", "client", "method", "path", "protocol", "status",
-                           "bytes", "duration_ms", "pid"}
+    assert set(access) == {
+        "time",
+        "type",
+        "client",
+        "method",
+        "path",
+        "protocol",
+        "status",
+        "bytes",
+        "duration_ms",
+        "pid",
+    }
     assert (access["path"], access["protocol"], access["status"], access["bytes"]) == (
-        "/echo", "HTTP/1.1", 200, 5)
+        "/echo",
+        "HTTP/1.1",
+        200,
+        5,
+    )
     assert access["pid"] in workers  # served by a worker, not the master
 
 
@@ -338,19 +370,27 @@ def test_flags_beat_app_config_and_json_logs(project: Path) -> None:
 
 def write_script(project: Path, run_call: str) -> Path:
     script = project / "script.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         from realapp import app
 
         if __name__ == "__main__":
             raise SystemExit({run_call})
-    """))
+    """)
+    )
     return script
 
 
 def test_app_run_rejects_an_unknown_option(project: Path) -> None:
     script = write_script(project, "app.run(port=0, wokers=2)")
-    result = subprocess.run([sys.executable, str(script)], cwd=project, env=clean_env(),
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=project,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert one_error_line(result) == (
         "app-server: unknown setting 'wokers' in app.run(); did you mean 'workers'?"
     )
@@ -359,8 +399,14 @@ def test_app_run_rejects_an_unknown_option(project: Path) -> None:
 def test_app_run_serves(project: Path) -> None:
     port = free_port()
     script = write_script(project, f"app.run(port={port}, access_log=False)")
-    process = subprocess.Popen([sys.executable, str(script)], cwd=project, env=clean_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, str(script)],
+        cwd=project,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         response = wait_for_answer(f"http://127.0.0.1:{port}/", process, deadline_s=30)
         assert response.text == "hello"
@@ -375,7 +421,8 @@ def test_without_uvloop_the_asyncio_loop_serves(project: Path) -> None:
     # Where uvloop cannot be imported, the worker falls back on asyncio's loop.
     script = project / "no_uvloop.py"
     port = free_port()
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import sys
         sys.modules["uvloop"] = None  # makes "import uvloop" raise ImportError
         import asyncio
@@ -388,9 +435,16 @@ def test_without_uvloop_the_asyncio_loop_serves(project: Path) -> None:
             return text(type(asyncio.get_running_loop()).__module__)
 
         raise SystemExit(main(["realapp:app", "--port", "{port}"]))
-    """))
-    process = subprocess.Popen([sys.executable, str(script)], cwd=project, env=clean_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """)
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(script)],
+        cwd=project,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         assert wait_for_answer(base + "/", process, deadline_s=30).text == "hello"
@@ -461,7 +515,10 @@ def test_websocket_settings_reach_the_worker(
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "app_server", "wsapp:app", "--port", str(port), *args],
-        cwd=project, env=clean_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=project,
+        env=clean_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     base = f"http://127.0.0.1:{port}"

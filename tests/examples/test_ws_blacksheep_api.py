@@ -39,10 +39,15 @@ def output(capsys: pytest.CaptureFixture[str]) -> Output:
     return Output(capsys)
 
 
-@pytest.mark.parametrize(("path", "prefix"), [
-    ("/ws", "Echo: "), ("/chat", "Received: "), ("/stateful", "Echo: "),
-    ("/validated", "Processed: "),
-])
+@pytest.mark.parametrize(
+    ("path", "prefix"),
+    [
+        ("/ws", "Echo: "),
+        ("/chat", "Received: "),
+        ("/stateful", "Echo: "),
+        ("/validated", "Processed: "),
+    ],
+)
 def test_text_echo_handlers(path, prefix) -> None:
     async def scenario(server) -> None:
         async with ws_connect(server, path) as ws:
@@ -146,7 +151,8 @@ def test_error_handling_keeps_the_connection_for_app_errors_only() -> None:
             assert await recv_json(ws) == {"result": "STILL OK"}
             await ws.send("crash")
             assert await recv_json(ws) == {
-                "error": "internal_error", "message": "An unexpected error occurred",
+                "error": "internal_error",
+                "message": "An unexpected error occurred",
             }
             code, _reason = await expect_close(ws)
             assert code == 1011
@@ -155,8 +161,9 @@ def test_error_handling_keeps_the_connection_for_app_errors_only() -> None:
         run(scenario(server))
 
 
-@pytest.mark.parametrize(("message", "code"), [("invalid", 1003), ("policy", 1008),
-                                               ("size", 1009), ("fine", 1000)])
+@pytest.mark.parametrize(
+    ("message", "code"), [("invalid", 1003), ("policy", 1008), ("size", 1009), ("fine", 1000)]
+)
 def test_close_codes(message, code) -> None:
     async def scenario(server) -> None:
         async with ws_connect(server, "/close-codes") as ws:

@@ -55,7 +55,9 @@ def test_messages_reach_every_client_and_newcomers_get_the_history() -> None:
 
             async with ws_connect(server, "/chat") as c:
                 assert [await recv_json(c) for _ in range(3)] == [
-                    message("ann", "hi"), {"type": "typing", "user": "bea"}, message("bea", "yo"),
+                    message("ann", "hi"),
+                    {"type": "typing", "user": "bea"},
+                    message("bea", "yo"),
                 ]
                 await c.send(json.dumps(message("cy", "hello all")))
                 for ws in (a, b, c):

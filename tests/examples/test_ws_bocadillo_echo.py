@@ -47,8 +47,12 @@ def test_echo_every_message_until_the_client_leaves() -> None:
 
 @pytest.mark.parametrize(
     ("query", "headers", "user"),
-    [("", {"user": "bob"}, "bob"), ("?anonymous=true", None, "Anonymous"),
-     ("?anonymous=1", {"user": "bob"}, "Anonymous"), ("?anonymous=false", {"user": "al"}, "al")],
+    [
+        ("", {"user": "bob"}, "bob"),
+        ("?anonymous=true", None, "Anonymous"),
+        ("?anonymous=1", {"user": "bob"}, "Anonymous"),
+        ("?anonymous=false", {"user": "al"}, "al"),
+    ],
 )
 def test_chat_channel_json_in_and_out(query, headers, user) -> None:
     async def scenario(server) -> None:

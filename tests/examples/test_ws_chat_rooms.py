@@ -40,7 +40,9 @@ def test_rooms_broadcast_only_to_their_members_and_are_listed() -> None:
                 assert await recv_json(b1) == welcome("games")
                 joined = await recv_json(a1)
                 assert joined == {
-                    "type": "user_joined", "message": "A user joined the room", "room": "lobby",
+                    "type": "user_joined",
+                    "message": "A user joined the room",
+                    "room": "lobby",
                 }
 
                 listed = await rooms(http)
@@ -68,8 +70,11 @@ def test_rooms_broadcast_only_to_their_members_and_are_listed() -> None:
                 b1.transport.abort()
                 await a2.close()
                 left = await recv_json(a1)
-                assert left == {"type": "user_left", "message": "A user left the room",
-                                "room": "lobby"}
+                assert left == {
+                    "type": "user_left",
+                    "message": "A user left the room",
+                    "room": "lobby",
+                }
                 listed = await poll(lambda: _listed_when(rooms(http), total=1))
                 assert listed["rooms"] == ["lobby"]
 
@@ -98,4 +103,3 @@ def test_room_name_comes_from_the_path() -> None:
 
     with serve_app(app) as server:
         run(scenario(server))
-

@@ -66,4 +66,3 @@ def test_unknown_path_and_plain_http_on_the_ws_route() -> None:
 
     with serve_app(app) as server:
         run(scenario(server))
-

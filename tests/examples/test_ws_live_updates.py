@@ -54,7 +54,9 @@ def test_http_posts_reach_the_topic_subscribers() -> None:
             ):
                 # A late subscriber starts from the saved data.
                 assert await recv_json(s2) == {
-                    "type": "initial_data", "topic": "prices", "data": {"p": 1},
+                    "type": "initial_data",
+                    "topic": "prices",
+                    "data": {"p": 1},
                 }
                 assert await recv_json(s3) == {"type": "initial_data", "topic": "news", "data": {}}
 

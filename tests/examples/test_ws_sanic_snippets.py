@@ -27,8 +27,11 @@ def test_add_websocket_route_is_named() -> None:
 
 @pytest.mark.parametrize(
     ("offered", "selected"),
-    [(["chat"], "chat"), (["notification", "chat"], "chat"),
-     (["x-other", "notification"], "notification")],
+    [
+        (["chat"], "chat"),
+        (["notification", "chat"], "chat"),
+        (["x-other", "notification"], "notification"),
+    ],
 )
 def test_the_first_route_subprotocol_the_client_offers_is_selected(offered, selected) -> None:
     async def scenario(server) -> None:
@@ -58,8 +61,10 @@ def test_no_common_subprotocol_closes_with_1002(offered) -> None:
 
 @pytest.mark.parametrize(
     ("headers", "reason"),
-    [(None, "Authentication required"), ({"Authorization": "Bearer bad"},
-                                          "Invalid authentication")],
+    [
+        (None, "Authentication required"),
+        ({"Authorization": "Bearer bad"}, "Invalid authentication"),
+    ],
 )
 def test_authenticated_handler_closes_with_1008(headers, reason) -> None:
     async def scenario(server) -> None:

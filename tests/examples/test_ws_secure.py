@@ -58,7 +58,9 @@ def test_valid_token_in_query_or_header(path, headers) -> None:
             await ws.send(json.dumps({"message": "hello"}))
             reply = await recv_json(ws)
             assert {k: reply[k] for k in ("type", "user", "message")} == {
-                "type": "message", "user": "testuser", "message": "hello",
+                "type": "message",
+                "user": "testuser",
+                "message": "hello",
             }
             assert datetime.fromisoformat(reply["timestamp"]).utcoffset() is not None
 

@@ -48,7 +48,9 @@ def test_secure_chat_with_a_bearer_token() -> None:
         headers = {"Authorization": "Bearer alice-token"}
         async with ws_connect(server, "/secure-chat", additional_headers=headers) as ws:
             assert await recv_json(ws) == {
-                "type": "welcome", "user_id": "alice", "username": "Alice",
+                "type": "welcome",
+                "user_id": "alice",
+                "username": "Alice",
             }
             await ws.send(json.dumps({"text": "hi"}))
             await ws.send(json.dumps({"text": "again"}))
@@ -79,7 +81,8 @@ def test_token_auth_with_a_valid_token() -> None:
     async def scenario(server) -> None:
         async with ws_connect(server, "/token-auth?lang=en&token=bob-token") as ws:
             assert await recv_json(ws) == {
-                "type": "authenticated", "user": {"id": "bob", "name": "Bob"},
+                "type": "authenticated",
+                "user": {"id": "bob", "name": "Bob"},
             }
             await ws.send(json.dumps({"ask": "weather"}))
             await poll(lambda: ws_token_auth.authenticated_messages)

@@ -178,5 +178,3 @@ def count_responses(data: bytes) -> int:
     """How many status lines appear at the start of a line in ``data``."""
     count = 1 if data.startswith(b"HTTP/1.") else 0
     return count + data.count(b"\r\nHTTP/1.")
-
-

@@ -76,10 +76,13 @@ def test_every_subscriber_sees_one_order_under_concurrent_publishers() -> None:
 
         async def main() -> list[list[str]]:
             clients = [await _ready(f"{server.ws_url}/room/order") for _ in range(5)]
-            await asyncio.gather(*(
-                asyncio.gather(*(c.send(f"{i}:{k}") for k in range(40)))
-                for i, c in enumerate(clients)
-            ))
+            await asyncio.gather(
+                *(
+                    asyncio.gather(*(c.send(f"{i}:{k}") for k in range(40)))
+                    for i, c in enumerate(clients)
+                )
+            )
+
             async def collect(c: Any) -> list[str]:
                 return [await asyncio.wait_for(c.recv(), 10) for _ in range(200)]
 
@@ -164,9 +167,11 @@ def test_a_slow_subscriber_is_closed_with_1013_and_the_others_keep_everything() 
     # connection's write buffer: a client that does not read is a slow one.
     limits = WebSocketLimits(max_send_buffer=64 * 1024)
     chunk = "x" * 8192
-    with TestClient(channel_app(), websocket=limits) as client, \
-            client.websocket_connect("/room/slow") as slow, \
-            client.websocket_connect("/room/slow") as fast:
+    with (
+        TestClient(channel_app(), websocket=limits) as client,
+        client.websocket_connect("/room/slow") as slow,
+        client.websocket_connect("/room/slow") as fast,
+    ):
         assert fast.receive_text() == "ready"
         for _ in range(40):  # 320 KiB: far past the slow one's 64 KiB
             fast.send_text(chunk)

@@ -86,8 +86,9 @@ def build_app(static_dir: Path) -> tuple[App, list[str]]:
     # -- routing ------------------------------------------------------------
     @app.get("/users/{user_id:int}")
     async def user(request, user_id: int):  # type: ignore[no-untyped-def]
-        return json({"user_id": user_id, "type": type(user_id).__name__,
-                     "template": request.route.template})
+        return json(
+            {"user_id": user_id, "type": type(user_id).__name__, "template": request.route.template}
+        )
 
     @app.get("/items/<item_id:int>")
     async def item(request, item_id: int):  # type: ignore[no-untyped-def]
@@ -154,8 +155,13 @@ def build_app(static_dir: Path) -> tuple[App, list[str]]:
 
     # -- injection ----------------------------------------------------------
     @app.get("/search")
-    async def search(request, q: str, page: int = 1, exact: bool = False,  # type: ignore[no-untyped-def]
-                     ratio: float = 0.5):
+    async def search(
+        request,
+        q: str,
+        page: int = 1,
+        exact: bool = False,  # type: ignore[no-untyped-def]
+        ratio: float = 0.5,
+    ):
         return json({"q": q, "page": page, "exact": exact, "ratio": ratio})
 
     @app.post("/data")
@@ -235,33 +241,44 @@ def build_app(static_dir: Path) -> tuple[App, list[str]]:
     # -- request ------------------------------------------------------------
     @app.get("/req/inspect")
     async def inspect_request(request):  # type: ignore[no-untyped-def]
-        return json({
-            "method": request.method,
-            "path": request.path,
-            "query_string": request.query_string,
-            "a": request.args.get("a"),
-            "tags": request.args.getlist("tag"),
-            "missing": request.args.getlist("nope"),
-            "x_multi": request.headers.getall("x-multi"),
-            "x_single": request.headers.get("X-SINGLE"),
-            "cookies": request.cookies,
-            "host": request.host,
-            "url": request.url,
-            "ip": request.ip,
-            "id": request.id,
-        })
+        return json(
+            {
+                "method": request.method,
+                "path": request.path,
+                "query_string": request.query_string,
+                "a": request.args.get("a"),
+                "tags": request.args.getlist("tag"),
+                "missing": request.args.getlist("nope"),
+                "x_multi": request.headers.getall("x-multi"),
+                "x_single": request.headers.get("X-SINGLE"),
+                "cookies": request.cookies,
+                "host": request.host,
+                "url": request.url,
+                "ip": request.ip,
+                "id": request.id,
+            }
+        )
 
     @app.post("/req/form")
     async def form(request):  # type: ignore[no-untyped-def]
         files = {
-            name: [{"name": f.name, "type": f.type, "size": len(f.body),
-                    "text": f.body.decode("latin-1")} for f in items]
+            name: [
+                {
+                    "name": f.name,
+                    "type": f.type,
+                    "size": len(f.body),
+                    "text": f.body.decode("latin-1"),
+                }
+                for f in items
+            ]
             for name, items in request.files.items()
         }
-        return json({
-            "fields": {k: request.form.getlist(k) for k in request.form},
-            "files": files,
-        })
+        return json(
+            {
+                "fields": {k: request.form.getlist(k) for k in request.form},
+                "files": files,
+            }
+        )
 
     @app.post("/req/json")
     async def req_json(request):  # type: ignore[no-untyped-def]
@@ -315,14 +332,24 @@ def test_float_uuid_slug_path_parameters(client: httpx.Client) -> None:
     response = client.get(f"/typed/2.5/{u}/my-slug/a/b/c.txt")
     assert response.status_code == 200
     assert response.json() == {
-        "f": 2.5, "u": str(u), "u_type": "UUID", "s": "my-slug", "rest": "a/b/c.txt",
+        "f": 2.5,
+        "u": str(u),
+        "u_type": "UUID",
+        "s": "my-slug",
+        "rest": "a/b/c.txt",
     }
 
 
 @pytest.mark.parametrize(
     "path",
-    ["/users/abc", "/users/1.5", "/items/x", "/typed/x/1/s/r", "/typed/1/not-uuid/s/r",
-     "/typed/1/" + str(uuid.UUID(int=1)) + "/Bad_Slug/r"],
+    [
+        "/users/abc",
+        "/users/1.5",
+        "/items/x",
+        "/typed/x/1/s/r",
+        "/typed/1/not-uuid/s/r",
+        "/typed/1/" + str(uuid.UUID(int=1)) + "/Bad_Slug/r",
+    ],
 )
 def test_value_that_does_not_convert_is_404(client: httpx.Client, path: str) -> None:
     assert client.get(path).status_code == 404
@@ -390,11 +417,15 @@ def test_app_url_for_with_query(client: httpx.Client) -> None:
 
 
 def test_query_parameters_injected_and_converted(client: httpx.Client) -> None:
-    response = client.get("/search", params={"q": "cats", "page": "3", "exact": "true",
-                                             "ratio": "0.25"})
+    response = client.get(
+        "/search", params={"q": "cats", "page": "3", "exact": "true", "ratio": "0.25"}
+    )
     assert response.json() == {"q": "cats", "page": 3, "exact": True, "ratio": 0.25}
     assert client.get("/search?q=dogs").json() == {
-        "q": "dogs", "page": 1, "exact": False, "ratio": 0.5,
+        "q": "dogs",
+        "page": 1,
+        "exact": False,
+        "ratio": 0.5,
     }
 
 
@@ -546,8 +577,13 @@ def test_handler_returning_none_is_500(client: httpx.Client) -> None:
 def test_request_args_headers_cookies(client: httpx.Client) -> None:
     response = client.get(
         "/req/inspect?a=1&tag=x&tag=y&empty=",
-        headers=[("X-Multi", "one"), ("X-Multi", "two"), ("x-single", "s"),
-                 ("Cookie", "sid=42; theme=dark"), ("X-Request-ID", "req-1")],
+        headers=[
+            ("X-Multi", "one"),
+            ("X-Multi", "two"),
+            ("x-single", "s"),
+            ("Cookie", "sid=42; theme=dark"),
+            ("X-Request-ID", "req-1"),
+        ],
     )
     body = response.json()
     assert body["method"] == "GET"
@@ -580,8 +616,9 @@ def test_multipart_form_with_file(client: httpx.Client) -> None:
     body = response.json()
     assert body["fields"] == {"title": ["report"]}
     assert body["files"] == {
-        "upload": [{"name": "notes.txt", "type": "text/plain", "size": 17,
-                    "text": "file body\r\nline 2"}],
+        "upload": [
+            {"name": "notes.txt", "type": "text/plain", "size": 17, "text": "file body\r\nline 2"}
+        ],
     }
 
 
@@ -729,7 +766,9 @@ def test_error_format_shapes_unhandled_errors_of_its_route(
     assert json_404.status_code == 404
     assert json_404.headers["content-type"].startswith("application/json")
     assert json_404.json() == {
-        "status": 404, "description": "Not Found", "message": "no <widget> here",
+        "status": 404,
+        "description": "Not Found",
+        "message": "no <widget> here",
     }
     assert json_500.status_code == 500
     assert json_500.json()["description"] == "Internal Server Error"
@@ -741,7 +780,8 @@ def test_error_format_shapes_unhandled_errors_of_its_route(
     assert missing_query.status_code == 400
     assert missing_query.json()["message"] == "Missing required parameter 'q'"
     assert (plain.headers["content-type"].split(";")[0], plain.text) == (
-        "text/plain", "no <widget> here",
+        "text/plain",
+        "no <widget> here",
     )
 
 
@@ -781,7 +821,7 @@ def auth_app() -> App:
         header = request.headers.get("authorization", "")
         if not header.startswith("Bearer "):
             return None
-        user, _, roles = header[len("Bearer "):].partition(":")
+        user, _, roles = header[len("Bearer ") :].partition(":")
         return Identity({"id": user, "roles": [r for r in roles.split(",") if r]}, "bearer")
 
     app.use_authentication(authenticate)

@@ -144,8 +144,10 @@ def test_keep_alive_serves_several_requests_on_one_socket(server: RunningServer)
             response = client.response()
             assert response.status == 200
             assert response.body == f"n={n}".encode()
-            assert response.header("connection") is None or \
-                response.header("connection").lower() != "close"  # type: ignore[union-attr]
+            assert (
+                response.header("connection") is None
+                or response.header("connection").lower() != "close"
+            )  # type: ignore[union-attr]
 
 
 def test_date_and_content_length_are_automatic(server: RunningServer) -> None:
@@ -155,7 +157,9 @@ def test_date_and_content_length_are_automatic(server: RunningServer) -> None:
     assert response.header("content-length") == "5"
     date = response.header("date")
     assert date is not None and date.endswith(" GMT")
-    assert response.header("content-type", ).startswith("text/plain")  # type: ignore[union-attr]
+    assert response.header(
+        "content-type",
+    ).startswith("text/plain")  # type: ignore[union-attr]
 
 
 def test_pipelined_requests_are_answered_in_order(server: RunningServer) -> None:
@@ -354,7 +358,9 @@ def test_chunked_body_over_limit_is_413() -> None:
         chunk = b"400\r\n" + b"y" * 1024 + b"\r\n"
         client.send(
             b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-            + chunk + chunk + b"0\r\n\r\n"
+            + chunk
+            + chunk
+            + b"0\r\n\r\n"
         )
         assert_closed_after_one(client, 413)
     assert calls["echo"] == 0
@@ -362,8 +368,10 @@ def test_chunked_body_over_limit_is_413() -> None:
 
 def test_headers_over_limit_are_431() -> None:
     app, calls = build_app()
-    with serve_app(app, request_max_header_size=1024, **FAST_STOP) as srv, \
-            raw_client(srv) as client:
+    with (
+        serve_app(app, request_max_header_size=1024, **FAST_STOP) as srv,
+        raw_client(srv) as client,
+    ):
         client.send(get("/", "X-Big: " + "a" * 2000 + "\r\n"))
         assert_closed_after_one(client, 431)
     assert calls["index"] == 0
@@ -371,16 +379,20 @@ def test_headers_over_limit_are_431() -> None:
 
 def test_many_small_headers_over_limit_are_431() -> None:
     app, _ = build_app()
-    with serve_app(app, request_max_header_size=1024, **FAST_STOP) as srv, \
-            raw_client(srv) as client:
+    with (
+        serve_app(app, request_max_header_size=1024, **FAST_STOP) as srv,
+        raw_client(srv) as client,
+    ):
         client.send(get("/", "".join(f"X-H{i}: v\r\n" for i in range(200))))
         assert_closed_after_one(client, 431)
 
 
 def test_long_request_line_is_431() -> None:
     app, _ = build_app()
-    with serve_app(app, request_max_header_size=1024, **FAST_STOP) as srv, \
-            raw_client(srv) as client:
+    with (
+        serve_app(app, request_max_header_size=1024, **FAST_STOP) as srv,
+        raw_client(srv) as client,
+    ):
         client.send(get("/n/1?q=" + "a" * 2000))
         assert_closed_after_one(client, 431)
 
@@ -540,8 +552,10 @@ def long_response_app() -> tuple[App, dict[str, object]]:
 @pytest.mark.parametrize("path", ["/sse", "/sized"])
 def test_stream_longer_than_response_timeout_arrives_whole(path: str) -> None:
     app, _ = long_response_app()
-    with serve_app(app, response_timeout_s=1.0, **FAST_STOP) as srv, \
-            raw_client(srv, timeout=15) as client:
+    with (
+        serve_app(app, response_timeout_s=1.0, **FAST_STOP) as srv,
+        raw_client(srv, timeout=15) as client,
+    ):
         client.send(get(path))
         response = client.response()
         assert response.status == 200
@@ -568,8 +582,10 @@ def test_stream_longer_than_response_timeout_is_whole_through_the_test_client() 
 
 def test_a_slow_producer_is_not_taken_for_a_stalled_client() -> None:
     app, _ = long_response_app()
-    with serve_app(app, response_write_timeout_s=0.5, **FAST_STOP) as srv, \
-            raw_client(srv, timeout=10) as client:
+    with (
+        serve_app(app, response_write_timeout_s=0.5, **FAST_STOP) as srv,
+        raw_client(srv, timeout=10) as client,
+    ):
         client.send(get("/pause"))
         assert client.response().body == b"before;after"
 
@@ -599,7 +615,7 @@ def test_a_client_that_stops_reading_is_dropped_with_nothing_appended(
     chunk = b"10000\r\n" + b"x" * 65536 + b"\r\n"
     whole, rest = divmod(len(body), len(chunk))
     assert body[: whole * len(chunk)] == chunk * whole
-    assert chunk.startswith(body[whole * len(chunk):]), body[whole * len(chunk):][:100]
+    assert chunk.startswith(body[whole * len(chunk) :]), body[whole * len(chunk) :][:100]
     stalled = [r for r in caplog.records if "stalled" in r.getMessage()]
     assert len(stalled) == 1, [r.getMessage() for r in caplog.records]
 
@@ -667,8 +683,7 @@ SMUGGLING: dict[str, bytes] = {
     "cl hex": b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 0x3\r\n\r\nabc",
     "cl with inner space": b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1 2\r\n\r\nabc",
     "cl empty": b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: \r\n\r\n",
-    "te gzip only": b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n"
-    b"0\r\n\r\n",
+    "te gzip only": b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n",
     "te chunked then gzip": b"POST /echo HTTP/1.1\r\nHost: t\r\n"
     b"Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
     "te chunked twice": b"POST /echo HTTP/1.1\r\nHost: t\r\n"
@@ -735,9 +750,7 @@ def _send_in_background(sock: socket.socket, data: bytes) -> threading.Thread:
     return thread
 
 
-def test_early_response_survives_a_large_upload(
-    server: RunningServer, calls: Counter[str]
-) -> None:
+def test_early_response_survives_a_large_upload(server: RunningServer, calls: Counter[str]) -> None:
     body = b"z" * (8 * 1024 * 1024)
     with raw_client(server, timeout=10) as client:
         sender = _send_in_background(
@@ -754,8 +767,10 @@ def test_early_response_survives_a_large_upload(
 def test_413_survives_a_large_upload() -> None:
     app, _ = build_app()
     body = b"z" * (8 * 1024 * 1024)
-    with serve_app(app, request_max_size=1024, **FAST_STOP) as srv, \
-            raw_client(srv, timeout=10) as client:
+    with (
+        serve_app(app, request_max_size=1024, **FAST_STOP) as srv,
+        raw_client(srv, timeout=10) as client,
+    ):
         sender = _send_in_background(
             client.sock,
             b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body) + body,
@@ -770,8 +785,10 @@ def test_413_survives_a_large_chunked_upload() -> None:
     app, _ = build_app()
     chunk = b"10000\r\n" + b"c" * 0x10000 + b"\r\n"
     data = b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 64
-    with serve_app(app, request_max_size=1024, **FAST_STOP) as srv, \
-            raw_client(srv, timeout=10) as client:
+    with (
+        serve_app(app, request_max_size=1024, **FAST_STOP) as srv,
+        raw_client(srv, timeout=10) as client,
+    ):
         sender = _send_in_background(client.sock, data)
         response = client.response()
         sender.join(10)
@@ -912,8 +929,16 @@ def test_access_log_json_fields(access_log: pytest.LogCaptureFixture) -> None:
         wait_until(lambda: _access(access_log), timeout=5)
     entry = _json.loads(JsonFormatter().format(_access(access_log)[0]))
     assert set(entry) == {
-        "time", "type", "client", "method", "path", "protocol", "status", "bytes",
-        "duration_ms", "pid",
+        "time",
+        "type",
+        "client",
+        "method",
+        "path",
+        "protocol",
+        "status",
+        "bytes",
+        "duration_ms",
+        "pid",
     }
     assert entry["type"] == "access"
     assert entry["client"].split(":")[0] == "127.0.0.1"  # the port: see the test above

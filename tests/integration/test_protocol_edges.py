@@ -83,11 +83,18 @@ def refused(server: RunningServer, raw: bytes) -> tuple[int, bytes]:
         (b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
         (b"GET /  HTTP/1.1\r\nHost: a\r\n\r\n", 400),
         # RFC 9112 §6.1: a transfer coding we do not implement.
-        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
-         b"0\r\n\r\n", 501),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
     ],
-    ids=["get", "conformance-check", "not-a-token", "asterisk-get", "fragment",
-         "two-spaces-after-method", "two-spaces-after-target", "gzip-chunked"],
+    ids=[
+        "get",
+        "conformance-check",
+        "not-a-token",
+        "asterisk-get",
+        "fragment",
+        "two-spaces-after-method",
+        "two-spaces-after-target",
+        "gzip-chunked",
+    ],
 )
 def test_request_line_and_coding_edges(
     served: tuple[RunningServer, dict[str, Any]], raw: bytes, status: int
@@ -147,8 +154,11 @@ def test_messages_before_an_invalid_frame_are_delivered_then_the_connection_fail
     seen["closed"].clear()
     with _open(server) as raw:
         # One write, so the worker reads both messages and the bad frame at once.
-        raw.send(client_frame(TEXT, b"first") + client_frame(BINARY, b"second")
-                 + client_frame(TEXT, b"x", rsv=0x40))
+        raw.send(
+            client_frame(TEXT, b"first")
+            + client_frame(BINARY, b"second")
+            + client_frame(TEXT, b"x", rsv=0x40)
+        )
         code, _, _ = raw.read_until_close()
         assert code == 1002
         assert raw.wait_tcp_close()
@@ -182,4 +192,3 @@ def test_registered_close_codes_are_answered_normally(
         assert raw.read_until_close()[:2] == (code, "bye")
         assert raw.wait_tcp_close()
     wait_until(lambda: seen["closed"] == [code])
-

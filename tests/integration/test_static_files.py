@@ -134,8 +134,11 @@ def test_file_has_validators_and_arrives_whole(client: httpx.Client, site: Path)
 def test_if_none_match_and_if_modified_since_give_304(client: httpx.Client) -> None:
     first = client.get("/static/index.html")
     etag, modified = first.headers["etag"], first.headers["last-modified"]
-    for headers in ({"If-None-Match": etag}, {"If-None-Match": f'"x", W/{etag}'},
-                    {"If-Modified-Since": modified}):
+    for headers in (
+        {"If-None-Match": etag},
+        {"If-None-Match": f'"x", W/{etag}'},
+        {"If-Modified-Since": modified},
+    ):
         again = client.get("/static/index.html", headers=headers)
         assert again.status_code == 304, headers
         assert again.content == b""
@@ -189,9 +192,7 @@ def test_unsatisfiable_range_is_416(client: httpx.Client) -> None:
 def test_several_ranges_and_stale_if_range_get_the_whole_file(client: httpx.Client) -> None:
     whole = client.get("/static/index.html", headers={"Range": "bytes=0-1,4-5"})
     assert whole.status_code == 200 and whole.text == "<h1>home</h1>\n"
-    stale = client.get(
-        "/static/index.html", headers={"Range": "bytes=0-1", "If-Range": '"old"'}
-    )
+    stale = client.get("/static/index.html", headers={"Range": "bytes=0-1", "If-Range": '"old"'})
     assert stale.status_code == 200 and stale.text == "<h1>home</h1>\n"
     fresh = client.get(
         "/static/index.html",
@@ -226,8 +227,9 @@ def test_empty_file_and_attachment_name(client: httpx.Client) -> None:
     assert named.headers["content-type"] == "text/html; charset=utf-8"
 
 
-def test_file_after_a_buffered_response_on_the_same_connection(server: RunningServer,
-                                                                site: Path) -> None:
+def test_file_after_a_buffered_response_on_the_same_connection(
+    server: RunningServer, site: Path
+) -> None:
     """The file's bytes go out only after what the transport still holds.
 
     Both requests are pipelined and nothing is read until both are answered,
@@ -304,9 +306,10 @@ def test_plain_tcp_sends_from_the_page_cache(tmp_path: Path) -> None:
 
 def test_tls_reads_in_a_thread_and_arrives_whole(tls_files: TlsSettings, site: Path) -> None:
     data = (site / "public" / "big.bin").read_bytes()
-    with serve_app(build_app(site), tls=tls_files, **FAST_STOP) as srv, httpx.Client(
-        base_url=srv.url, verify=False, timeout=20
-    ) as client:
+    with (
+        serve_app(build_app(site), tls=tls_files, **FAST_STOP) as srv,
+        httpx.Client(base_url=srv.url, verify=False, timeout=20) as client,
+    ):
         whole = client.get("/download/big.bin")
         part = client.get("/static/big.bin", headers={"Range": "bytes=1000-2999999"})
         cached = client.get("/static/big.bin", headers={"If-None-Match": whole.headers["etag"]})
@@ -315,8 +318,9 @@ def test_tls_reads_in_a_thread_and_arrives_whole(tls_files: TlsSettings, site: P
     assert cached.status_code == 304
 
 
-def test_client_leaving_mid_download_is_quiet(server: RunningServer,
-                                              server_log: pytest.LogCaptureFixture) -> None:
+def test_client_leaving_mid_download_is_quiet(
+    server: RunningServer, server_log: pytest.LogCaptureFixture
+) -> None:
     with server.connect() as sock:
         sock.sendall(b"GET /download/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
         assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
@@ -332,9 +336,10 @@ def test_test_client_serves_files_without_a_socket(site: Path) -> None:
     with TestClient(build_app(site)) as client:
         whole = client.get("/download/big.bin")
         part = client.get("/static/big.bin", headers={"Range": "bytes=-10"})
-        cached = client.get("/static/index.html",
-                            headers={"If-None-Match": client.get("/static/index.html")
-                                     .headers["etag"]})
+        cached = client.get(
+            "/static/index.html",
+            headers={"If-None-Match": client.get("/static/index.html").headers["etag"]},
+        )
         head = client.head("/static/css/site.css")
         escaped = client.get("/static/%2e%2e/secret.txt")
     assert whole.status == 200 and whole.body == data
@@ -492,7 +497,8 @@ def test_a_file_not_in_the_page_cache_is_loaded_by_a_thread(tmp_path: Path) -> N
     before = {t.ident for t in threading.enumerate()}
     with serve_app(app, **FAST_STOP) as srv:
         loop_tid = next(
-            str(t.native_id) for t in threading.enumerate()
+            str(t.native_id)
+            for t in threading.enumerate()
             if t.ident not in before and t.name == "test-worker"
         )
         main_tid = str(threading.get_native_id())
@@ -517,16 +523,18 @@ def test_a_file_not_in_the_page_cache_is_loaded_by_a_thread(tmp_path: Path) -> N
             os.close(fd)
 
 
-def test_access_log_shows_the_status_and_bytes_sent(site: Path,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_access_log_shows_the_status_and_bytes_sent(
+    site: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     logger = logging.getLogger("app_server.access")
     old_level = logger.level
     logger.setLevel(logging.INFO)
     logger.addHandler(caplog.handler)
     try:
-        with serve_app(build_app(site), access_log=True, **FAST_STOP) as srv, httpx.Client(
-            base_url=srv.url
-        ) as client:
+        with (
+            serve_app(build_app(site), access_log=True, **FAST_STOP) as srv,
+            httpx.Client(base_url=srv.url) as client,
+        ):
             etag = client.get("/static/index.html").headers["etag"]
             client.get("/static/index.html", headers={"If-None-Match": etag})
             client.get("/download/big.bin", headers={"Range": "bytes=0-99"})
@@ -548,22 +556,23 @@ def test_access_log_shows_the_status_and_bytes_sent(site: Path,
 
 
 def test_a_download_the_client_stops_reading_is_dropped_after_the_write_timeout(
-    site: Path, caplog: pytest.LogCaptureFixture,
+    site: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """sendfile waits for the socket outside the transport: the write-stall
     rule (RESPONSE_WRITE_TIMEOUT) still sees that wait and ends it, and the
     response timeout, shorter here, never cuts the body with a 503."""
     caplog.set_level(logging.WARNING, logger="app_server.error")
-    with serve_app(build_app(site), response_timeout_s=0.5, response_write_timeout_s=1.0,
-                   **FAST_STOP) as srv:
+    with serve_app(
+        build_app(site), response_timeout_s=0.5, response_write_timeout_s=1.0, **FAST_STOP
+    ) as srv:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect((srv.host, srv.port))
         try:
             sock.sendall(b"GET /download/big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
             # The client reads nothing: the file fills every buffer, then stalls.
-            wait_until(lambda: any("stalled" in r.getMessage() for r in caplog.records),
-                       timeout=15)
+            wait_until(lambda: any("stalled" in r.getMessage() for r in caplog.records), timeout=15)
             sock.settimeout(10)
             received = bytearray()
             while True:

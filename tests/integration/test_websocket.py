@@ -149,11 +149,17 @@ def build_app() -> tuple[App, dict[str, Any]]:
     @app.websocket("/info")
     async def info(ws):  # type: ignore[no-untyped-def]
         scope = ws.scope
-        await ws.send({
-            "url": ws.url, "path": scope["path"], "query_string": scope["query_string"].decode(),
-            "scheme": scope["scheme"], "client": list(scope["client"]),
-            "args": ws.query_parameters.get("a"), "state": f"{ws.state}",
-        })
+        await ws.send(
+            {
+                "url": ws.url,
+                "path": scope["path"],
+                "query_string": scope["query_string"].decode(),
+                "scheme": scope["scheme"],
+                "client": list(scope["client"]),
+                "args": ws.query_parameters.get("a"),
+                "state": f"{ws.state}",
+            }
+        )
         await ws.send(f"{ws.state}")
 
     @app.websocket("/codes", caught_close_codes=all)
@@ -241,7 +247,9 @@ def test_blacksheep_style_accept_events_and_state(served: Any) -> None:
     wait_until(lambda: seen["events"])
     assert seen["events"] == [("closed", 1001, "leaving")]
     assert seen["states"] == [
-        WebSocketState.CONNECTING, WebSocketState.CONNECTED, WebSocketState.DISCONNECTED
+        WebSocketState.CONNECTING,
+        WebSocketState.CONNECTED,
+        WebSocketState.DISCONNECTED,
     ]
 
 
@@ -381,12 +389,13 @@ def test_plain_http_to_a_websocket_route_is_426(served: Any) -> None:
 
 def test_bad_handshakes(served: Any) -> None:
     server, _ = served
-    base = ("GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n")
+    base = "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
     missing_key = server.raw((base + "Sec-WebSocket-Version: 13\r\n\r\n").encode())
     assert missing_key.startswith(b"HTTP/1.1 400")
-    bad_key = server.raw((base + "Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n\r\n")
-                         .encode())
+    bad_key = server.raw(
+        (base + "Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+    )
     assert bad_key.startswith(b"HTTP/1.1 400")
     old = server.raw((base + key + "Sec-WebSocket-Version: 8\r\n\r\n").encode())
     assert old.startswith(b"HTTP/1.1 426")
@@ -508,9 +517,22 @@ def _fail_code(server: Any, *frames: bytes) -> tuple[int | None, str]:
         ([client_frame(CLOSE, b"\x03\xe8\xff")], 1007),  # reason not UTF-8
     ],
     ids=[
-        "rsv1", "rsv3", "opcode-3", "opcode-B", "control-126", "control-fragmented",
-        "unmasked", "orphan-continuation", "text-inside-text", "utf8", "utf8-fragments",
-        "close-1-byte", "close-999", "close-1004", "close-1006", "close-reason-utf8",
+        "rsv1",
+        "rsv3",
+        "opcode-3",
+        "opcode-B",
+        "control-126",
+        "control-fragmented",
+        "unmasked",
+        "orphan-continuation",
+        "text-inside-text",
+        "utf8",
+        "utf8-fragments",
+        "close-1-byte",
+        "close-999",
+        "close-1004",
+        "close-1006",
+        "close-reason-utf8",
     ],
 )
 def test_protocol_errors_close_with_the_right_code(
@@ -534,9 +556,11 @@ def test_message_over_max_size_closes_1009(served: Any) -> None:
     server, _ = served
     assert _fail_code(server, client_frame(TEXT, b"x" * 1001)) == (1009, "message too big")
     # the limit is on the reassembled message, not on each frame
-    fragments = [client_frame(TEXT, b"x" * 400, fin=False), client_frame(0x0, b"x" * 400,
-                                                                          fin=False),
-                 client_frame(0x0, b"x" * 400)]
+    fragments = [
+        client_frame(TEXT, b"x" * 400, fin=False),
+        client_frame(0x0, b"x" * 400, fin=False),
+        client_frame(0x0, b"x" * 400),
+    ]
     assert _fail_code(server, *fragments)[0] == 1009
 
 
@@ -690,6 +714,7 @@ def test_permessage_deflate_round_trip_and_bomb() -> None:
     app, _ = build_app()
     limits = WebSocketLimits(max_size=10_000, compression="permessage-deflate")
     with serve_app(app, websocket=limits, **FAST) as server:
+
         async def go() -> str | None:
             async with connect(server.ws_url + "/echo", compression="deflate") as ws:
                 await ws.send("z" * 5000)
@@ -765,6 +790,7 @@ def test_broadcast_writes_one_frame_to_every_open_connection() -> None:
             members.discard(ws)
 
     with serve_app(app, **FAST) as server:
+
         async def go() -> None:
             clients = [await connect(server.ws_url + "/room") for _ in range(20)]
             wait_for = asyncio.get_running_loop().time() + 5
@@ -808,6 +834,7 @@ def test_broadcast_frames_corked_in_one_loop_pass_keep_their_order() -> None:
         await ws.close(1000, "done")
 
     with serve_app(app, **FAST) as server:
+
         async def go() -> None:
             async with connect(server.ws_url + "/burst", max_size=2**20) as c:
                 await c.send("200")

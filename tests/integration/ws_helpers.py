@@ -41,8 +41,14 @@ def deflate_message(data: bytes) -> bytes:
 
 
 class RawWebSocket:
-    def __init__(self, host: str, port: int, path: str = "/", headers: dict[str, str] | None = None,
-                 timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        path: str = "/",
+        headers: dict[str, str] | None = None,
+        timeout: float = 5.0,
+    ) -> None:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.buffer = b""
         key = base64.b64encode(os.urandom(16)).decode()

@@ -18,8 +18,11 @@ ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "config" / "app-server-alerts.yml"
 RULE_TESTS = Path(__file__).resolve().parent / "alerts.test.yml"
 EXPECTED_ALERTS = {
-    "AppServerWorkerRestartingRepeatedly", "AppServerReloadFailed", "AppServerWorkersNotReady",
-    "AppServerSlowConsumerCloses", "AppServerChannelBackendDown",
+    "AppServerWorkerRestartingRepeatedly",
+    "AppServerReloadFailed",
+    "AppServerWorkersNotReady",
+    "AppServerSlowConsumerCloses",
+    "AppServerChannelBackendDown",
     "AppServerWorkerNearMemoryLimit",
 }
 

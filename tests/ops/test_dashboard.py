@@ -32,19 +32,29 @@ DS_UID = "${DS_PROMETHEUS}"
 
 # SPEC §7's table, as sample names (counters with _total; histograms as families).
 SPEC_7_METRICS = {
-    "app_server_http_requests_total", "app_server_http_request_duration_seconds",
-    "app_server_http_requests_in_progress", "app_server_websocket_connections",
-    "app_server_websocket_connections_total", "app_server_websocket_messages_total",
-    "app_server_websocket_closes_total", "app_server_websocket_ping_rtt_seconds",
-    "app_server_workers", "app_server_workers_desired", "app_server_worker_memory_limit_bytes",
-    "app_server_worker_restarts_total", "app_server_reloads_total",
-    "app_server_worker_resident_memory_bytes", "app_server_worker_cpu_seconds_total",
+    "app_server_http_requests_total",
+    "app_server_http_request_duration_seconds",
+    "app_server_http_requests_in_progress",
+    "app_server_websocket_connections",
+    "app_server_websocket_connections_total",
+    "app_server_websocket_messages_total",
+    "app_server_websocket_closes_total",
+    "app_server_websocket_ping_rtt_seconds",
+    "app_server_workers",
+    "app_server_workers_desired",
+    "app_server_worker_memory_limit_bytes",
+    "app_server_worker_restarts_total",
+    "app_server_reloads_total",
+    "app_server_worker_resident_memory_bytes",
+    "app_server_worker_cpu_seconds_total",
 }
 HISTOGRAMS = {"app_server_http_request_duration_seconds", "app_server_websocket_ping_rtt_seconds"}
 # SPEC §9's channel metrics: shown on the dashboard and exposed by the scrape.
 CHANNEL_METRICS = {
-    "app_server_channel_messages_total", "app_server_channel_subscriptions",
-    "app_server_channel_backend_up", "app_server_channel_slow_closes_total",
+    "app_server_channel_messages_total",
+    "app_server_channel_subscriptions",
+    "app_server_channel_backend_up",
+    "app_server_channel_slow_closes_total",
 }
 NAME = re.compile(r"\b((?:app_server|process)_[a-z0-9_]+)\b")
 
@@ -61,8 +71,11 @@ def panels() -> list[dict[str, object]]:
 
 def expressions() -> list[str]:
     exprs = [t["expr"] for p in panels() for t in p["targets"]]  # type: ignore[attr-defined]
-    exprs += [v["definition"] for v in dashboard()["templating"]["list"]  # type: ignore[index]
-              if v["type"] == "query"]
+    exprs += [
+        v["definition"]
+        for v in dashboard()["templating"]["list"]  # type: ignore[index]
+        if v["type"] == "query"
+    ]
     return exprs
 
 
@@ -84,10 +97,16 @@ def family(name: str) -> str:
 def test_dashboard_is_importable_with_a_prometheus_input() -> None:
     data = dashboard()
     inputs = data["__inputs"]
-    assert inputs == [{"name": "DS_PROMETHEUS", "label": "Prometheus",
-                       "description": "The Prometheus that scrapes app-server",
-                       "type": "datasource", "pluginId": "prometheus",
-                       "pluginName": "Prometheus"}]
+    assert inputs == [
+        {
+            "name": "DS_PROMETHEUS",
+            "label": "Prometheus",
+            "description": "The Prometheus that scrapes app-server",
+            "type": "datasource",
+            "pluginId": "prometheus",
+            "pluginName": "Prometheus",
+        }
+    ]
     assert data["uid"] == "app-server" and data["title"] == "app-server"
     ids = [p["id"] for p in data["panels"]]  # type: ignore[attr-defined]
     assert len(ids) == len(set(ids))
@@ -116,13 +135,14 @@ def test_dashboard_shows_every_metric_of_spec_7_and_the_channel_metrics() -> Non
 def test_every_name_in_dashboard_and_alerts_is_exposed_by_a_real_master(
     master: StartMaster,
 ) -> None:
-    m = master(["--workers", "2", "--ws-ping-interval", "0.2", "app:app"],
-               files={"app.py": APP})
+    m = master(["--workers", "2", "--ws-ping-interval", "0.2", "app:app"], files={"app.py": APP})
     http = httpx.Client(timeout=10, headers={"Connection": "close"})
     with http:
+
         def ready() -> bool:
             m.check_alive()
             return _ok(http, m.metrics_url + "/readyz")
+
         poll(ready, 30, f"ready; log:\n{m.log()[-3000:]}")
         for i in range(10):
             assert http.get(f"{m.url}/items/{i}").status_code == 200
@@ -137,10 +157,13 @@ def test_every_name_in_dashboard_and_alerts_is_exposed_by_a_real_master(
             # The open connection answers the server's pings: wait for an RTT.
             def scraped() -> set[str] | None:
                 names = _sample_names(http.get(m.metrics_url + "/metrics").text)
-                wanted = {"app_server_websocket_ping_rtt_seconds_bucket",
-                          "app_server_websocket_connections",
-                          "app_server_websocket_closes_total"}
+                wanted = {
+                    "app_server_websocket_ping_rtt_seconds_bucket",
+                    "app_server_websocket_connections",
+                    "app_server_websocket_closes_total",
+                }
                 return names if wanted <= names else None
+
             exposed: set[str] = poll(scraped, 30, "every family with samples")
 
     missing = (dashboard_names() | alert_names() | CHANNEL_METRICS) - exposed
@@ -155,5 +178,4 @@ def _ok(http: httpx.Client, url: str) -> bool:
 
 
 def _sample_names(body: str) -> set[str]:
-    return {sample.name for fam in text_string_to_metric_families(body)
-            for sample in fam.samples}
+    return {sample.name for fam in text_string_to_metric_families(body) for sample in fam.samples}

@@ -30,8 +30,9 @@ ANALYZE = shutil.which("systemd-analyze")
 
 
 def systemd_version() -> int:
-    out = subprocess.run(["systemctl", "--version"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["systemctl", "--version"], capture_output=True, text=True, check=True
+    ).stdout
     match = re.match(r"systemd (\d+)", out)
     assert match, out
     return int(match.group(1))
@@ -62,9 +63,16 @@ def local_copy(tmp_path: Path, service_text: str) -> Path:
 def verify(units: Path) -> subprocess.CompletedProcess[str]:
     assert ANALYZE is not None
     return subprocess.run(
-        [ANALYZE, "verify", "--man=no", str(units / "app-server.service"),
-         str(units / "app-server.socket")],
-        capture_output=True, text=True, timeout=120,
+        [
+            ANALYZE,
+            "verify",
+            "--man=no",
+            str(units / "app-server.service"),
+            str(units / "app-server.socket"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -88,8 +96,14 @@ def test_stop_timeouts_agree_with_the_graceful_timeout() -> None:
     assert unit["KillSignal"] == "SIGTERM"
     assert float(unit["TimeoutStopSec"]) > graceful
     assert float(unit["WatchdogSec"]) > heartbeat
-    for hardening in ("NoNewPrivileges", "ProtectSystem", "PrivateTmp", "SystemCallFilter",
-                      "RestrictAddressFamilies", "CapabilityBoundingSet"):
+    for hardening in (
+        "NoNewPrivileges",
+        "ProtectSystem",
+        "PrivateTmp",
+        "SystemCallFilter",
+        "RestrictAddressFamilies",
+        "CapabilityBoundingSet",
+    ):
         assert hardening in unit
 
 
@@ -106,8 +120,7 @@ def test_systemd_analyze_verify_passes_on_the_notify_reload_variant(tmp_path: Pa
     if version < 253:
         pytest.skip(f"Type=notify-reload needs systemd 253 or later; this is {version}")
     text = SERVICE.read_text()
-    text = re.sub(r"^Type=notify$", "Type=notify-reload\nReloadSignal=SIGHUP", text,
-                  flags=re.M)
+    text = re.sub(r"^Type=notify$", "Type=notify-reload\nReloadSignal=SIGHUP", text, flags=re.M)
     text = re.sub(r"^ExecReload=.*\n", "", text, flags=re.M)
     assert directives(text)["Type"] == "notify-reload" and "ExecReload" not in directives(text)
     result = verify(local_copy(tmp_path, text))

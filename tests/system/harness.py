@@ -43,16 +43,26 @@ def poll(
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("APP_SERVER_", "LISTEN_", "NOTIFY_SOCKET", "WATCHDOG_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("APP_SERVER_", "LISTEN_", "NOTIFY_SOCKET", "WATCHDOG_"))
+    }
     env.update(extra)
     return env
 
 
 class Master:
-    def __init__(self, cwd: Path, args: list[str], env: dict[str, str] | None = None,
-                 port: int | None = None, pass_fds: tuple[int, ...] = (),
-                 command: list[str] | None = None, add_metrics_bind: bool = True) -> None:
+    def __init__(
+        self,
+        cwd: Path,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        pass_fds: tuple[int, ...] = (),
+        command: list[str] | None = None,
+        add_metrics_bind: bool = True,
+    ) -> None:
         self.cwd = cwd
         self.port = port if port is not None else free_port()
         self.log_path = cwd / f"master-{self.port}-{time.monotonic_ns()}.log"
@@ -66,8 +76,12 @@ class Master:
             self.metrics_port = free_port()
             args = [*args, "--metrics-bind", f"127.0.0.1:{self.metrics_port}"]
         self.process = subprocess.Popen(
-            [*argv, *args], cwd=cwd, env=env if env is not None else clean_env(),
-            stdout=self._log, stderr=subprocess.STDOUT, pass_fds=pass_fds,
+            [*argv, *args],
+            cwd=cwd,
+            env=env if env is not None else clean_env(),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            pass_fds=pass_fds,
         )
         self.pid = self.process.pid
         self._known: set[int] = set()
@@ -87,9 +101,11 @@ class Master:
         """Wait for ``count`` lines with ``text`` in the log after offset ``since``
         (``len(m.log())`` taken earlier), so a line from before that point, such as
         an earlier occurrence of the same event, does not count."""
+
         def seen() -> bool:
             self.check_alive()
             return self.log()[since:].count(text) >= count
+
         poll(seen, timeout, f"{count}x {text!r} in the log:\n{self.log()[-3000:]}")
         return self.log()
 
@@ -121,6 +137,7 @@ class Master:
             self.check_alive()
             pids = self.workers()
             return pids if predicate(pids) else None
+
         return poll(check, timeout, f"worker condition; log:\n{self.log()[-3000:]}")  # type: ignore[no-any-return]
 
     def signal(self, sig: int) -> None:

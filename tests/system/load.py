@@ -186,14 +186,22 @@ class Load:
 
     def __enter__(self) -> Load:
         for index in range(self.connections):
-            thread = threading.Thread(target=self._run, args=(random.Random(self.seed + index),),
-                                      name=f"load-{index}", daemon=True)
+            thread = threading.Thread(
+                target=self._run,
+                args=(random.Random(self.seed + index),),
+                name=f"load-{index}",
+                daemon=True,
+            )
             self._threads.append(thread)
             thread.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def stop(self) -> None:
@@ -222,9 +230,11 @@ class Load:
         return {kind: counts[kind] for kind in KINDS if counts[kind]}
 
     def summary(self) -> str:
-        text = (f"{self.variant}: {self.failed} failed / {self.total} requests"
-                f" ({self.reconnects} server-initiated Connection: close,"
-                f" {self.retries} retried after an idle close)")
+        text = (
+            f"{self.variant}: {self.failed} failed / {self.total} requests"
+            f" ({self.reconnects} server-initiated Connection: close,"
+            f" {self.retries} retried after an idle close)"
+        )
         if self.failures:
             text += f"; by kind {self.by_kind()}; first: {self.failures[:5]}"
         return text
@@ -243,8 +253,9 @@ class Load:
             if len(got) >= count:
                 return got
             if time.monotonic() > deadline:
-                raise TimeoutError(f"only {len(got)} of {count} responses within {timeout}s; "
-                                   f"{self.summary()}")
+                raise TimeoutError(
+                    f"only {len(got)} of {count} responses within {timeout}s; {self.summary()}"
+                )
             alive = [t for t in self._threads if t.is_alive()]
             assert alive, "every load thread died"
             time.sleep(0.02)  # polling interval
@@ -291,8 +302,11 @@ class Load:
                 if keepalive and not conn.open:
                     with self._lock:
                         self.reconnects += 1
-                elif keepalive and self.requests_per_connection and \
-                        conn.served >= self.requests_per_connection:
+                elif (
+                    keepalive
+                    and self.requests_per_connection
+                    and conn.served >= self.requests_per_connection
+                ):
                     conn.close()  # after a whole response: the client's own choice
                 text = body.decode("utf-8", "replace")
                 if status != 200:

@@ -74,8 +74,12 @@ class Clients:
             thread.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def stop(self) -> None:
@@ -112,8 +116,9 @@ class Clients:
                 status, _, body = conn.get("/", close=not keepalive)
             except RequestError as exc:
                 port = conn.local_port if conn is not None else None
-                self._record(Sample(name, start, time.monotonic(), None, str(exc), port,
-                                    number, owner))
+                self._record(
+                    Sample(name, start, time.monotonic(), None, str(exc), port, number, owner)
+                )
                 if conn is not None and conn.open:
                     conn.close()
                 conn = None

@@ -43,15 +43,28 @@ def test_worker_reads_effective_values_and_warns_once_per_bad_key(
     m.wait_log("all 1 workers ready")
     body = httpx.get(m.url + "/", timeout=10).json()
     assert body["before"] == {
-        "REQUEST_MAX_SIZE": 1234, "KEEP_ALIVE_TIMEOUT": 1.5, "REQUEST_TIMEOUT": 3,
-        "WEBSOCKET_MAX_SIZE": 1_048_576, "RESPONSE_TIMEOUT": 60.0, "CACHE_SIZE": 10,
+        "REQUEST_MAX_SIZE": 1234,
+        "KEEP_ALIVE_TIMEOUT": 1.5,
+        "REQUEST_TIMEOUT": 3,
+        "WEBSOCKET_MAX_SIZE": 1_048_576,
+        "RESPONSE_TIMEOUT": 60.0,
+        "CACHE_SIZE": 10,
     }
     assert body["now"] == {
-        "REQUEST_MAX_SIZE": 1234, "KEEP_ALIVE_TIMEOUT": 3.0, "REQUEST_TIMEOUT": 7.0,
-        "WEBSOCKET_MAX_SIZE": 2048, "RESPONSE_TIMEOUT": 60.0, "CACHE_SIZE": 10,
+        "REQUEST_MAX_SIZE": 1234,
+        "KEEP_ALIVE_TIMEOUT": 3.0,
+        "REQUEST_TIMEOUT": 7.0,
+        "WEBSOCKET_MAX_SIZE": 2048,
+        "RESPONSE_TIMEOUT": 60.0,
+        "CACHE_SIZE": 10,
     }
     log = m.log()
-    assert log.count("app.config.REQUEST_TIMOUT is not an app-server setting and the server "
-                     "ignores it; did you mean REQUEST_TIMEOUT?") == 1, log
+    assert (
+        log.count(
+            "app.config.REQUEST_TIMOUT is not an app-server setting and the server "
+            "ignores it; did you mean REQUEST_TIMEOUT?"
+        )
+        == 1
+    ), log
     assert log.count("app.config.WORKERS has no effect") == 1, log
     assert "CACHE_SIZE" not in log

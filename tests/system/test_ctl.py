@@ -33,7 +33,7 @@ from app_server.master.ctl_server import IDLE_TIMEOUT_S, MAX_FRAME, encode_frame
 from tests.system.harness import Master, clean_env, free_port, poll
 from tests.system.test_systemd_master import NotifyListener
 
-APP = '''\
+APP = """\
 import asyncio
 import os
 from pathlib import Path
@@ -64,40 +64,71 @@ async def upload(request):
 async def ws(request, ws):
     async for message in ws:
         await ws.send(message)
-'''
+"""
 BROKEN_APP = 'raise RuntimeError("this release is broken on purpose")\n'
 BASE = ["app:app", "--graceful-timeout", "5", "--timeout", "10", "--no-access-log"]
-WORKER_KEYS = {"pid", "slot", "state", "uptime_s", "requests", "http_connections", "websockets",
-               "rss_bytes", "cpu_s", "heartbeat_age_s"}
+WORKER_KEYS = {
+    "pid",
+    "slot",
+    "state",
+    "uptime_s",
+    "requests",
+    "http_connections",
+    "websockets",
+    "rss_bytes",
+    "cpu_s",
+    "heartbeat_age_s",
+}
 WORKER_TYPES: dict[str, type | tuple[type, ...]] = {
-    "pid": int, "slot": int, "state": str, "uptime_s": (int, float), "requests": int,
-    "http_connections": int, "websockets": int, "rss_bytes": int, "cpu_s": (int, float),
-    "heartbeat_age_s": (int, float)}
+    "pid": int,
+    "slot": int,
+    "state": str,
+    "uptime_s": (int, float),
+    "requests": int,
+    "http_connections": int,
+    "websockets": int,
+    "rss_bytes": int,
+    "cpu_s": (int, float),
+    "heartbeat_age_s": (int, float),
+}
 STATES = {"starting", "ready", "stopping"}
 
 
-def start(master: Any, tmp_path: Path, workers: int = 2, extra: tuple[str, ...] = (),
-          env: dict[str, str] | None = None, socket_arg: bool = True,
-          workers_arg: bool = True, **kwargs: Any) -> Master:
+def start(
+    master: Any,
+    tmp_path: Path,
+    workers: int = 2,
+    extra: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    socket_arg: bool = True,
+    workers_arg: bool = True,
+    **kwargs: Any,
+) -> Master:
     """``workers_arg=False``: the count comes from the config file (the command line
     would win over it)."""
     (tmp_path / "version.txt").write_text("v0\n")
     args = [*BASE, *(["--workers", str(workers)] if workers_arg else []), *extra]
     if socket_arg:
         args += ["--control-socket", str(tmp_path / "ctl.sock")]
-    m: Master = master(args, files={"app.py": APP},
-                       env=env or clean_env(PYTHONDONTWRITEBYTECODE="1"), **kwargs)
+    m: Master = master(
+        args, files={"app.py": APP}, env=env or clean_env(PYTHONDONTWRITEBYTECODE="1"), **kwargs
+    )
     m.wait_log(f"all {workers} workers ready", timeout=30)
     m.wait_workers(lambda pids: len(pids) == workers, timeout=10)
     return m
 
 
-def ctl(*args: str, sock: Path | None = None, env: dict[str, str] | None = None,
-        timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def ctl(
+    *args: str, sock: Path | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     where = ["--socket", str(sock)] if sock is not None else []
-    return subprocess.run([sys.executable, "-m", "app_server", "ctl", *where, *args],
-                          capture_output=True, text=True, timeout=timeout,
-                          env=env if env is not None else clean_env())
+    return subprocess.run(
+        [sys.executable, "-m", "app_server", "ctl", *where, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env if env is not None else clean_env(),
+    )
 
 
 def status(sock: Path) -> dict[str, Any]:
@@ -122,7 +153,7 @@ def raw_request(path: Path, payload: bytes, timeout: float = 10.0) -> dict[str, 
     if len(data) < 4:
         return None
     (length,) = struct.unpack("!I", data[:4])
-    return json.loads(data[4:4 + length])  # type: ignore[no-any-return]
+    return json.loads(data[4 : 4 + length])  # type: ignore[no-any-return]
 
 
 def healthy(m: Master) -> bool:
@@ -152,9 +183,11 @@ def test_status_json_is_the_spec_object_from_heartbeats(master: Any, tmp_path: P
         def counted() -> dict[str, Any] | None:
             got = status(sock)
             workers = got["workers"]
-            ok = (sum(w["requests"] for w in workers) >= 5
-                  and sum(w["http_connections"] for w in workers) >= 1
-                  and sum(w["websockets"] for w in workers) == 1)
+            ok = (
+                sum(w["requests"] for w in workers) >= 5
+                and sum(w["http_connections"] for w in workers) >= 1
+                and sum(w["websockets"] for w in workers) == 1
+            )
             return got if ok else None
 
         try:
@@ -177,8 +210,18 @@ def test_status_json_is_the_spec_object_from_heartbeats(master: Any, tmp_path: P
     table = ctl("status", sock=sock)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
-    assert lines[1].split() == ["PID", "SLOT", "STATE", "UPTIME", "REQUESTS", "HTTP", "WS", "RSS",
-                                "CPU", "HEARTBEAT"]
+    assert lines[1].split() == [
+        "PID",
+        "SLOT",
+        "STATE",
+        "UPTIME",
+        "REQUESTS",
+        "HTTP",
+        "WS",
+        "RSS",
+        "CPU",
+        "HEARTBEAT",
+    ]
     assert len(lines) == 4 and {len(line) for line in lines[2:]} == {len(lines[1])}
 
 
@@ -190,9 +233,11 @@ def test_status_answers_while_a_worker_is_stopped(master: Any, tmp_path: Path) -
     frozen = m.workers()[0]
     os.kill(frozen, 19)  # SIGSTOP
     try:
+
         def aged() -> bool:
             rows = {w["pid"]: w for w in status(sock)["workers"]}
             return rows[frozen]["heartbeat_age_s"] >= 1.0
+
         poll(aged, 10, "the stopped worker's heartbeat age grows")
     finally:
         os.kill(frozen, 18)  # SIGCONT
@@ -208,8 +253,13 @@ def test_reload_wait_returns_after_the_old_workers_exited(master: Any, tmp_path:
     # successor is ready: the answer must wait for it.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         slow = pool.submit(httpx.get, m.url + "/slow", timeout=30)
-        poll(lambda: sum(w["http_connections"] for w in status(tmp_path / "ctl.sock")["workers"])
-             >= 1, 10, "the slow request in flight")
+        poll(
+            lambda: (
+                sum(w["http_connections"] for w in status(tmp_path / "ctl.sock")["workers"]) >= 1
+            ),
+            10,
+            "the slow request in flight",
+        )
         (tmp_path / "version.txt").write_text("v1\n")
         done = ctl("reload", "--wait", sock=tmp_path / "ctl.sock")
         assert done.returncode == 0, done.stderr
@@ -222,7 +272,8 @@ def test_reload_wait_returns_after_the_old_workers_exited(master: Any, tmp_path:
 
 
 def test_reload_wait_fails_with_the_reason_when_the_new_code_is_broken(
-        master: Any, tmp_path: Path) -> None:
+    master: Any, tmp_path: Path
+) -> None:
     m = start(master, tmp_path)
     old = sorted(m.workers())
     (tmp_path / "app.py").write_text(BROKEN_APP)
@@ -269,8 +320,9 @@ def test_scale_add_remove_and_drain(master: Any, tmp_path: Path) -> None:
     # The replacement was ready before the drained worker was told to stop.
     new = m.workers()
     assert len(new) == 1 and new[0] != drained
-    assert log.index(f"worker {new[0]} ready (slot 0)") < log.index(f"worker {drained} (slot 0) "
-                                                                     "stopped")
+    assert log.index(f"worker {new[0]} ready (slot 0)") < log.index(
+        f"worker {drained} (slot 0) stopped"
+    )
     unknown = ctl("drain", "7", sock=sock)
     assert unknown.returncode == 1 and "no slot 7" in unknown.stderr
 
@@ -282,8 +334,10 @@ def test_reopen_logs_is_usr1(master: Any, tmp_path: Path) -> None:
     assert healthy(m)
 
 
-@pytest.mark.parametrize(("args", "line"), [(("stop",), "ctl stop: graceful shutdown"),
-                                            (("stop", "--now"), "ctl stop --now: immediate")])
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [(("stop",), "ctl stop: graceful shutdown"), (("stop", "--now"), "ctl stop --now: immediate")],
+)
 def test_stop(master: Any, tmp_path: Path, args: tuple[str, ...], line: str) -> None:
     m = start(master, tmp_path)
     sock = tmp_path / "ctl.sock"
@@ -349,17 +403,21 @@ def test_the_socket_is_0600_and_other_users_are_refused(master: Any, tmp_path: P
         assert healthy(m) and m.process.poll() is None  # the "stop" was not obeyed
 
 
-@pytest.mark.parametrize(("payload", "error"), [
-    (struct.pack("!I", 9) + b"{not json", "bad request: not JSON"),
-    (struct.pack("!I", 7) + b"[1,2,3]", "bad request: a request is a JSON object"),
-    (struct.pack("!I", MAX_FRAME + 1) + b"{", "bad request: frame of"),
-    (encode_frame({"command": "rm -rf"}), "unknown command 'rm -rf'"),
-    (encode_frame({"cmd": "status"}), "a request needs a \"command\" string"),
-    (encode_frame({"command": "drain", "slot": "0"}), "drain: no slot '0'"),
-    (encode_frame({"command": "scale", "workers": True}), "scale: the worker count"),
-])
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        (struct.pack("!I", 9) + b"{not json", "bad request: not JSON"),
+        (struct.pack("!I", 7) + b"[1,2,3]", "bad request: a request is a JSON object"),
+        (struct.pack("!I", MAX_FRAME + 1) + b"{", "bad request: frame of"),
+        (encode_frame({"command": "rm -rf"}), "unknown command 'rm -rf'"),
+        (encode_frame({"cmd": "status"}), 'a request needs a "command" string'),
+        (encode_frame({"command": "drain", "slot": "0"}), "drain: no slot '0'"),
+        (encode_frame({"command": "scale", "workers": True}), "scale: the worker count"),
+    ],
+)
 def test_bad_requests_get_an_error_and_the_master_serves_on(
-        master: Any, tmp_path: Path, payload: bytes, error: str) -> None:
+    master: Any, tmp_path: Path, payload: bytes, error: str
+) -> None:
     m = start(master, tmp_path, workers=1)
     sock = tmp_path / "ctl.sock"
     answer = raw_request(sock, payload)
@@ -368,8 +426,7 @@ def test_bad_requests_get_an_error_and_the_master_serves_on(
     assert status(sock)["master"]["state"] == "ready"
 
 
-def test_an_idle_client_is_dropped_without_holding_the_master(
-        master: Any, tmp_path: Path) -> None:
+def test_an_idle_client_is_dropped_without_holding_the_master(master: Any, tmp_path: Path) -> None:
     m = start(master, tmp_path, workers=1)
     sock_path = tmp_path / "ctl.sock"
     with socket.socket(socket.AF_UNIX) as idle, socket.socket(socket.AF_UNIX) as half:
@@ -404,15 +461,17 @@ def test_default_socket_under_runtime_directory(master: Any, tmp_path: Path) -> 
 
 
 def test_default_socket_beside_the_pid_file(master: Any, tmp_path: Path) -> None:
-    m = start(master, tmp_path, workers=1, extra=("--pid", str(tmp_path / "server.pid")),
-              socket_arg=False)
+    m = start(
+        master, tmp_path, workers=1, extra=("--pid", str(tmp_path / "server.pid")), socket_arg=False
+    )
     assert (tmp_path / "server.ctl").exists()
     done = ctl("--pid", str(tmp_path / "server.pid"), "status", "--json")
     assert done.returncode == 0 and json.loads(done.stdout)["master"]["pid"] == m.pid
 
 
 def test_the_client_finds_the_socket_in_the_masters_config_file(
-        master: Any, tmp_path: Path) -> None:
+    master: Any, tmp_path: Path
+) -> None:
     config = with_config(tmp_path, f'control_socket = "{tmp_path / "from-file.sock"}"\n')
     m = start(master, tmp_path, workers=1, extra=config, socket_arg=False)
     done = ctl(*config, "status", "--json")
@@ -421,18 +480,23 @@ def test_the_client_finds_the_socket_in_the_masters_config_file(
 
 
 def test_an_explicit_socket_that_cannot_be_created_stops_the_start(
-        master: Any, tmp_path: Path) -> None:
-    m = master([*BASE, "--control-socket", "/nonexistent-dir/ctl.sock"], files={"app.py": APP},
-               env=clean_env())
+    master: Any, tmp_path: Path
+) -> None:
+    m = master(
+        [*BASE, "--control-socket", "/nonexistent-dir/ctl.sock"],
+        files={"app.py": APP},
+        env=clean_env(),
+    )
     (tmp_path / "version.txt").write_text("v0\n")
     assert m.wait_exit(30) == 2
     lines = m.log().strip().splitlines()
-    assert lines == ["app-server: cannot create the control socket /nonexistent-dir/ctl.sock: "
-                     "No such file or directory (--control-socket)"]
+    assert lines == [
+        "app-server: cannot create the control socket /nonexistent-dir/ctl.sock: "
+        "No such file or directory (--control-socket)"
+    ]
 
 
-def test_a_default_socket_that_cannot_be_created_is_a_warning(
-        master: Any, tmp_path: Path) -> None:
+def test_a_default_socket_that_cannot_be_created_is_a_warning(master: Any, tmp_path: Path) -> None:
     env = clean_env(PYTHONDONTWRITEBYTECODE="1", RUNTIME_DIRECTORY="/nonexistent-dir")
     m = start(master, tmp_path, workers=1, env=env, socket_arg=False)
     assert "WARNING" in m.log() and "app-server ctl is unavailable" in m.log()
@@ -443,8 +507,9 @@ def test_a_default_socket_that_cannot_be_created_is_a_warning(
 
 def test_a_live_masters_socket_is_not_taken_over(master: Any, tmp_path: Path) -> None:
     first = start(master, tmp_path, workers=1)
-    second = master([*BASE, "--control-socket", str(tmp_path / "ctl.sock")],
-                    files={}, env=clean_env())
+    second = master(
+        [*BASE, "--control-socket", str(tmp_path / "ctl.sock")], files={}, env=clean_env()
+    )
     assert second.wait_exit(30) == 2
     assert "another server is listening on it" in second.log()
     assert status(tmp_path / "ctl.sock")["master"]["pid"] == first.pid
@@ -483,7 +548,8 @@ def test_hup_signal_applies_a_changed_worker_count(master: Any, tmp_path: Path) 
 
 
 def test_the_environment_keeps_its_precedence_over_the_reread_file(
-        master: Any, tmp_path: Path) -> None:
+    master: Any, tmp_path: Path
+) -> None:
     env = clean_env(PYTHONDONTWRITEBYTECODE="1", APP_SERVER_REQUEST_MAX_SIZE="1000")
     m = start(master, tmp_path, env=env, extra=with_config(tmp_path, "request_max_size = 50\n"))
     with_config(tmp_path, "request_max_size = 10\n")
@@ -492,8 +558,13 @@ def test_the_environment_keeps_its_precedence_over_the_reread_file(
 
 
 def test_an_invalid_config_aborts_the_reload(master: Any, tmp_path: Path) -> None:
-    m = start(master, tmp_path, extra=with_config(tmp_path, "request_max_size = 1000\n"),
-              workers_arg=False, workers=1)
+    m = start(
+        master,
+        tmp_path,
+        extra=with_config(tmp_path, "request_max_size = 1000\n"),
+        workers_arg=False,
+        workers=1,
+    )
     old = sorted(m.workers())
     with_config(tmp_path, 'request_max_size = 100\nworkers = "many"\n')
     done = ctl("reload", "--wait", sock=tmp_path / "ctl.sock")
@@ -528,15 +599,21 @@ def test_an_invalid_config_still_answers_systemds_reload(master: Any, tmp_path: 
     listener = NotifyListener(tmp_path / "notify.sock")
     try:
         env = clean_env(PYTHONDONTWRITEBYTECODE="1", NOTIFY_SOCKET=str(listener.path))
-        m = start(master, tmp_path, workers=1, env=env,
-                  extra=with_config(tmp_path, "request_max_size = 1000\n"))
+        m = start(
+            master,
+            tmp_path,
+            workers=1,
+            env=env,
+            extra=with_config(tmp_path, "request_max_size = 1000\n"),
+        )
         listener.start(m, "all 1 workers ready")
         listener.wait("READY")
         with_config(tmp_path, "request_max_size = -1\n")
         m.signal(1)  # SIGHUP
         listener.wait("RELOADING")
         ready = listener.wait("READY", count=2)[1]
-        assert ready.fields["STATUS"].startswith("reload failed: invalid value -1 for "
-                                                 "request_max_size")
+        assert ready.fields["STATUS"].startswith(
+            "reload failed: invalid value -1 for request_max_size"
+        )
     finally:
         listener.close()

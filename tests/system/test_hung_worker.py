@@ -119,16 +119,24 @@ def _connections_of(pid: int) -> set[int]:
 def test_hung_workers_slot_is_covered_until_its_replacement_is_ready(
     master: StartMaster,
 ) -> None:
-    m = master(["--workers", "2", "--timeout", str(TIMEOUT_S), "--graceful-timeout", "2",
-                "app:app"], files={"app.py": APP})
+    m = master(
+        ["--workers", "2", "--timeout", str(TIMEOUT_S), "--graceful-timeout", "2", "app:app"],
+        files={"app.py": APP},
+    )
     m.wait_log("all 2 workers ready")
     hung, healthy = sorted(m.wait_workers(lambda p: len(p) == 2))
     with Clients(m.port, new_connection=4, keepalive=4) as clients:
         # Warm up: every client has been answered, and both workers answer.
-        poll(lambda: clients.started_since(0) == set(clients.thread_names), 15,
-             "every client answered")
-        poll(lambda: {s.pid for s in clients.snapshot()} >= {hung, healthy}, 15,
-             "both workers answering")
+        poll(
+            lambda: clients.started_since(0) == set(clients.thread_names),
+            15,
+            "every client answered",
+        )
+        poll(
+            lambda: {s.pid for s in clients.snapshot()} >= {hung, healthy},
+            15,
+            "both workers answering",
+        )
         blocker = _block(m, hung)
         try:
             t_hang = _stamp(m.log(), "blocking", hung)
@@ -136,14 +144,20 @@ def test_hung_workers_slot_is_covered_until_its_replacement_is_ready(
             # it will ever own is already in its descriptor table.
             hung_ports = _connections_of(hung)
             t_snapshot = time.monotonic()
-            new = poll(lambda: [p for p in m.workers() if p not in (hung, healthy)],
-                       TIMEOUT_S + 15, "a replacement worker")[0]
+            new = poll(
+                lambda: [p for p in m.workers() if p not in (hung, healthy)],
+                TIMEOUT_S + 15,
+                "a replacement worker",
+            )[0]
             m.wait_log(f"worker {new} ready", timeout=15)
             t_ready = _stamp(m.log(), "serving", new)
             window_end = t_ready + AFTER_READY_S
             # Measured until every client has started a request past the window.
-            poll(lambda: clients.started_since(window_end) == set(clients.thread_names),
-                 AFTER_READY_S + 30, "every client past the window")
+            poll(
+                lambda: clients.started_since(window_end) == set(clients.thread_names),
+                AFTER_READY_S + 30,
+                "every client past the window",
+            )
         finally:
             blocker.close()
     samples = clients.snapshot()
@@ -151,8 +165,9 @@ def test_hung_workers_slot_is_covered_until_its_replacement_is_ready(
 
     def on_hung(s: Sample) -> bool:
         """On a connection the hung process held (ports are reused: it must span the hang)."""
-        return s.owner == hung or (s.local_port in hung_ports and s.start <= t_snapshot
-                                   and s.end >= t_hang)
+        return s.owner == hung or (
+            s.local_port in hung_ports and s.start <= t_snapshot and s.end >= t_hang
+        )
 
     new_conn = [s for s in samples if s.thread.startswith("new")]
     keepalive = [s for s in samples if s.thread.startswith("keepalive")]
@@ -168,30 +183,40 @@ def test_hung_workers_slot_is_covered_until_its_replacement_is_ready(
     lost = {(s.thread, s.connection) for s in keepalive if s.failed and on_hung(s)}
     failed = [s for s in samples if s.failed]
     unexplained = [s for s in failed if not on_hung(s)]
-    healthy_stuck = [s for s in keepalive if s.stuck and not on_hung(s)
-                     and s.end >= t_hang and s.start <= window_end]
+    healthy_stuck = [
+        s
+        for s in keepalive
+        if s.stuck and not on_hung(s) and s.end >= t_hang and s.start <= window_end
+    ]
     late_line = re.search(rf"worker {hung} \(slot \d\) late: no heartbeat for ([0-9.]+)s", log)
-    print(f"\nhung worker (--timeout {TIMEOUT_S}, 2 workers, 4 new-connection + 4 keep-alive "
-          f"clients): window {window_end - t_hang:.2f}s, replacement ready "
-          f"{t_ready - t_hang:.2f}s after the hang; late after "
-          f"{late_line.group(1) if late_line else '?'}s of silence; "
-          f"new-connection stuck {new_stuck:.3f} ({new_stuck_raw:.3f} counting the "
-          f"{new_in_flight} in flight on the hung worker), keep-alive stuck "
-          f"{keepalive_stuck:.3f} "
-          f"(healthy-worker keep-alive requests stuck: {len(healthy_stuck)}); "
-          f"{len(in_window)} requests in the window, {len(failed)} failed "
-          f"({len(lost)} keep-alive connections lost with the hung process, "
-          f"{len(failed) - len(unexplained)} failures on its connections)")
+    print(
+        f"\nhung worker (--timeout {TIMEOUT_S}, 2 workers, 4 new-connection + 4 keep-alive "
+        f"clients): window {window_end - t_hang:.2f}s, replacement ready "
+        f"{t_ready - t_hang:.2f}s after the hang; late after "
+        f"{late_line.group(1) if late_line else '?'}s of silence; "
+        f"new-connection stuck {new_stuck:.3f} ({new_stuck_raw:.3f} counting the "
+        f"{new_in_flight} in flight on the hung worker), keep-alive stuck "
+        f"{keepalive_stuck:.3f} "
+        f"(healthy-worker keep-alive requests stuck: {len(healthy_stuck)}); "
+        f"{len(in_window)} requests in the window, {len(failed)} failed "
+        f"({len(lost)} keep-alive connections lost with the hung process, "
+        f"{len(failed) - len(unexplained)} failures on its connections)"
+    )
 
     assert f"worker {hung} (slot" in log and "SIGABRT" in log
     assert t_ready - t_hang < TIMEOUT_S + 2
     assert not unexplained, unexplained[:10]
     assert not healthy_stuck, healthy_stuck[:10]
-    stuck_new = [(s.thread, round(s.start - t_hang, 3), round(s.end - s.start, 3), s.pid, s.error)
-                 for s in new_conn if s.stuck and s.end >= t_hang and s.start <= window_end]
-    assert new_stuck < 0.10, (f"new-connection clients stuck {new_stuck:.3f}: "
-                              f"(thread, start after the hang, seconds, pid, error) "
-                              f"{stuck_new}\n{log[-3000:]}")
+    stuck_new = [
+        (s.thread, round(s.start - t_hang, 3), round(s.end - s.start, 3), s.pid, s.error)
+        for s in new_conn
+        if s.stuck and s.end >= t_hang and s.start <= window_end
+    ]
+    assert new_stuck < 0.10, (
+        f"new-connection clients stuck {new_stuck:.3f}: "
+        f"(thread, start after the hang, seconds, pid, error) "
+        f"{stuck_new}\n{log[-3000:]}"
+    )
     # The clients were really running through the window on both sides.
     assert {s.pid for s in in_window if s.pid} >= {healthy, new}
     assert time.monotonic() > window_end
@@ -199,13 +224,15 @@ def test_hung_workers_slot_is_covered_until_its_replacement_is_ready(
 
 def test_a_worker_late_for_a_moment_gets_its_slot_back(master: StartMaster) -> None:
     """Late, covered, heartbeats again: given back, not replaced, new connections reach it."""
-    m = master(["--workers", "2", "--timeout", str(TIMEOUT_S), "app:app"],
-               files={"app.py": APP})
+    m = master(["--workers", "2", "--timeout", str(TIMEOUT_S), "app:app"], files={"app.py": APP})
     m.wait_log("all 2 workers ready")
     late, other = sorted(m.wait_workers(lambda p: len(p) == 2))
     with Clients(m.port, new_connection=4, keepalive=0) as clients:
-        poll(lambda: clients.started_since(0) == set(clients.thread_names), 15,
-             "every client answered")
+        poll(
+            lambda: clients.started_since(0) == set(clients.thread_names),
+            15,
+            "every client answered",
+        )
         blocker = _block(m, late, seconds=2)
         try:
             t_hang = _stamp(m.log(), "blocking", late)
@@ -214,40 +241,57 @@ def test_a_worker_late_for_a_moment_gets_its_slot_back(master: StartMaster) -> N
             mark = m.log().index(f"blocking {late} at")
             hung_ports = _connections_of(late)
             t_snapshot = time.monotonic()
-            poll(lambda: re.search(rf"worker {late} \(slot \d\) late", m.log()[mark:]),
-                 5, f"worker {late} late")
+            poll(
+                lambda: re.search(rf"worker {late} \(slot \d\) late", m.log()[mark:]),
+                5,
+                f"worker {late} late",
+            )
             m.wait_log("accepting for slot", timeout=5, since=mark)  # the other worker was lent it
-            poll(lambda: re.search(rf"worker {late} \(slot \d\) answers again", m.log()[mark:]),
-                 10, f"worker {late} answers again")
+            poll(
+                lambda: re.search(rf"worker {late} \(slot \d\) answers again", m.log()[mark:]),
+                10,
+                f"worker {late} answers again",
+            )
             m.wait_log("listener given back", timeout=5, since=mark)
             m.wait_log("new connections go to every slot again", timeout=5, since=mark)
             t_back = _stamp(m.log(), "unblocked", late)
             # New connections reach it again (the steering is gone).
-            poll(lambda: late in {s.pid for s in clients.snapshot() if s.start > t_back}, 10,
-                 f"worker {late} answering new connections again")
+            poll(
+                lambda: late in {s.pid for s in clients.snapshot() if s.start > t_back},
+                10,
+                f"worker {late} answering new connections again",
+            )
         finally:
             blocker.close()
     samples = clients.snapshot()
     assert sorted(m.workers()) == [late, other]  # nobody was replaced
     assert "SIGABRT" not in m.log()
-    stuck = [s for s in samples if s.stuck and not (
-        s.local_port in hung_ports and s.start <= t_snapshot and s.end >= t_hang)]
-    print(f"\nworker late for 2s: {len(samples)} requests, stuck ones not in flight on it: "
-          f"{len(stuck)}, window stuck fraction "
-          f"{stuck_fraction(samples, t_hang, t_back + 1, 4):.3f}")
+    stuck = [
+        s
+        for s in samples
+        if s.stuck
+        and not (s.local_port in hung_ports and s.start <= t_snapshot and s.end >= t_hang)
+    ]
+    print(
+        f"\nworker late for 2s: {len(samples)} requests, stuck ones not in flight on it: "
+        f"{len(stuck)}, window stuck fraction "
+        f"{stuck_fraction(samples, t_hang, t_back + 1, 4):.3f}"
+    )
     assert not stuck, stuck[:10]
 
 
 def test_when_the_adopter_dies_another_worker_takes_the_late_slot(master: StartMaster) -> None:
     """Three workers; one blocks; the worker lent its slot is killed: a third takes over."""
-    m = master(["--workers", "3", "--timeout", str(TIMEOUT_S), "app:app"],
-               files={"app.py": APP})
+    m = master(["--workers", "3", "--timeout", str(TIMEOUT_S), "app:app"], files={"app.py": APP})
     m.wait_log("all 3 workers ready")
     first = sorted(m.wait_workers(lambda p: len(p) == 3))
     hung = first[0]
     with Clients(m.port, new_connection=4, keepalive=0) as clients:
-        poll(lambda: clients.started_since(0) == set(clients.thread_names), 15,
-             "every client answered")
+        poll(
+            lambda: clients.started_since(0) == set(clients.thread_names),
+            15,
+            "every client answered",
+        )
         blocker = _block(m, hung)
         try:
             t_hang = _stamp(m.log(), "blocking", hung)
@@ -270,13 +314,20 @@ def test_when_the_adopter_dies_another_worker_takes_the_late_slot(master: StartM
 
             successor = poll(lent_again, 5, "the late slot lent to another worker")
             # Both dead slots come back, then the clients run on for a while.
-            m.wait_workers(lambda p: len(p) == 3 and hung not in p and adopter not in p,
-                           timeout=TIMEOUT_S + 15)
-            poll(lambda: len(re.findall(r"worker \d+ ready \(slot", m.log())) >= 5, 15,
-                 "both replacements ready")  # 3 at start, then 2
+            m.wait_workers(
+                lambda p: len(p) == 3 and hung not in p and adopter not in p, timeout=TIMEOUT_S + 15
+            )
+            poll(
+                lambda: len(re.findall(r"worker \d+ ready \(slot", m.log())) >= 5,
+                15,
+                "both replacements ready",
+            )  # 3 at start, then 2
             t_end = time.monotonic() + 2
-            poll(lambda: clients.started_since(t_end) == set(clients.thread_names), 30,
-                 "every client past the end")
+            poll(
+                lambda: clients.started_since(t_end) == set(clients.thread_names),
+                30,
+                "every client past the end",
+            )
         finally:
             blocker.close()
     samples = clients.snapshot()
@@ -286,13 +337,18 @@ def test_when_the_adopter_dies_another_worker_takes_the_late_slot(master: StartM
         return held_since is not None and s.start <= held_since and s.end >= t_hang
 
     stuck = [s for s in samples if s.stuck and s.end >= t_hang and not in_flight_on_the_dead(s)]
-    fraction = stuck_fraction([s for s in samples if not in_flight_on_the_dead(s)],
-                              t_hang, t_end, 4)
-    print(f"\nadopter {adopter} killed while lent slot {late_slot}: worker {successor} took it; "
-          f"{len(samples)} requests, stuck fraction {fraction:.3f} "
-          f"({sum(1 for s in samples if in_flight_on_the_dead(s))} in flight on the dead)")
-    assert not stuck, [(s.thread, round(s.start - t_hang, 3), round(s.end - s.start, 3),
-                        s.error) for s in stuck[:10]]
+    fraction = stuck_fraction(
+        [s for s in samples if not in_flight_on_the_dead(s)], t_hang, t_end, 4
+    )
+    print(
+        f"\nadopter {adopter} killed while lent slot {late_slot}: worker {successor} took it; "
+        f"{len(samples)} requests, stuck fraction {fraction:.3f} "
+        f"({sum(1 for s in samples if in_flight_on_the_dead(s))} in flight on the dead)"
+    )
+    assert not stuck, [
+        (s.thread, round(s.start - t_hang, 3), round(s.end - s.start, 3), s.error)
+        for s in stuck[:10]
+    ]
 
 
 def _listener(backlog: int) -> socket.socket:
@@ -337,6 +393,7 @@ def test_a_worker_serves_a_lent_listener_until_release_or_drain() -> None:
             def on_ready(server: WorkerServer) -> None:
                 holder["server"] = server
                 ready.set()
+
             return await serve(app, Settings(), [own], stop=stop, on_ready=on_ready)
 
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
@@ -347,6 +404,7 @@ def test_a_worker_serves_a_lent_listener_until_release_or_drain() -> None:
         async def call_async() -> Any:
             result = call()
             return await result if asyncio.iscoroutine(result) else result
+
         return asyncio.run_coroutine_threadsafe(call_async(), holder["loop"]).result(10)
 
     def copy() -> socket.socket:
@@ -377,13 +435,20 @@ def test_a_worker_serves_a_lent_listener_until_release_or_drain() -> None:
         assert httpx.get(url, timeout=5).status_code == 200
         # A drain stops the lent listener's accepting too (an in-flight request
         # keeps the worker draining while we look).
-        slow = threading.Thread(target=httpx.get, daemon=True, args=(
-            f"http://127.0.0.1:{own.getsockname()[1]}/slow",), kwargs={"timeout": 10})
+        slow = threading.Thread(
+            target=httpx.get,
+            daemon=True,
+            args=(f"http://127.0.0.1:{own.getsockname()[1]}/slow",),
+            kwargs={"timeout": 10},
+        )
         slow.start()
         # A handler running, not just a connection open: the connection of the
         # previous request may still be registered until its close is processed.
-        poll(lambda: any(getattr(c, "task", None) is not None for c in server.state.connections),
-             5, "the slow request in flight")
+        poll(
+            lambda: any(getattr(c, "task", None) is not None for c in server.state.connections),
+            5,
+            "the slow request in flight",
+        )
         holder["loop"].call_soon_threadsafe(holder["stop"].set)
         poll(lambda: server.state.draining, 5, "the worker draining")
         with socket.create_connection(lent.getsockname(), timeout=5):

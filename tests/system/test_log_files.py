@@ -54,9 +54,11 @@ def read(path: Path) -> str:
 
 def alive_and(m: Master, condition: Callable[[], object]) -> Callable[[], object]:
     """A poll predicate that fails at once if the master has exited."""
+
     def check() -> object:
         m.check_alive()
         return condition()
+
     return check
 
 
@@ -91,16 +93,19 @@ class Traffic:
         def both() -> bool:
             self.one()
             return {p for n, p in self.pids.items() if n >= since} >= workers
+
         poll(both, 30, "requests reaching both workers", interval=0)
 
 
 def boom_until_both_logged(url: str, tag: str, log: Path, workers: set[int]) -> None:
     """Handler errors until each worker has logged one with ``tag`` into ``log``."""
+
     def logged() -> bool:
         response = httpx.get(f"{url}/boom/{tag}", timeout=10)
         assert response.status_code == 500
         text = read(log)
         return all(f"boom {tag} in {pid}" in text for pid in workers)
+
     poll(logged, 30, f"both workers' {tag} errors in {log}", interval=0)
 
 
@@ -110,10 +115,15 @@ def test_rename_and_usr1_reopen_every_process_and_lose_no_access_line(
     log = tmp_path / "logs" / "server.log"
     access = tmp_path / "logs" / "access.log"
     log.parent.mkdir()
-    m = master(["--workers", "2", "--log-file", str(log), "--access-log-file", str(access),
-                "app:app"], {"app.py": APP})
-    poll(alive_and(m, lambda: "all 2 workers ready" in read(log)), 30,
-         f"workers ready; log:\n{read(log)}")
+    m = master(
+        ["--workers", "2", "--log-file", str(log), "--access-log-file", str(access), "app:app"],
+        {"app.py": APP},
+    )
+    poll(
+        alive_and(m, lambda: "all 2 workers ready" in read(log)),
+        30,
+        f"workers ready; log:\n{read(log)}",
+    )
     workers = set(m.wait_workers(lambda pids: len(pids) == 2))
 
     traffic = Traffic(m.url)
@@ -140,6 +150,7 @@ def test_rename_and_usr1_reopen_every_process_and_lose_no_access_line(
         def reopened_everywhere() -> bool:
             m.check_alive()
             return {int(pid) for pid in REOPENED.findall(read(log))} >= workers | {m.pid}
+
         poll(reopened_everywhere, 30, f"a reopen line from every process:\n{read(log)}")
         after = traffic.next
         poll(lambda: traffic.next >= after + 20, 30, "traffic after the rotation")
@@ -159,8 +170,7 @@ def test_rename_and_usr1_reopen_every_process_and_lose_no_access_line(
 
     # Every request has exactly one access line across the two files (the
     # line is written after the response, so the last ones may lag a little).
-    poll(lambda: len(numbers(old_access, access)) >= total, 30,
-         "an access line for every request")
+    poll(lambda: len(numbers(old_access, access)) >= total, 30, "an access line for every request")
     counts = numbers(old_access, access)
     assert sorted(counts) == list(range(total))
     assert [n for n, c in counts.items() if c != 1] == []
@@ -179,8 +189,9 @@ def test_unwritable_log_file_stops_startup_with_one_line(
     m = master(["--log-file", str(missing), "app:app"], {"app.py": APP})
     assert m.wait_exit(30) == 2
     lines = m.log().strip().splitlines()
-    assert lines == [f"app-server: cannot open log file {str(missing)!r}: "
-                     "No such file or directory"]
+    assert lines == [
+        f"app-server: cannot open log file {str(missing)!r}: No such file or directory"
+    ]
 
 
 @pytest.mark.parametrize("flag", ["--log-file", "--access-log-file"])
@@ -222,18 +233,25 @@ def test_usr1_while_a_worker_imports_the_app_is_carried_out_once_it_serves(
 ) -> None:
     log = tmp_path / "server.log"
     m = master(["--log-file", str(log), "app:app"], {"app.py": SLOW_BOOT_APP})
-    booting = poll(alive_and(m, lambda: list(tmp_path.glob("booting.*"))), 30,
-                   "a worker importing the app")
+    booting = poll(
+        alive_and(m, lambda: list(tmp_path.glob("booting.*"))), 30, "a worker importing the app"
+    )
     pid = int(booting[0].suffix[1:])
     log.rename(tmp_path / "server.log.1")
     m.signal(signal.SIGUSR1)
     # The master reopens at once; the importing worker must neither die of
     # the signal nor forget it.
-    poll(alive_and(m, lambda: f"[{m.pid}] [INFO] reopened" in read(log)), 30,
-         "the master's reopen line")
+    poll(
+        alive_and(m, lambda: f"[{m.pid}] [INFO] reopened" in read(log)),
+        30,
+        "the master's reopen line",
+    )
     (tmp_path / "go.flag").touch()
-    poll(alive_and(m, lambda: "all 1 workers ready" in read(log)), 30,
-         f"the worker ready; log:\n{read(log)}\n{read(tmp_path / 'server.log.1')}")
+    poll(
+        alive_and(m, lambda: "all 1 workers ready" in read(log)),
+        30,
+        f"the worker ready; log:\n{read(log)}\n{read(tmp_path / 'server.log.1')}",
+    )
     assert f"[{pid}] [INFO] reopened 1 log file(s)" in read(log)
     assert m.workers() == [pid]
     assert httpx.get(m.url + "/", timeout=10).text == str(pid)
@@ -264,8 +282,10 @@ def test_hung_workers_stacks_go_to_the_log_file_after_a_rotation(
     master: StartMaster, tmp_path: Path
 ) -> None:
     log = tmp_path / "server.log"
-    m = master(["--log-file", str(log), "--timeout", "2", "--graceful-timeout", "2",
-                "app:app"], {"app.py": HANGING_APP})
+    m = master(
+        ["--log-file", str(log), "--timeout", "2", "--graceful-timeout", "2", "app:app"],
+        {"app.py": HANGING_APP},
+    )
     poll(alive_and(m, lambda: "all 1 workers ready" in read(log)), 30, "ready")
     (hung,) = m.wait_workers(lambda pids: len(pids) == 1)
     log.rename(tmp_path / "server.log.1")
@@ -274,8 +294,11 @@ def test_hung_workers_stacks_go_to_the_log_file_after_a_rotation(
     with pytest.raises(httpx.HTTPError):
         httpx.get(m.url + "/block", timeout=httpx.Timeout(10, read=15))
     # SIGABRT after --timeout: faulthandler writes the stacks into the new file.
-    poll(lambda: 'in block' in read(log) and "SIGABRT" in read(log), 30,
-         f"the hung worker's stack in the log:\n{read(log)}")
+    poll(
+        lambda: "in block" in read(log) and "SIGABRT" in read(log),
+        30,
+        f"the hung worker's stack in the log:\n{read(log)}",
+    )
     assert "Current thread" in read(log) or "Thread 0x" in read(log)
     assert "in block" not in read(tmp_path / "server.log.1")
     assert "in block" not in m.log()  # not on stderr

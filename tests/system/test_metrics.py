@@ -89,13 +89,39 @@ async def ws_close(request, ws):
 
 ITEMS = "/items/{item_id:int}"  # the template as the router normalises <item_id:int>
 UNMATCHED = "<unmatched>"
-DURATION_LE = ("0.005", "0.01", "0.025", "0.05", "0.075", "0.1", "0.25", "0.5", "0.75",
-               "1.0", "2.5", "5.0", "7.5", "10.0", "+Inf")
-RESTART_REASONS = ("crash", "timeout", "max_requests", "max_lifetime", "memory", "reload",
-                   "scale", "drain")
+DURATION_LE = (
+    "0.005",
+    "0.01",
+    "0.025",
+    "0.05",
+    "0.075",
+    "0.1",
+    "0.25",
+    "0.5",
+    "0.75",
+    "1.0",
+    "2.5",
+    "5.0",
+    "7.5",
+    "10.0",
+    "+Inf",
+)
+RESTART_REASONS = (
+    "crash",
+    "timeout",
+    "max_requests",
+    "max_lifetime",
+    "memory",
+    "reload",
+    "scale",
+    "drain",
+)
 # Counters that move on their own (CPU) or are checked separately (restarts, reloads).
-MOVING = ("app_server_worker_cpu_seconds_total", "app_server_worker_restarts_total",
-          "app_server_reloads_total")
+MOVING = (
+    "app_server_worker_cpu_seconds_total",
+    "app_server_worker_restarts_total",
+    "app_server_reloads_total",
+)
 
 StartMaster = Callable[..., Master]
 Labels = tuple[tuple[str, str], ...]
@@ -142,8 +168,10 @@ class Scrape:
     def counters(self) -> dict[tuple[str, Labels], float]:
         """Every app_server_ counter and histogram sample but the moving ones."""
         return {
-            key: v for key, v in self.samples.items()
-            if key[0].startswith("app_server_") and key[0] not in MOVING
+            key: v
+            for key, v in self.samples.items()
+            if key[0].startswith("app_server_")
+            and key[0] not in MOVING
             and self.kinds[key[0]] in ("counter", "histogram")
         }
 
@@ -179,8 +207,12 @@ def assert_cpu_monotonic(*scrapes: Scrape) -> None:
 
 
 def requests_total(s: Scrape) -> dict[tuple[str, str, str], float]:
-    return {(d["method"], d["route"], d["status"]): v for d, v in
-            ((dict(labels), v) for labels, v in s.series("app_server_http_requests_total").items())}
+    return {
+        (d["method"], d["route"], d["status"]): v
+        for d, v in (
+            (dict(labels), v) for labels, v in s.series("app_server_http_requests_total").items()
+        )
+    }
 
 
 # -- the app's clients ----------------------------------------------------------------
@@ -201,6 +233,7 @@ def wait_ready(m: Master, timeout: float = 30) -> None:
     def ready() -> bool:
         m.check_alive()
         return _status(m.metrics_url + "/readyz") == 200
+
     poll(ready, timeout, f"/readyz 200; log:\n{m.log()[-3000:]}")
 
 
@@ -274,8 +307,10 @@ def assert_histograms_match(s: Scrape) -> None:
     per_route: Counter[tuple[str, str]] = Counter()
     for (method, route, _status), n in requests_total(s).items():
         per_route[(method, route)] += int(n)
-    counts = {(dict(k)["method"], dict(k)["route"]): v
-              for k, v in s.series("app_server_http_request_duration_seconds_count").items()}
+    counts = {
+        (dict(k)["method"], dict(k)["route"]): v
+        for k, v in s.series("app_server_http_request_duration_seconds_count").items()
+    }
     assert counts == per_route
     buckets: dict[tuple[str, str], dict[str, float]] = {}
     for labels, v in s.series("app_server_http_request_duration_seconds_bucket").items():
@@ -339,7 +374,9 @@ def test_exact_counts_of_every_metric(master: StartMaster) -> None:
     }
     assert_histograms_match(s)
     assert s.series("app_server_websocket_connections_total") == {
-        (("route", "/ws"),): 5, (("route", "/ws-close"),): 2}
+        (("route", "/ws"),): 5,
+        (("route", "/ws-close"),): 2,
+    }
     assert s.series("app_server_websocket_messages_total") == {
         (("direction", "in"), ("route", "/ws")): 9 + 2,
         (("direction", "out"), ("route", "/ws")): 9 + 3 + 2 + 2,
@@ -352,31 +389,43 @@ def test_exact_counts_of_every_metric(master: StartMaster) -> None:
     assert s.series("app_server_websocket_connections") == {(("route", "/ws"),): 2}
     assert s.value("app_server_http_requests_in_progress") == 0
     assert s.series("app_server_workers") == {
-        (("state", "ready"),): 2, (("state", "starting"),): 0, (("state", "stopping"),): 0}
+        (("state", "ready"),): 2,
+        (("state", "starting"),): 0,
+        (("state", "stopping"),): 0,
+    }
     rss = s.series("app_server_worker_resident_memory_bytes")
     assert set(rss) == {(("slot", "0"),), (("slot", "1"),)} and all(v > 0 for v in rss.values())
     cpu = s.series("app_server_worker_cpu_seconds_total")
     assert set(cpu) == {(("slot", "0"),), (("slot", "1"),)} and all(v >= 0 for v in cpu.values())
     assert s.kinds["app_server_worker_cpu_seconds_total"] == "counter"
     assert s.series("app_server_worker_restarts_total") == {
-        (("reason", r),): 0 for r in RESTART_REASONS}
+        (("reason", r),): 0 for r in RESTART_REASONS
+    }
     assert s.series("app_server_reloads_total") == {
-        (("result", "ok"),): 0, (("result", "failed"),): 0}
+        (("result", "ok"),): 0,
+        (("result", "failed"),): 0,
+    }
     assert (s.value("process_resident_memory_bytes") or 0) > 0  # the master's own
     assert s.value("process_cpu_seconds_total") is not None
     assert (s.value("process_open_fds") or 0) > 0
 
     # The server pings the held connections every 0.2 s; the client answers.
-    pinged = poll(lambda: (x := scrape(m)).value("app_server_websocket_ping_rtt_seconds_count")
-                  and x, 10, "a ping round trip recorded")
+    pinged = poll(
+        lambda: (x := scrape(m)).value("app_server_websocket_ping_rtt_seconds_count") and x,
+        10,
+        "a ping round trip recorded",
+    )
     rtt_count = pinged.value("app_server_websocket_ping_rtt_seconds_count")
     assert pinged.value("app_server_websocket_ping_rtt_seconds_bucket", le="+Inf") == rtt_count
     assert pinged.kinds["app_server_websocket_ping_rtt_seconds_count"] == "histogram"
 
     # A request in flight is counted while it runs, and once it is answered.
     hold = Held(m, "inflight")
-    busy = poll(lambda: (x := scrape(m)).value("app_server_http_requests_in_progress") and x,
-                15, "a request in progress")
+    busy = poll(
+        lambda: (x := scrape(m)).value("app_server_http_requests_in_progress") and x,
+        15,
+        "a request in progress",
+    )
     assert busy.value("app_server_http_requests_in_progress") == 1
     assert ("GET", "/hold/{flag}", "200") not in requests_total(busy)
     assert hold.finish().text == "released inflight"
@@ -416,27 +465,43 @@ def test_counters_stay_exact_through_reload_and_crash(master: StartMaster) -> No
     b = scrape(m)
     assert_counters_equal(a, b, "across the reload")
     assert b.series("app_server_reloads_total") == {
-        (("result", "ok"),): 1, (("result", "failed"),): 0}
-    restarts = {dict(k)["reason"]: v for k, v in
-                b.series("app_server_worker_restarts_total").items()}
+        (("result", "ok"),): 1,
+        (("result", "failed"),): 0,
+    }
+    restarts = {
+        dict(k)["reason"]: v for k, v in b.series("app_server_worker_restarts_total").items()
+    }
     assert restarts == {**dict.fromkeys(RESTART_REASONS, 0), "reload": 2}
 
     # Once the old workers are gone (their counts folded into the retired totals).
     m.wait_workers(lambda pids: len(pids) == 2 and not set(pids) & old)
-    c = poll(lambda: (x := scrape(m)).value("app_server_workers", state="stopping") == 0
-             and x.value("app_server_workers", state="ready") == 2 and x,
-             15, "the old workers reaped")
+    c = poll(
+        lambda: (
+            (x := scrape(m)).value("app_server_workers", state="stopping") == 0
+            and x.value("app_server_workers", state="ready") == 2
+            and x
+        ),
+        15,
+        "the old workers reaped",
+    )
     assert_counters_equal(a, c, "after the old workers exited")
 
     victim = m.workers()[0]
     os.kill(victim, signal.SIGKILL)  # c was a fresh snapshot: the victim's counts are known
     m.wait_workers(lambda pids: len(pids) == 2 and victim not in pids)
-    d = poll(lambda: (x := scrape(m)).value("app_server_workers", state="ready") == 2
-             and x.value("app_server_worker_restarts_total", reason="crash") == 1 and x,
-             15, "the replacement of the killed worker ready")
+    d = poll(
+        lambda: (
+            (x := scrape(m)).value("app_server_workers", state="ready") == 2
+            and x.value("app_server_worker_restarts_total", reason="crash") == 1
+            and x
+        ),
+        15,
+        "the replacement of the killed worker ready",
+    )
     assert_counters_equal(c, d, "after a worker was killed")
-    restarts = {dict(k)["reason"]: v for k, v in
-                d.series("app_server_worker_restarts_total").items()}
+    restarts = {
+        dict(k)["reason"]: v for k, v in d.series("app_server_worker_restarts_total").items()
+    }
     assert restarts == {**dict.fromkeys(RESTART_REASONS, 0), "reload": 2, "crash": 1}
     assert d.value("app_server_reloads_total", result="ok") == 1
 
@@ -448,8 +513,11 @@ def test_counters_stay_exact_through_reload_and_crash(master: StartMaster) -> No
     echo_ws(m, 1)
     e = scrape(m)
     expected = dict(requests_total(d))
-    for key, n in ((("GET", "/", "200"), 10), (("POST", "/echo", "200"), 4),
-                   (("GET", "/ws", "101"), 1)):
+    for key, n in (
+        (("GET", "/", "200"), 10),
+        (("POST", "/echo", "200"), 4),
+        (("GET", "/ws", "101"), 1),
+    ):
         expected[key] = expected.get(key, 0) + n
     assert requests_total(e) == expected
     assert_histograms_match(e)
@@ -473,6 +541,7 @@ def test_dead_workers_gauges_vanish_at_once(master: StartMaster) -> None:
         def both_hold() -> bool:
             conns.append(open_ws(m))
             return len(conns) >= 6 and len({pid for _, pid in conns}) == 2
+
         poll(both_hold, 20, "WebSockets on both workers", interval=0)
         held = Counter(pid for _, pid in conns)
         before = scrape(m)  # also a fresh snapshot of each worker
@@ -507,11 +576,16 @@ def test_unmatched_paths_share_one_label(master: StartMaster) -> None:
         for i in range(1000):
             assert client.get(f"/nope/{i}").status_code == 404
     s = scrape(m)
-    not_found = {labels: v for labels, v in s.series("app_server_http_requests_total").items()
-                 if dict(labels)["status"] == "404"}
+    not_found = {
+        labels: v
+        for labels, v in s.series("app_server_http_requests_total").items()
+        if dict(labels)["status"] == "404"
+    }
     assert not_found == {(("method", "GET"), ("route", UNMATCHED), ("status", "404")): 1000}
-    routes = {dict(labels)["route"] for labels in
-              s.series("app_server_http_request_duration_seconds_count")}
+    routes = {
+        dict(labels)["route"]
+        for labels in s.series("app_server_http_request_duration_seconds_count")
+    }
     assert routes == {UNMATCHED}
     assert b"/nope/" not in s.body
     assert_histograms_match(s)
@@ -545,8 +619,7 @@ CHURN_BUDGET_S = 60.0
 
 
 def test_storage_stays_bounded_after_many_replacements(master: StartMaster) -> None:
-    m = _start(master, ["--workers", "2", "--preload", "--max-requests", "1",
-                        "--timeout", "0.4"])
+    m = _start(master, ["--workers", "2", "--preload", "--max-requests", "1", "--timeout", "0.4"])
     wait_ready(m)
     answered: Counter[int] = Counter()  # status -> responses received
     failed: Counter[str] = Counter()  # exception -> requests that got no answer
@@ -573,9 +646,11 @@ def test_storage_stays_bounded_after_many_replacements(master: StartMaster) -> N
     started = time.monotonic()
     thread.start()
     try:
+
         def reached() -> bool:
             m.check_alive()
             return recycled(scrape(m)) >= CHURN_TARGET
+
         try:
             poll(reached, CHURN_BUDGET_S, "recycles", interval=0.5)
         except TimeoutError:
@@ -591,21 +666,26 @@ def test_storage_stays_bounded_after_many_replacements(master: StartMaster) -> N
         s = scrape(m)
         states = {dict(k)["state"]: v for k, v in s.series("app_server_workers").items()}
         return s if states == {"ready": 2, "starting": 0, "stopping": 0} else None
+
     poll(settled, 30, "no worker starting or stopping")
     last = [scrape(m) for _ in range(5)]
     after = last[-1]
     after_time = statistics.median(s.seconds for s in last)
     replacements = recycled(after)
-    restarts = {dict(k)["reason"]: int(v) for k, v in
-                after.series("app_server_worker_restarts_total").items()}
-    print(f"\nchurn: {int(replacements)} max_requests recycles in {took:.1f}s "
-          f"({replacements / took:.1f}/s); restarts {restarts}; client {dict(answered)}, "
-          f"failed {dict(failed)}\nscrape: {fresh_time * 1000:.1f} ms fresh, "
-          f"{after_time * 1000:.1f} ms after churn; body {len(fresh.body)} -> "
-          f"{len(after.body)} bytes; {len(fresh.samples)} -> {len(after.samples)} samples; "
-          f"master fds {fresh.value('process_open_fds')} -> {after.value('process_open_fds')}, "
-          f"RSS {fresh.value('process_resident_memory_bytes')} -> "
-          f"{after.value('process_resident_memory_bytes')}")
+    restarts = {
+        dict(k)["reason"]: int(v)
+        for k, v in after.series("app_server_worker_restarts_total").items()
+    }
+    print(
+        f"\nchurn: {int(replacements)} max_requests recycles in {took:.1f}s "
+        f"({replacements / took:.1f}/s); restarts {restarts}; client {dict(answered)}, "
+        f"failed {dict(failed)}\nscrape: {fresh_time * 1000:.1f} ms fresh, "
+        f"{after_time * 1000:.1f} ms after churn; body {len(fresh.body)} -> "
+        f"{len(after.body)} bytes; {len(fresh.samples)} -> {len(after.samples)} samples; "
+        f"master fds {fresh.value('process_open_fds')} -> {after.value('process_open_fds')}, "
+        f"RSS {fresh.value('process_resident_memory_bytes')} -> "
+        f"{after.value('process_resident_memory_bytes')}"
+    )
     assert replacements >= min(CHURN_TARGET, 50), "far too few recycles to prove anything"
 
     # The counts are exact through every replacement (a worker killed for a
@@ -646,9 +726,11 @@ def test_chat_example_metrics(master: StartMaster) -> None:
             rooms = HTTP.get(f"{m.url}/api/rooms").json()
             assert rooms == {"rooms": ["lobby"], "total_clients": 2}
         assert json.loads(ann.recv())["type"] == "user_left"  # bob left: 1 out to ann
+
     def closed() -> Scrape | None:
         s = scrape(m)
         return s if s.total("app_server_websocket_closes_total") == 2 else None
+
     s = poll(closed, 10, "both closes counted")
     chat = "/ws/chat/{room_id}"
     assert s.value("app_server_websocket_connections_total", route=chat) == 2
@@ -657,8 +739,10 @@ def test_chat_example_metrics(master: StartMaster) -> None:
     assert s.value("app_server_websocket_closes_total", route=chat, code="1000") == 2
     assert s.total("app_server_websocket_connections") == 0
     assert s.value("app_server_http_requests_total", method="GET", route=chat, status="101") == 2
-    assert s.value("app_server_http_requests_total", method="GET", route="/api/rooms",
-                   status="200") == 1
+    assert (
+        s.value("app_server_http_requests_total", method="GET", route="/api/rooms", status="200")
+        == 1
+    )
 
 
 def test_desired_workers_and_memory_limit_follow_the_settings_and_scaling(

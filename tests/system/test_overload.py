@@ -28,7 +28,7 @@ from websockets.sync.client import connect as ws_connect
 from tests.system.harness import Master, poll
 from tests.system.load import Connection, RequestError
 
-APP = '''\
+APP = """\
 import os
 
 from app_server import App, text
@@ -45,13 +45,23 @@ async def index(request):
 async def ws(request, ws):
     async for message in ws:
         await ws.send(message)
-'''
+"""
 
-ARGS = ["app:app", "--workers", "1", "--no-access-log", "--keep-alive-timeout", "60",
-        "--graceful-timeout", "2"]
+ARGS = [
+    "app:app",
+    "--workers",
+    "1",
+    "--no-access-log",
+    "--keep-alive-timeout",
+    "60",
+    "--graceful-timeout",
+    "2",
+]
 MIB = 1 << 20
-WS_HANDSHAKE = (b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+WS_HANDSHAKE = (
+    b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
 
 
 @pytest.fixture
@@ -127,8 +137,10 @@ def test_2000_connections_against_a_limit_of_500(master, open_files) -> None:  #
     finally:
         for conn in served + refused:
             conn.close()
-    print(f"\n2,000 connections, limit 500: 1,500 refused in {refusing_took:.2f}s, "
-          f"worker RSS peak {peak / MIB:.1f} MiB")
+    print(
+        f"\n2,000 connections, limit 500: 1,500 refused in {refusing_took:.2f}s, "
+        f"worker RSS peak {peak / MIB:.1f} MiB"
+    )
     assert peak < 100 * MIB, f"worker RSS reached {peak / MIB:.1f} MiB"
     # Normal service once they have left.
     poll(lambda: _get_ok(m.port), 10, "a 200 once the connections are closed")

@@ -31,7 +31,7 @@ import pytest
 from tests.system.harness import Master, clean_env, free_port, poll
 from tests.system.load import Connection, Load, RequestError
 
-APP = '''\
+APP = """\
 import os
 from pathlib import Path
 
@@ -51,7 +51,7 @@ async def ws(request, ws):
     await ws.send(f"{VERSION} {os.getpid()}")
     async for message in ws:
         await ws.send(message)
-'''
+"""
 
 BROKEN_APP = 'raise RuntimeError("this release is broken on purpose")\n'
 
@@ -59,13 +59,17 @@ BASE_ARGS = ["app:app", "--graceful-timeout", "5", "--timeout", "10", "--no-acce
 RELOAD_TOOK = re.compile(r"reload complete: (\d+) workers replaced in ([\d.]+)s")
 
 
-def start(master, tmp_path: Path, version: str = "v0", workers: int = 2,
-          extra: tuple[str, ...] = ()) -> Master:
+def start(
+    master, tmp_path: Path, version: str = "v0", workers: int = 2, extra: tuple[str, ...] = ()
+) -> Master:
     (tmp_path / "version.txt").write_text(version + "\n")
     # No bytecode cache: a module rewritten within the same second with the
     # same size must never be served from a stale .pyc.
-    m: Master = master([*BASE_ARGS, "--workers", str(workers), *extra], files={"app.py": APP},
-                       env=clean_env(PYTHONDONTWRITEBYTECODE="1"))
+    m: Master = master(
+        [*BASE_ARGS, "--workers", str(workers), *extra],
+        files={"app.py": APP},
+        env=clean_env(PYTHONDONTWRITEBYTECODE="1"),
+    )
     m.wait_log(f"all {workers} workers ready", timeout=30)
     m.wait_workers(lambda pids: len(pids) == workers, timeout=10)
     return m
@@ -94,6 +98,7 @@ def test_load_client_counts_refused_and_eof_on_a_reused_connection():
 
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nv0 4242"
     with socket.create_server(("127.0.0.1", 0)) as server:
+
         def serve_one_then_hang_up():
             conn, _ = server.accept()
             with conn:
@@ -158,8 +163,10 @@ def wait_closed(conns: list[Connection], timeout: float) -> list[float]:
         while len(closed_at) < len(conns):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"{len(conns) - len(closed_at)} of {len(conns)} idle "
-                                     f"connections still open after {timeout}s")
+                raise AssertionError(
+                    f"{len(conns) - len(closed_at)} of {len(conns)} idle "
+                    f"connections still open after {timeout}s"
+                )
             for key, _ in selector.select(remaining):
                 try:
                     data = key.fileobj.recv(4096)  # type: ignore[union-attr]
@@ -202,8 +209,11 @@ def test_idle_keepalive_connections_are_closed_when_the_worker_drains(master, tm
     conns, _ = open_idle(m.port, 20)
     (reading,), _ = open_idle(m.port, 1)
     reading.sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")  # the head is not complete
-    poll(lambda: unread_by_server(m.port, reading.local_port) == 0, 10,
-         "the worker has read the partial head")
+    poll(
+        lambda: unread_by_server(m.port, reading.local_port) == 0,
+        10,
+        "the worker has read the partial head",
+    )
     try:
         term = time.monotonic()
         m.signal(signal.SIGTERM)  # the worker starts draining as the master relays it
@@ -233,8 +243,10 @@ def test_idle_keepalive_connections_of_both_workers_are_closed_by_a_reload(maste
         for conn in conns:
             conn.close()
     latest = max(closed) - hup
-    print(f"\n32 idle keep-alive connections over workers {dict(pids)} closed within "
-          f"{latest:.3f}s of SIGHUP")
+    print(
+        f"\n32 idle keep-alive connections over workers {dict(pids)} closed within "
+        f"{latest:.3f}s of SIGHUP"
+    )
     assert latest < 3.0, f"the last idle connection closed {latest:.2f}s after the HUP"
     m.wait_log("reload complete", timeout=30)
 
@@ -265,20 +277,24 @@ def test_five_reloads_under_load_fail_no_request(master, tmp_path, variant):
             logged = time.monotonic()
             # The last old worker was told to stop just before that line; once
             # every old worker has exited, only new code can answer.
-            new = set(m.wait_workers(lambda p, old=old: len(p) == 2 and not old & set(p),
-                                     timeout=15))
+            new = set(
+                m.wait_workers(lambda p, old=old: len(p) == 2 and not old & set(p), timeout=15)
+            )
             gone = time.monotonic()
             load.wait_responses(gone, 200)
             windows.append((version, new, gone, float("inf")))
             stale_after_log.append(
-                sum(1 for r in load.since(logged) if r.sent < gone and r.version != version))
+                sum(1 for r in load.since(logged) if r.sent < gone and r.version != version)
+            )
         load.wait_responses(time.monotonic(), 50)
     log = m.log()
     took = reload_times(log)
     print(f"\n[{variant}] 5 HUP reloads: {load.summary()}")
     print(f"[{variant}] reload convergence (as logged): {', '.join(f'{t:.2f}s' for t in took)}")
-    print(f"[{variant}] old-code responses to requests sent between the 'reload complete' "
-          f"line and the old workers' exit: {stale_after_log}")
+    print(
+        f"[{variant}] old-code responses to requests sent between the 'reload complete' "
+        f"line and the old workers' exit: {stale_after_log}"
+    )
     assert "reload aborted" not in log
     assert len(took) == 5
     assert load.failed == 0, load.summary()
@@ -288,8 +304,10 @@ def test_five_reloads_under_load_fail_no_request(master, tmp_path, variant):
         inside = [r for r in load.responses if begin <= r.sent and r.received < end]
         assert inside, f"no response in the window of {version}"
         wrong = [r for r in inside if r.version != version or r.pid not in pids]
-        assert not wrong, (f"after reload to {version} (workers {pids}) "
-                           f"{len(wrong)}/{len(inside)} responses from other code: {wrong[:5]}")
+        assert not wrong, (
+            f"after reload to {version} (workers {pids}) "
+            f"{len(wrong)}/{len(inside)} responses from other code: {wrong[:5]}"
+        )
 
 
 def test_reload_with_broken_app_is_aborted_and_old_code_keeps_serving(master, tmp_path):
@@ -350,8 +368,10 @@ def test_ttin_then_ttou_under_load(master, tmp_path):
         after = set(m.wait_workers(lambda p: len(p) == 2, timeout=15))
         down = time.monotonic()
         at_two = load.wait_responses(down, 300)
-    print(f"\nTTIN 2->3 then TTOU 3->2: {load.summary()}; "
-          f"at 3 workers {dict(served_by(at_three))}, at 2 {dict(served_by(at_two))}")
+    print(
+        f"\nTTIN 2->3 then TTOU 3->2: {load.summary()}; "
+        f"at 3 workers {dict(served_by(at_three))}, at 2 {dict(served_by(at_two))}"
+    )
     assert load.failed == 0, load.summary()
     assert after == two  # the newest slot was retired
     assert set(served_by(at_two)) <= two
@@ -411,15 +431,17 @@ def test_max_requests_recycle_under_load(master, tmp_path, variant):
     log = m.log()
     recycled = log.count("recycling (max-requests)")
     pids = set(served_by(load.responses))
-    print(f"\nmax-requests 200+20 [{variant}]: {load.summary()}; {recycled} recycles, "
-          f"{len(pids)} distinct worker pids served")
+    print(
+        f"\nmax-requests 200+20 [{variant}]: {load.summary()}; {recycled} recycles, "
+        f"{len(pids)} distinct worker pids served"
+    )
     assert load.failed == 0, load.summary()
     assert "died" not in log, log[-3000:]
     assert len(pids) >= 6
     m.check_alive()
 
 
-MARKING_WS_APP = '''\
+MARKING_WS_APP = """\
 import os
 import sys
 
@@ -438,7 +460,7 @@ async def ws(request, ws):
     async for message in ws:
         print(f"websocket got {message}", file=sys.stderr, flush=True)
         await ws.send(message)
-'''
+"""
 
 
 def test_a_websocket_counts_toward_max_requests_when_it_closes(master, tmp_path):
@@ -449,8 +471,10 @@ def test_a_websocket_counts_toward_max_requests_when_it_closes(master, tmp_path)
     WebSocket was still open."""
     from websockets.sync.client import connect as ws_connect
 
-    m = master(["app:app", "--workers", "1", "--max-requests", "2", "--no-access-log"],
-               files={"app.py": MARKING_WS_APP})
+    m = master(
+        ["app:app", "--workers", "1", "--max-requests", "2", "--no-access-log"],
+        files={"app.py": MARKING_WS_APP},
+    )
     m.wait_log("all 1 workers ready", timeout=30)
     (worker,) = m.wait_workers(lambda pids: len(pids) == 1, timeout=10)
     with ws_connect(f"ws://127.0.0.1:{m.port}/ws", open_timeout=10) as ws:
@@ -485,7 +509,9 @@ def test_reload_flag_reloads_when_a_source_file_changes(master, tmp_path):
     m.check_alive()
 
 
-MEMORY_APP = APP + '''
+MEMORY_APP = (
+    APP
+    + """
 
 HOARD = []
 
@@ -495,7 +521,8 @@ async def hoard(request):
     HOARD.append(bytearray(80 * 1024 * 1024))  # touched: it counts in RSS
     HOARD[-1][::4096] = b"x" * len(HOARD[-1][::4096])
     return text(f"{VERSION} {os.getpid()}")
-'''
+"""
+)
 
 
 def test_max_lifetime_recycles_every_worker_without_a_failed_request(master, tmp_path):
@@ -505,16 +532,19 @@ def test_max_lifetime_recycles_every_worker_without_a_failed_request(master, tmp
         m.wait_log("recycling (max-lifetime)", count=4, timeout=30)
         m.wait_workers(lambda p: len(p) == 2 and not first & set(p), timeout=20)
         load.wait_responses(time.monotonic(), 50)
-    print(f"\nmax-lifetime 2+0.5s: {load.summary()}; "
-          f"{m.log().count('recycling (max-lifetime)')} recycles")
+    print(
+        f"\nmax-lifetime 2+0.5s: {load.summary()}; "
+        f"{m.log().count('recycling (max-lifetime)')} recycles"
+    )
     assert load.failed == 0, load.summary()
     assert "died" not in m.log()
 
 
 def test_max_memory_recycles_the_worker_that_grew(master, tmp_path):
     (tmp_path / "version.txt").write_text("v0\n")
-    m: Master = master([*BASE_ARGS, "--workers", "2", "--max-memory", "150"],
-                       files={"app.py": MEMORY_APP})
+    m: Master = master(
+        [*BASE_ARGS, "--workers", "2", "--max-memory", "150"], files={"app.py": MEMORY_APP}
+    )
     m.wait_log("all 2 workers ready", timeout=30)
     pids = m.wait_workers(lambda p: len(p) == 2)
     with Load(m.port, "new_connection", connections=1) as load:
@@ -568,8 +598,7 @@ def test_reload_closes_50_websockets_with_1012_and_all_reconnect(master, tmp_pat
         (tmp_path / "version.txt").write_text("v2\n")
         m.signal(signal.SIGHUP)
         t0 = time.monotonic()
-        codes = await asyncio.wait_for(
-            asyncio.gather(*(close_code(ws) for ws, _ in opened)), 30)
+        codes = await asyncio.wait_for(asyncio.gather(*(close_code(ws) for ws, _ in opened)), 30)
         closed_in = time.monotonic() - t0
         again = await asyncio.gather(*(open_one() for _ in range(50)))
         echoes = await asyncio.gather(*(echo(ws, i) for i, (ws, _) in enumerate(again)))
@@ -584,8 +613,10 @@ def test_reload_closes_50_websockets_with_1012_and_all_reconnect(master, tmp_pat
     codes, closed_in, hellos, echoes = asyncio.run(scenario())
     m.wait_log("reload complete", timeout=30)
     new = set(m.wait_workers(lambda p: len(p) == 2 and not old & set(p), timeout=15))
-    print(f"\n50 WebSockets: close codes {dict(Counter(codes))} within {closed_in:.2f}s of HUP; "
-          f"reconnected to {dict(Counter(int(h.split()[1]) for h in hellos))}")
+    print(
+        f"\n50 WebSockets: close codes {dict(Counter(codes))} within {closed_in:.2f}s of HUP; "
+        f"reconnected to {dict(Counter(int(h.split()[1]) for h in hellos))}"
+    )
     assert codes == [1012] * 50
     assert all(h.startswith("v2 ") for h in hellos)
     assert {int(h.split()[1]) for h in hellos} <= new
@@ -649,10 +680,23 @@ def test_connection_accepted_just_as_drain_begins_is_served(tmp_path):
     read_end, write_end = os.pipe()
     os.set_blocking(read_end, False)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app_server", *BASE_ARGS, "--workers", "1",
-         "--port", str(port), "--metrics-bind", "off"],
-        cwd=tmp_path, env=clean_env(PYTHONDONTWRITEBYTECODE="1"),
-        stdout=write_end, stderr=write_end)
+        [
+            sys.executable,
+            "-m",
+            "app_server",
+            *BASE_ARGS,
+            "--workers",
+            "1",
+            "--port",
+            str(port),
+            "--metrics-bind",
+            "off",
+        ],
+        cwd=tmp_path,
+        env=clean_env(PYTHONDONTWRITEBYTECODE="1"),
+        stdout=write_end,
+        stderr=write_end,
+    )
     output = bytearray()
 
     def read_log() -> str:
@@ -696,8 +740,9 @@ def test_connection_accepted_just_as_drain_begins_is_served(tmp_path):
         os.close(filler)
         os.kill(old, signal.SIGCONT)
         stopped.remove(old)
-        poll(lambda: "pipe_write" in wchan(old), 10,
-             "the old worker blocked logging 'shutting down'")
+        poll(
+            lambda: "pipe_write" in wchan(old), 10, "the old worker blocked logging 'shutting down'"
+        )
         client = socket.create_connection(("127.0.0.1", port), timeout=5)
         client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         read_log()  # empty the pipe: the old worker goes on
@@ -723,4 +768,5 @@ def test_connection_accepted_just_as_drain_begins_is_served(tmp_path):
         os.close(read_end)
     assert first.startswith(b"HTTP/1.1 200 "), (
         f"the connection queued as the old worker began draining got {first!r};\n"
-        f"{output.decode(errors='replace').replace('#', '')[-3000:]}")
+        f"{output.decode(errors='replace').replace('#', '')[-3000:]}"
+    )

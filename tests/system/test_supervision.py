@@ -72,14 +72,16 @@ async def ws(request, ws):
         await ws.send(message)
 """
 
-BLOCK_LINE = next(number for number, line in enumerate(APP.splitlines(), start=1)
-                  if "BLOCKING-LINE" in line)
+BLOCK_LINE = next(
+    number for number, line in enumerate(APP.splitlines(), start=1) if "BLOCKING-LINE" in line
+)
 
 StartMaster = Callable[..., Master]
 
 
-def _start(master: StartMaster, args: list[str], files: dict[str, str] | None = None,
-           **kwargs: object) -> Master:
+def _start(
+    master: StartMaster, args: list[str], files: dict[str, str] | None = None, **kwargs: object
+) -> Master:
     return master([*args, "app:app"], files={"app.py": APP, **(files or {})}, **kwargs)
 
 
@@ -148,8 +150,7 @@ def test_sigkill_worker_is_replaced_and_serving(master: StartMaster) -> None:
     # The new worker answers (the kernel spreads new connections over both slots).
     _wait_answering(m, new)
     respawn_s = time.monotonic() - t0
-    print(f"\nrespawn: kill -> ready {ready_s:.3f}s, kill -> new worker answering "
-          f"{respawn_s:.3f}s")
+    print(f"\nrespawn: kill -> ready {ready_s:.3f}s, kill -> new worker answering {respawn_s:.3f}s")
     log = m.log()
     assert f"worker {victim} (slot" in log and "died (signal SIGKILL)" in log
     assert survivor in m.workers()
@@ -180,8 +181,10 @@ def test_hung_worker_is_aborted_with_its_stack_and_replaced(master: StartMaster)
         replaced_s = time.monotonic() - t0
     finally:
         blocked.close()
-    print(f"\nhung worker (--timeout {timeout_s}): detected after {detected_s:.2f}s, "
-          f"replacement answering after {replaced_s:.2f}s")
+    print(
+        f"\nhung worker (--timeout {timeout_s}): detected after {detected_s:.2f}s, "
+        f"replacement answering after {replaced_s:.2f}s"
+    )
     assert replaced_s < timeout_s + 5
     # Its Python stack, dumped by faulthandler on SIGABRT, is in the log.
     log = m.wait_log(f'app.py", line {BLOCK_LINE} in block', timeout=5)
@@ -264,7 +267,8 @@ def test_sigterm_drains_in_flight_requests_and_closes_websockets_1001(
     websockets = []
     for _ in range(4):
         client = stack.enter_context(
-            ws_connect(f"ws://127.0.0.1:{m.port}/ws", open_timeout=5, close_timeout=5))
+            ws_connect(f"ws://127.0.0.1:{m.port}/ws", open_timeout=5, close_timeout=5)
+        )
         client.send("ping")
         assert client.recv(timeout=5) == "ping"
         websockets.append(client)
@@ -293,8 +297,10 @@ def test_sigterm_drains_in_flight_requests_and_closes_websockets_1001(
         shutdown_s = time.monotonic() - t0
     finally:
         stack.close()
-    print(f"\nSIGTERM: refused after {refused_s * 1000:.0f}ms, exit {code} after "
-          f"{shutdown_s:.2f}s (graceful-timeout {graceful_s}s)")
+    print(
+        f"\nSIGTERM: refused after {refused_s * 1000:.0f}ms, exit {code} after "
+        f"{shutdown_s:.2f}s (graceful-timeout {graceful_s}s)"
+    )
     assert codes == [1001] * len(websockets)
     assert results == {i: (200, "slow done") for i in range(len(threads))}
     assert code == 0
@@ -371,16 +377,26 @@ def test_master_imports_the_app_only_with_preload(
     master: StartMaster, tmp_path: Path, preload: bool
 ) -> None:
     extra = ["--preload"] if preload else []
-    m = _start(master, ["--workers", "2", *extra], files={"wrapper.py": WRAPPER},
-               command=[sys.executable, "wrapper.py"])
+    m = _start(
+        master,
+        ["--workers", "2", *extra],
+        files={"wrapper.py": WRAPPER},
+        command=[sys.executable, "wrapper.py"],
+    )
     m.wait_log("all 2 workers ready")
     assert _get(m.url).status_code == 200
     m.signal(signal.SIGTERM)
     assert m.wait_exit(timeout=20) == 0
     modules = set(json.loads((tmp_path / "modules.json").read_text()))
     assert "app_server.master.arbiter" in modules  # it really is the master's list
-    framework = {"app_server.framework", "app_server.framework.app", "app", "uvloop",
-                 "app_server.workers.supervised", "app_server.workers.http_protocol"}
+    framework = {
+        "app_server.framework",
+        "app_server.framework.app",
+        "app",
+        "uvloop",
+        "app_server.workers.supervised",
+        "app_server.workers.http_protocol",
+    }
     if preload:
         assert {"app_server.framework", "app"} <= modules
     else:
@@ -391,12 +407,25 @@ def test_shared_listeners_no_reuse_port_tcp_and_unix(master: StartMaster, tmp_pa
     """--no-reuse-port: one TCP listener and a unix one, shared by both workers."""
     port = free_port()
     sock_path = tmp_path / "app.sock"
-    m = _start(master, ["--workers", "2", "--no-reuse-port", "--bind", f"127.0.0.1:{port}",
-                        "--bind", f"unix:{sock_path}"])
+    m = _start(
+        master,
+        [
+            "--workers",
+            "2",
+            "--no-reuse-port",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--bind",
+            f"unix:{sock_path}",
+        ],
+    )
     m.wait_log("all 2 workers ready")
     workers = m.wait_workers(lambda p: len(p) == 2)
-    tcp_listeners = [c for c in psutil.Process(m.pid).net_connections("tcp")
-                     if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+    tcp_listeners = [
+        c
+        for c in psutil.Process(m.pid).net_connections("tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+    ]
     assert len(tcp_listeners) == 1  # one socket, not one per slot
     served = {int(_get(f"http://127.0.0.1:{port}/").text) for _ in range(40)}
     assert served <= set(workers)
@@ -408,9 +437,7 @@ def test_shared_listeners_no_reuse_port_tcp_and_unix(master: StartMaster, tmp_pa
     assert not sock_path.exists()
 
 
-def test_pid_file_holds_the_master_pid_and_is_removed(
-    master: StartMaster, tmp_path: Path
-) -> None:
+def test_pid_file_holds_the_master_pid_and_is_removed(master: StartMaster, tmp_path: Path) -> None:
     pid_file = tmp_path / "run" / "app-server.pid"
     pid_file.parent.mkdir()
     m = _start(master, ["--workers", "1", "--pid", str(pid_file)])
@@ -429,8 +456,9 @@ def test_sigusr1_keeps_master_and_workers(master: StartMaster) -> None:
     m.wait_log("all 2 workers ready")
     workers = sorted(m.wait_workers(lambda p: len(p) == 2))
     status = Path(f"/proc/{m.pid}/status").read_text()
-    caught = int(next(line for line in status.splitlines()
-                      if line.startswith("SigCgt:")).split()[1], 16)
+    caught = int(
+        next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1], 16
+    )
     assert caught & (1 << (signal.SIGUSR1 - 1)), "the master does not catch USR1"
     m.signal(signal.SIGUSR1)
     # Synchronise on a later signal: the master handles them in order, so once
@@ -451,8 +479,9 @@ def test_sigusr1_keeps_master_and_workers(master: StartMaster) -> None:
 def test_slowloris_connections_are_closed_at_the_header_deadline(master: StartMaster) -> None:
     request_timeout = 2.0
     count = 200
-    m = _start(master, ["--workers", "2", "--request-timeout", str(request_timeout),
-                        "--no-access-log"])
+    m = _start(
+        master, ["--workers", "2", "--request-timeout", str(request_timeout), "--no-access-log"]
+    )
     m.wait_log("all 2 workers ready")
     assert _get(m.url).status_code == 200
 
@@ -512,11 +541,13 @@ def test_slowloris_connections_are_closed_at_the_header_deadline(master: StartMa
     assert not opened, f"{len(opened)} slowloris connections still open"
     assert not errors, errors[:3]
     p99 = statistics.quantiles(latencies, n=100)[98]
-    print(f"\nslowloris: {count} connections closed after {min(closed_after):.2f}-"
-          f"{max(closed_after):.2f}s (request-timeout {request_timeout}s), {answered_408} "
-          f"answered 408; normal client "
-          f"{len(latencies)} requests, p50 {statistics.median(latencies) * 1000:.1f}ms, "
-          f"p99 {p99 * 1000:.1f}ms")
+    print(
+        f"\nslowloris: {count} connections closed after {min(closed_after):.2f}-"
+        f"{max(closed_after):.2f}s (request-timeout {request_timeout}s), {answered_408} "
+        f"answered 408; normal client "
+        f"{len(latencies)} requests, p50 {statistics.median(latencies) * 1000:.1f}ms, "
+        f"p99 {p99 * 1000:.1f}ms"
+    )
     assert min(closed_after) >= request_timeout - 0.1
     assert max(closed_after) < request_timeout + 3
     assert answered_408 == count

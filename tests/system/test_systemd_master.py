@@ -104,6 +104,7 @@ class NotifyListener:
         def enough() -> list[Datagram] | None:
             found = self.with_key(key)
             return found if len(found) >= count else None
+
         return poll(enough, timeout, f"{count}x {key} (got {self.received})")  # type: ignore[no-any-return]
 
     def close(self) -> None:
@@ -151,14 +152,19 @@ def test_notify_ready_reloading_stopping_status(
     (stopping,) = notify.wait("STOPPING")
     assert stopping.fields["STOPPING"] == "1"
     assert m.wait_exit(timeout=20) == 0
-    order = [key for d in notify.received for key in ("READY", "RELOADING", "STOPPING")
-             if key in d.fields]
+    order = [
+        key
+        for d in notify.received
+        for key in ("READY", "RELOADING", "STOPPING")
+        if key in d.fields
+    ]
     assert order == ["READY", "RELOADING", "READY", "STOPPING"]
     assert not notify.with_key("WATCHDOG")  # no WATCHDOG_USEC: no watchdog
 
 
-def _watchdog_gaps(master: StartMaster, notify: NotifyListener, usec: int,
-                   count: int) -> list[float]:
+def _watchdog_gaps(
+    master: StartMaster, notify: NotifyListener, usec: int, count: int
+) -> list[float]:
     env = clean_env(NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC=str(usec))
     m = master(["--workers", "2", "app:app"], files={"app.py": APP}, env=env)
     notify.start(m, "all 2 workers ready")
@@ -168,8 +174,10 @@ def _watchdog_gaps(master: StartMaster, notify: NotifyListener, usec: int,
     env_seen = httpx.get(m.url + "/env").json()
     assert env_seen["WATCHDOG_USEC"] is None and env_seen["WATCHDOG_PID"] is None
     gaps = [b.at - a.at for a, b in zip(pings, pings[1:], strict=False)]
-    print(f"\nwatchdog: WATCHDOG_USEC={usec}, {len(gaps)} gaps, median "
-          f"{statistics.median(gaps):.3f}s, max {max(gaps):.3f}s")
+    print(
+        f"\nwatchdog: WATCHDOG_USEC={usec}, {len(gaps)} gaps, median "
+        f"{statistics.median(gaps):.3f}s, max {max(gaps):.3f}s"
+    )
     return gaps
 
 
@@ -192,8 +200,7 @@ def test_watchdog_keeps_up_with_a_short_watchdog_usec(
 
 
 def test_no_watchdog_for_another_pid(master: StartMaster, notify: NotifyListener) -> None:
-    env = clean_env(NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="200000",
-                    WATCHDOG_PID="1")
+    env = clean_env(NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="200000", WATCHDOG_PID="1")
     m = master(["--workers", "1", "app:app"], files={"app.py": APP}, env=env)
     notify.start(m, "all 1 workers ready")
     notify.wait("READY")
@@ -211,8 +218,11 @@ def test_no_watchdog_while_the_only_worker_is_blocked(
     # heartbeats come every min(1, 30/4) = 1s, so after ~2.5s without one the
     # worker is not heartbeating and systemd must not be told all is well.
     env = clean_env(NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="400000")
-    m = master(["--workers", "1", "--timeout", "30", "--graceful-timeout", "1", "app:app"],
-               files={"app.py": APP}, env=env)
+    m = master(
+        ["--workers", "1", "--timeout", "30", "--graceful-timeout", "1", "app:app"],
+        files={"app.py": APP},
+        env=env,
+    )
     notify.start(m, "all 1 workers ready")
     notify.wait("READY")
     notify.wait("WATCHDOG", count=3)
@@ -222,8 +232,7 @@ def test_no_watchdog_while_the_only_worker_is_blocked(
         blocked.sendall(b"GET /block HTTP/1.1\r\nHost: t\r\n\r\n")
         t0 = time.monotonic()
         # The blocked loop sends no heartbeat; wait past 3 heartbeat intervals.
-        poll(lambda: time.monotonic() - t0 > 6, 10, "6 seconds of blocked worker",
-             interval=0.2)
+        poll(lambda: time.monotonic() - t0 > 6, 10, "6 seconds of blocked worker", interval=0.2)
         late = [d for d in notify.with_key("WATCHDOG") if d.at > t0 + 3.5]
         assert not late, f"{len(late)} WATCHDOG=1 while the worker was blocked"
     finally:
@@ -275,9 +284,14 @@ def test_socket_activation_serves_the_inherited_sockets(
     other_port = free_port()  # what --port says; must stay unbound
     try:
         env = clean_env(TEST_LISTEN_SOURCES=",".join(map(str, fds)))
-        m = master(["--workers", "2", "--port", str(other_port), "app:app"],
-                   files={"app.py": APP, "activated.py": ACTIVATED}, env=env, pass_fds=fds,
-                   command=[sys.executable, "activated.py"], port=port)
+        m = master(
+            ["--workers", "2", "--port", str(other_port), "app:app"],
+            files={"app.py": APP, "activated.py": ACTIVATED},
+            env=env,
+            pass_fds=fds,
+            command=[sys.executable, "activated.py"],
+            port=port,
+        )
         m.wait_log("all 2 workers ready")
         workers = m.wait_workers(lambda p: len(p) == 2)
     finally:
@@ -291,22 +305,27 @@ def test_socket_activation_serves_the_inherited_sockets(
             assert response.status_code == 200
             seen.add(int(response.text))
     for _ in range(20):
-        response = httpx.get(f"http://127.0.0.1:{port}/", timeout=5,
-                             headers={"Connection": "close"})
+        response = httpx.get(
+            f"http://127.0.0.1:{port}/", timeout=5, headers={"Connection": "close"}
+        )
         assert response.status_code == 200
         seen.add(int(response.text))
     assert seen <= set(workers)
     assert httpx.get(f"http://127.0.0.1:{port}/env").json() == {
-        "NOTIFY_SOCKET": None, "WATCHDOG_USEC": None, "WATCHDOG_PID": None,
-        "LISTEN_FDS": None, "LISTEN_PID": None, "LISTEN_FDNAMES": None,
+        "NOTIFY_SOCKET": None,
+        "WATCHDOG_USEC": None,
+        "WATCHDOG_PID": None,
+        "LISTEN_FDS": None,
+        "LISTEN_PID": None,
+        "LISTEN_FDNAMES": None,
     }
 
     # Nothing new was bound: the master's listening sockets are the inherited ones.
     process = psutil.Process(m.pid)
-    listening = [c for c in process.net_connections(kind="inet")
-                 if c.status == psutil.CONN_LISTEN]
-    served = [(c.laddr.ip, c.laddr.port) for c in listening
-              if c.laddr.port != m.metrics_port]  # the master's own /metrics endpoint
+    listening = [c for c in process.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    served = [
+        (c.laddr.ip, c.laddr.port) for c in listening if c.laddr.port != m.metrics_port
+    ]  # the master's own /metrics endpoint
     assert served == [("127.0.0.1", port)]
     unix_paths = {c.laddr for c in process.net_connections(kind="unix") if c.laddr}
     assert path in unix_paths

@@ -16,8 +16,9 @@ def make_slots(count: int, listeners: bool = True) -> list[Slot]:
     return [Slot(i, [NO_SOCKET] if listeners else []) for i in range(count)]
 
 
-def worker(slot: Slot, pid: int, phase: Phase = Phase.READY, started: float = 0.0,
-           serving: bool = True) -> Worker:
+def worker(
+    slot: Slot, pid: int, phase: Phase = Phase.READY, started: float = 0.0, serving: bool = True
+) -> Worker:
     """A worker of ``slot``; ``serving``: it is the slot's worker (else just a record)."""
     record = Worker(pid, slot, NO_SOCKET, started, phase=phase, last_seen=started)
     if serving:

@@ -68,8 +68,9 @@ def test_dotted_attribute(write_module: Writer, tmp_path: Path) -> None:
 def test_factory_is_called_only_when_written_with_parentheses(
     write_module: Writer, tmp_path: Path
 ) -> None:
-    name = write_module(APP_CLASS + "calls = []\ndef create_app():\n"
-                        "    calls.append(1)\n    return FakeApp()\n")
+    name = write_module(
+        APP_CLASS + "calls = []\ndef create_app():\n    calls.append(1)\n    return FakeApp()\n"
+    )
     app = load(f"{name}:create_app()", tmp_path)
     assert type(app).__name__ == "FakeApp"
     assert sys.modules[name].calls == [1]
@@ -146,8 +147,7 @@ def test_import_inside_the_module_fails(write_module: Writer, tmp_path: Path) ->
 def test_module_raises_while_importing(write_module: Writer, tmp_path: Path) -> None:
     name = write_module("\n\nraise RuntimeError('no database')\n")
     assert error(f"{name}:app", tmp_path) == (
-        f"importing module {name!r} failed: RuntimeError: no database "
-        f"(at {tmp_path / name}.py:3)"
+        f"importing module {name!r} failed: RuntimeError: no database (at {tmp_path / name}.py:3)"
     )
 
 
@@ -161,8 +161,7 @@ def test_syntax_error(write_module: Writer, tmp_path: Path) -> None:
 def test_missing_attribute_lists_the_apps(write_module: Writer, tmp_path: Path) -> None:
     name = write_module(APP_CLASS + "api = FakeApp()\nadmin = FakeApp()\nother = 1\n")
     assert error(f"{name}:app", tmp_path) == (
-        f"module {name!r} has no attribute 'app'; "
-        f"applications in it: '{name}:admin', '{name}:api'"
+        f"module {name!r} has no attribute 'app'; applications in it: '{name}:admin', '{name}:api'"
     )
 
 
@@ -191,8 +190,7 @@ def test_factory_returns_none(write_module: Writer, tmp_path: Path) -> None:
 def test_factory_not_callable(write_module: Writer, tmp_path: Path) -> None:
     name = write_module("app = 42\n")
     assert error(f"{name}:app()", tmp_path) == (
-        f"{name}:app is not callable, so '{name}:app()' cannot call it as an application "
-        "factory"
+        f"{name}:app is not callable, so '{name}:app()' cannot call it as an application factory"
     )
 
 

@@ -116,7 +116,11 @@ def test_blueprint_middleware_runs_around_its_routes_after_the_apps() -> None:
     assert response.status == 200
     assert response.headers["x-shop"] == "1" and response.headers["x-app"] == "1"
     assert seen == [
-        "app-request", "shop-request", "shop-handler", "shop-response", "app-response",
+        "app-request",
+        "shop-request",
+        "shop-handler",
+        "shop-response",
+        "app-response",
     ]
 
 
@@ -130,9 +134,14 @@ def test_blueprint_middleware_skips_other_blueprints_and_app_routes() -> None:
     assert "x-shop" not in blog.headers and "x-shop" not in plain.headers
     assert "x-shop" not in nowhere.headers  # no route matched: only the app's middleware
     assert seen == [
-        "app-request", "blog-handler", "app-response",
-        "app-request", "app-handler", "app-response",
-        "app-request", "app-response",
+        "app-request",
+        "blog-handler",
+        "app-response",
+        "app-request",
+        "app-handler",
+        "app-response",
+        "app-request",
+        "app-response",
     ]
 
 
@@ -228,17 +237,24 @@ def test_blueprint_exception_handler_answers_a_failed_websocket_handshake() -> N
     with TestClient(app2) as client, pytest.raises(WebSocketRejected) as info:
         client.websocket_connect("/boom")
     assert (info.value.response.status, info.value.response.text) == (
-        451, "refused by the blueprint",
+        451,
+        "refused by the blueprint",
     )
 
 
 def test_blueprint_options_are_checked_when_written() -> None:
     bp = Blueprint("checked")
-    with pytest.raises(TypeError, match=r"Blueprint\.route\(\) got an unexpected keyword "
-                                        r"argument 'method'; did you mean 'methods'\?"):
+    with pytest.raises(
+        TypeError,
+        match=r"Blueprint\.route\(\) got an unexpected keyword "
+        r"argument 'method'; did you mean 'methods'\?",
+    ):
         bp.get("/x", method=["GET"])
-    with pytest.raises(TypeError, match=r"Blueprint\.websocket\(\) got an unexpected keyword "
-                                        r"argument 'subprotocol'; did you mean 'subprotocols'\?"):
+    with pytest.raises(
+        TypeError,
+        match=r"Blueprint\.websocket\(\) got an unexpected keyword "
+        r"argument 'subprotocol'; did you mean 'subprotocols'\?",
+    ):
         bp.websocket("/x", subprotocol=["chat"])
     with pytest.raises(ValueError, match="error_format"):
         bp.get("/x", error_format="xml")
@@ -289,5 +305,7 @@ def test_error_format_shapes_a_refused_websocket_handshake() -> None:
         client.websocket_connect("/private")
     assert info.value.response.status == 404
     assert info.value.response.json() == {
-        "status": 404, "description": "Not Found", "message": "no such room",
+        "status": 404,
+        "description": "Not Found",
+        "message": "no such room",
     }

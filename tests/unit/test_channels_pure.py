@@ -53,8 +53,11 @@ def test_replay_returns_what_follows_since_or_a_gap() -> None:
     log: TopicLog[str] = TopicLog("t", epoch=3, size=3, ttl_s=10)
     offsets = [log.append(f"m{i}", now=float(i)) for i in range(5)]  # keeps m2..m4
     assert offsets[1] - offsets[0] == 1
-    assert log.replay(offsets[1], now=5) == [(offsets[2], "m2"), (offsets[3], "m3"),
-                                             (offsets[4], "m4")]
+    assert log.replay(offsets[1], now=5) == [
+        (offsets[2], "m2"),
+        (offsets[3], "m3"),
+        (offsets[4], "m4"),
+    ]
     assert log.replay(offsets[4], now=5) == []
     with pytest.raises(ChannelGap, match="no longer reaches"):
         log.replay(offsets[0], now=5)  # m1 was trimmed

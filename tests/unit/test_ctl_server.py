@@ -51,10 +51,15 @@ def test_an_oversized_frame_is_refused_from_its_length_alone() -> None:
         reader.next()
 
 
-@pytest.mark.parametrize(("body", "error"), [
-    (b"{not json", "not JSON"), (b"\xff\xfe", "not JSON"), (b"[1, 2]", "JSON object"),
-    (b'"status"', "JSON object"),
-])
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b"{not json", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b"[1, 2]", "JSON object"),
+        (b'"status"', "JSON object"),
+    ],
+)
 def test_a_frame_that_is_not_a_json_object_is_an_error(body: bytes, error: str) -> None:
     reader = FrameReader(MAX_FRAME)
     reader.feed(struct.pack("!I", len(body)) + body)
@@ -79,8 +84,10 @@ def test_a_heartbeat_carries_the_open_connections() -> None:
 
 
 def test_default_path_prefers_systemds_runtime_directory() -> None:
-    assert default_path({"RUNTIME_DIRECTORY": "/run/app-server"}, "/var/x.pid") == \
-        "/run/app-server/app-server.sock"
+    assert (
+        default_path({"RUNTIME_DIRECTORY": "/run/app-server"}, "/var/x.pid")
+        == "/run/app-server/app-server.sock"
+    )
     assert default_path({"RUNTIME_DIRECTORY": "/run/a:/run/b"}, None) == "/run/a/app-server.sock"
     assert default_path({}, "/run/x.pid") == "/run/x.ctl"
     assert default_path({}, "/run/x") == "/run/x.ctl"
@@ -104,12 +111,15 @@ def test_the_client_reads_the_masters_config_file(tmp_path: Path) -> None:
     assert socket_path(None, None, {"APP_SERVER_CONFIG": str(config)}) == "/run/p.ctl"
     assert socket_path(None, "/run/q.pid", {}, str(config)) == "/run/q.ctl"  # flag first
     # Under systemd, RUNTIME_DIRECTORY comes before the pid file, as in the master.
-    assert socket_path(None, None, {"RUNTIME_DIRECTORY": "/run/s"}, str(config)) == \
-        "/run/s/app-server.sock"
+    assert (
+        socket_path(None, None, {"RUNTIME_DIRECTORY": "/run/s"}, str(config))
+        == "/run/s/app-server.sock"
+    )
     config.write_text('control_socket = "/srv/c.sock"\n')
     assert socket_path(None, None, {"RUNTIME_DIRECTORY": "/run/s"}, str(config)) == "/srv/c.sock"
-    assert socket_path(None, None, {"APP_SERVER_CONTROL_SOCKET": "/e.sock"}, str(config)) == \
-        "/e.sock"
+    assert (
+        socket_path(None, None, {"APP_SERVER_CONTROL_SOCKET": "/e.sock"}, str(config)) == "/e.sock"
+    )
     config.write_text('control_socket = "off"\n')
     assert socket_path(None, None, {}, str(config)) is None
 
@@ -163,8 +173,15 @@ def test_reload_wait_answers_an_aborted_reload_at_once_with_its_reason() -> None
     reload, client = object(), conn()
     waits.wait(reload, client)
     waits.ended(reload, "the new worker for slot 0 failed to start (exit 3)", (), 1, 0.1)
-    assert answers.sent == [(client, {"ok": False, "error": "reload aborted: the new worker "
-                                                            "for slot 0 failed to start (exit 3)"})]
+    assert answers.sent == [
+        (
+            client,
+            {
+                "ok": False,
+                "error": "reload aborted: the new worker for slot 0 failed to start (exit 3)",
+            },
+        )
+    ]
 
 
 def test_reload_wait_is_told_when_the_server_stops_meanwhile() -> None:
@@ -187,17 +204,45 @@ def test_reload_wait_is_told_when_the_server_stops_meanwhile() -> None:
 
 
 def test_status_is_an_aligned_table() -> None:
-    answer = json.loads(json.dumps({
-        "master": {"pid": 1, "state": "ready", "workers": 2, "uptime_s": 3725.0,
-                   "operation": None},
-        "workers": [
-            {"pid": 7, "slot": 0, "state": "ready", "uptime_s": 5.0, "requests": 123456,
-             "http_connections": 3, "websockets": 0, "rss_bytes": 31457280, "cpu_s": 1.5,
-             "heartbeat_age_s": 0.1},
-            {"pid": 12345, "slot": 1, "state": "stopping", "uptime_s": 65.0, "requests": 1,
-             "http_connections": 0, "websockets": 12, "rss_bytes": 0, "cpu_s": 0.0,
-             "heartbeat_age_s": 2.25},
-        ]}))
+    answer = json.loads(
+        json.dumps(
+            {
+                "master": {
+                    "pid": 1,
+                    "state": "ready",
+                    "workers": 2,
+                    "uptime_s": 3725.0,
+                    "operation": None,
+                },
+                "workers": [
+                    {
+                        "pid": 7,
+                        "slot": 0,
+                        "state": "ready",
+                        "uptime_s": 5.0,
+                        "requests": 123456,
+                        "http_connections": 3,
+                        "websockets": 0,
+                        "rss_bytes": 31457280,
+                        "cpu_s": 1.5,
+                        "heartbeat_age_s": 0.1,
+                    },
+                    {
+                        "pid": 12345,
+                        "slot": 1,
+                        "state": "stopping",
+                        "uptime_s": 65.0,
+                        "requests": 1,
+                        "http_connections": 0,
+                        "websockets": 12,
+                        "rss_bytes": 0,
+                        "cpu_s": 0.0,
+                        "heartbeat_age_s": 2.25,
+                    },
+                ],
+            }
+        )
+    )
     lines = render("status", answer).splitlines()
     assert lines[0] == "master 1: ready, 2 workers, up 1h02m"
     header, first, second = lines[1:]

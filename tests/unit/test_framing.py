@@ -6,8 +6,9 @@ from app_server.protocols.http import framing
 
 
 def test_response_has_length_date_and_body() -> None:
-    out = framing.encode_response(200, b"Content-Type: text/plain\r\n", b"hi", b"Date: x\r\n", b"",
-                                  False)
+    out = framing.encode_response(
+        200, b"Content-Type: text/plain\r\n", b"hi", b"Date: x\r\n", b"", False
+    )
     assert out == (
         b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nDate: x\r\n\r\nhi"
     )

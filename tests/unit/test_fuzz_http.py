@@ -32,9 +32,18 @@ MAX_BODY = 256
 
 def _head_fields(head: RequestHead) -> tuple[Any, ...]:
     return (
-        head.method, head.raw_path, head.path, head.query_string, head.http_version,
-        tuple(head.headers), head.keep_alive, head.upgrade, head.chunked,
-        head.content_length, head.expect_continue, head.host,
+        head.method,
+        head.raw_path,
+        head.path,
+        head.query_string,
+        head.http_version,
+        tuple(head.headers),
+        head.keep_alive,
+        head.upgrade,
+        head.chunked,
+        head.content_length,
+        head.expect_continue,
+        head.host,
     )
 
 
@@ -97,10 +106,34 @@ BAD_EOLS = [b"\n", b"\r"]
 GOOD_NAMES = [b"X-A", b"Accept", b"x-b", b"Connection", b"Expect"]
 FRAMING_NAMES = [b"Content-Length", b"Transfer-Encoding", b"host", b"Upgrade"]
 BAD_NAMES = [b"X A", b"", b"X-\xff", b"X:"] + FRAMING_NAMES
-GOOD_VALUES = [b"a", b"", b"0", b"3", b"chunked", b"keep-alive", b"100-continue",
-               b" padded  ", b"a  b", b"\xe9t\xe9", b"gzip, chunked", b"a,b"]
-BAD_VALUES = [b"close", b"upgrade", b"+3", b"3, 3", b"-1", b"99999999999999999999",
-              b"chunked, gzip", b"identity", b"CHUNKED", b"websocket", b"x\x00y", b"x\ry"]
+GOOD_VALUES = [
+    b"a",
+    b"",
+    b"0",
+    b"3",
+    b"chunked",
+    b"keep-alive",
+    b"100-continue",
+    b" padded  ",
+    b"a  b",
+    b"\xe9t\xe9",
+    b"gzip, chunked",
+    b"a,b",
+]
+BAD_VALUES = [
+    b"close",
+    b"upgrade",
+    b"+3",
+    b"3, 3",
+    b"-1",
+    b"99999999999999999999",
+    b"chunked, gzip",
+    b"identity",
+    b"CHUNKED",
+    b"websocket",
+    b"x\x00y",
+    b"x\ry",
+]
 COLONS = [b":", b" : ", b":\t"]
 
 
@@ -130,8 +163,10 @@ def chunked_body(draw: st.DrawFn, valid: bool) -> bytes:
 def request(draw: st.DrawFn, valid: bool = False) -> bytes:
     eol = part(draw, [b"\r\n"], BAD_EOLS, valid)
     line = (
-        part(draw, GOOD_METHODS, BAD_METHODS, valid) + part(draw, [b" "], BAD_SEPARATORS, valid)
-        + part(draw, GOOD_TARGETS, BAD_TARGETS, valid) + part(draw, [b" "], BAD_SEPARATORS, valid)
+        part(draw, GOOD_METHODS, BAD_METHODS, valid)
+        + part(draw, [b" "], BAD_SEPARATORS, valid)
+        + part(draw, GOOD_TARGETS, BAD_TARGETS, valid)
+        + part(draw, [b" "], BAD_SEPARATORS, valid)
         + part(draw, GOOD_VERSIONS, BAD_VERSIONS, valid)
     )
     headers = [b"Host: h"] if valid or draw(st.integers(0, 9)) < 9 else []
@@ -195,14 +230,15 @@ def test_arbitrary_bytes_parse_the_same_however_split(data: bytes, cuts: list[in
 @fuzz(300)
 @given(data=near_valid, cuts=cuts)
 @example(data=b"GET / HTTP/1.1\r\nHost: h\r\n\r\nget / HTTP/1.1\r\n\r\n", cuts=[30, 31])
-@example(data=b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nABCD / HTTP/1.1\r\n",
-         cuts=[48])
+@example(
+    data=b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nABCD / HTTP/1.1\r\n", cuts=[48]
+)
 @example(data=b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n", cuts=[4])
 def test_near_valid_requests_parse_the_same_however_split(data: bytes, cuts: list[int]) -> None:
     whole = run([data])
     note_event(f"error {whole[1]}")
     assert run(split(data, cuts)) == whole
-    assert run([data[i:i + 1] for i in range(len(data))]) == whole
+    assert run([data[i : i + 1] for i in range(len(data))]) == whole
 
 
 # -- 2. h11 frames what we accept the same way -------------------------------------
@@ -245,8 +281,7 @@ def _http10_keep_alive(req: h11.Request) -> bool:
     # h11 never keeps an HTTP/1.0 connection open (by design); llhttp honours
     # "Connection: keep-alive" there (RFC 9112 §9.3), so the comparison goes on.
     return req.http_version == b"1.0" and any(
-        name == b"connection" and b"keep-alive" in value.lower()
-        for name, value in req.headers
+        name == b"connection" and b"keep-alive" in value.lower() for name, value in req.headers
     )
 
 
@@ -261,8 +296,15 @@ def ours(data: bytes) -> list[tuple[bytes, bytes, list[tuple[bytes, bytes]], byt
             head, body = event, b""
         elif event is REQUEST_END:
             assert head is not None
-            out.append((head.method.encode(), head.raw_path, list(head.headers), body,
-                        head.http_version.encode()))
+            out.append(
+                (
+                    head.method.encode(),
+                    head.raw_path,
+                    list(head.headers),
+                    body,
+                    head.http_version.encode(),
+                )
+            )
         else:
             body += event
     return out
@@ -297,5 +339,5 @@ def test_accepted_requests_are_framed_the_same_by_h11(data: bytes) -> None:
         reference = h11_requests(data)
     except h11.RemoteProtocolError as exc:
         raise AssertionError(f"h11 refuses what we accept: {exc}") from exc
-    assert [_comparable(r) for r in reference[:len(accepted)]] == accepted
+    assert [_comparable(r) for r in reference[: len(accepted)]] == accepted
     assert len(reference) >= len(accepted)

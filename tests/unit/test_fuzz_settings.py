@@ -26,11 +26,55 @@ NAMES = [s.name for s in SETTINGS]
 # Words near the valid ones for every value type: numbers in odd spellings,
 # off-words, addresses and binds half right.
 NEAR_VALID = [
-    "0", "1", "-1", "65535", "65536", "auto", "AUTO", "off", "none", "", " ", "1e309", "-0",
-    "nan", "inf", "-inf", "0x10", "1_000", " 5 ", "1.5", "true", "Yes", "on", "2.0.0",
-    "debug", "json", "TEXT", "permessage-deflate", "127.0.0.1:8000", "[::1]:80", "[::1]",
-    "unix:", "unix:/tmp/x.sock", "fd://3", "fd://-1", "fd://x", ":80", "host:", "h:99999",
-    "*", "10.0.0.0/8", "10.0.0.0/33", "::/0", "1.2.3.4, *", "a,,b", "\x00", "é", "/", ".",
+    "0",
+    "1",
+    "-1",
+    "65535",
+    "65536",
+    "auto",
+    "AUTO",
+    "off",
+    "none",
+    "",
+    " ",
+    "1e309",
+    "-0",
+    "nan",
+    "inf",
+    "-inf",
+    "0x10",
+    "1_000",
+    " 5 ",
+    "1.5",
+    "true",
+    "Yes",
+    "on",
+    "2.0.0",
+    "debug",
+    "json",
+    "TEXT",
+    "permessage-deflate",
+    "127.0.0.1:8000",
+    "[::1]:80",
+    "[::1]",
+    "unix:",
+    "unix:/tmp/x.sock",
+    "fd://3",
+    "fd://-1",
+    "fd://x",
+    ":80",
+    "host:",
+    "h:99999",
+    "*",
+    "10.0.0.0/8",
+    "10.0.0.0/33",
+    "::/0",
+    "1.2.3.4, *",
+    "a,,b",
+    "\x00",
+    "é",
+    "/",
+    ".",
 ]
 values: st.SearchStrategy[Any] = st.one_of(
     st.sampled_from(NEAR_VALID),
@@ -68,8 +112,14 @@ def test_any_value_from_code_or_options_resolves_or_is_one_settings_error(
 
 
 @fuzz(200)
-@given(chosen=st.dictionaries(st.sampled_from(SETTINGS), st.one_of(
-    st.sampled_from(NEAR_VALID), st.text(max_size=20)), min_size=1, max_size=4))
+@given(
+    chosen=st.dictionaries(
+        st.sampled_from(SETTINGS),
+        st.one_of(st.sampled_from(NEAR_VALID), st.text(max_size=20)),
+        min_size=1,
+        max_size=4,
+    )
+)
 def test_any_environment_resolves_or_is_one_settings_error(chosen: dict[Any, str]) -> None:
     environ = {setting.env: value for setting, value in chosen.items() if setting.in_file}
     try:
@@ -81,8 +131,12 @@ def test_any_environment_resolves_or_is_one_settings_error(chosen: dict[Any, str
 
 
 FLAGS = sorted({flag for s in SETTINGS for flag in s.flags} | {"--help", "--version"})
-tokens = st.one_of(st.sampled_from(FLAGS), st.sampled_from(NEAR_VALID), st.text(max_size=12),
-                   st.sampled_from(["m:app", "-", "--", "-x", "--no-access-log", "--ws-comp"]))
+tokens = st.one_of(
+    st.sampled_from(FLAGS),
+    st.sampled_from(NEAR_VALID),
+    st.text(max_size=12),
+    st.sampled_from(["m:app", "-", "--", "-x", "--no-access-log", "--ws-comp"]),
+)
 
 
 @fuzz(300)
@@ -111,8 +165,11 @@ def toml_value(value: Any) -> str:
 
 
 toml_values = st.one_of(
-    st.sampled_from(NEAR_VALID), st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1),
-    st.floats(), st.booleans(), st.lists(st.sampled_from(NEAR_VALID), max_size=3),
+    st.sampled_from(NEAR_VALID),
+    st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1),
+    st.floats(),
+    st.booleans(),
+    st.lists(st.sampled_from(NEAR_VALID), max_size=3),
 )
 
 
@@ -120,7 +177,9 @@ toml_values = st.one_of(
 @given(
     entries=st.dictionaries(
         st.one_of(st.sampled_from(NAMES), st.text(alphabet="abcdefgxyz_", min_size=1, max_size=8)),
-        toml_values, max_size=4),
+        toml_values,
+        max_size=4,
+    ),
     garbage=st.one_of(st.just(b""), st.binary(max_size=20)),
 )
 def test_any_config_file_resolves_or_is_one_settings_error(

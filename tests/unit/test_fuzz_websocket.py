@@ -38,10 +38,37 @@ REGISTERED = (1012, 1013, 1014)
 
 # -- frame sequences -----------------------------------------------------------------
 
-CLOSE_CODES = [1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007, 1011, 1012, 1013, 1014, 1015,
-               999, 2999, 3000, 4999, 5000]
-TEXTS = [b"", b"a", "é€😀".encode(), b"ok\xff", b"\xc3", b"\xa9", b"\xe2\x82", b"\xed\xa0\x80",
-         b"\xf4\x90\x80\x80"]
+CLOSE_CODES = [
+    1000,
+    1001,
+    1002,
+    1003,
+    1004,
+    1005,
+    1006,
+    1007,
+    1011,
+    1012,
+    1013,
+    1014,
+    1015,
+    999,
+    2999,
+    3000,
+    4999,
+    5000,
+]
+TEXTS = [
+    b"",
+    b"a",
+    "é€😀".encode(),
+    b"ok\xff",
+    b"\xc3",
+    b"\xa9",
+    b"\xe2\x82",
+    b"\xed\xa0\x80",
+    b"\xf4\x90\x80\x80",
+]
 
 
 @st.composite
@@ -128,7 +155,7 @@ def expected(frames: list[tuple[int, bytes]]) -> list[tuple[int, Any]]:
         if opcode != 0x8 or raw[0] != 0x88 or not raw[1] & 0x80 or len(raw) < 8:
             continue
         length = raw[1] & 0x7F
-        mask, body = raw[2:6], raw[6:6 + length]
+        mask, body = raw[2:6], raw[6 : 6 + length]
         unmasked = bytes(b ^ mask[j % 4] for j, b in enumerate(body))
         code = int.from_bytes(unmasked[:2], "big")
         if code not in REGISTERED:
@@ -145,8 +172,9 @@ def expected(frames: list[tuple[int, bytes]]) -> list[tuple[int, Any]]:
 
 @fuzz(200)
 @given(frames=streams, points=cuts, room=st.sampled_from([1, 2, 3, BIG]))
-@example(frames=[(0x1, client_frame(0x1, b"x" * 300 + b"\xff" + b"y" * 300))], points=[200],
-         room=BIG)
+@example(
+    frames=[(0x1, client_frame(0x1, b"x" * 300 + b"\xff" + b"y" * 300))], points=[200], room=BIG
+)
 @example(frames=[(0x8, client_frame(0x8, struct.pack("!H", 1014)))], points=[3], room=1)
 def test_fast_path_and_wsproto_agree_however_split(
     frames: list[tuple[int, bytes]], points: list[int], room: int
@@ -161,23 +189,44 @@ def test_fast_path_and_wsproto_agree_however_split(
 
 # -- the handshake reader ----------------------------------------------------------
 
-HEADER_NAMES = [b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-protocol",
-                b"sec-websocket-extensions", b"host", b"sec-websocket-accept", b"x-a"]
+HEADER_NAMES = [
+    b"sec-websocket-key",
+    b"sec-websocket-version",
+    b"sec-websocket-protocol",
+    b"sec-websocket-extensions",
+    b"host",
+    b"sec-websocket-accept",
+    b"x-a",
+]
 GOOD_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 
 
 @st.composite
 def header_value(draw: st.DrawFn) -> bytes:
-    return draw(st.one_of(
-        st.binary(max_size=40),
-        st.sampled_from([GOOD_KEY, b"13", b"8", b" 13", b"chat, superchat", b"",
-                         b"permessage-deflate; client_max_window_bits",
-                         b"permessage-deflate; server_max_window_bits=7",
-                         b"permessage-deflate; server_max_window_bits=x",
-                         b"permessage-deflate; client_max_window_bits=99, permessage-deflate",
-                         b"permessage-deflate;;", b"x-webkit-deflate-frame", b"\xff\xfe",
-                         b"dGhlIHNhbXBsZSBub25jZQ", b"dGhlIHNhbXBsZSBub25jZQ==="]),
-    ))
+    return draw(
+        st.one_of(
+            st.binary(max_size=40),
+            st.sampled_from(
+                [
+                    GOOD_KEY,
+                    b"13",
+                    b"8",
+                    b" 13",
+                    b"chat, superchat",
+                    b"",
+                    b"permessage-deflate; client_max_window_bits",
+                    b"permessage-deflate; server_max_window_bits=7",
+                    b"permessage-deflate; server_max_window_bits=x",
+                    b"permessage-deflate; client_max_window_bits=99, permessage-deflate",
+                    b"permessage-deflate;;",
+                    b"x-webkit-deflate-frame",
+                    b"\xff\xfe",
+                    b"dGhlIHNhbXBsZSBub25jZQ",
+                    b"dGhlIHNhbXBsZSBub25jZQ===",
+                ]
+            ),
+        )
+    )
 
 
 @fuzz(300)
@@ -189,8 +238,9 @@ def header_value(draw: st.DrawFn) -> bytes:
 def test_read_offer_only_refuses_with_upgrade_refused(
     headers: list[tuple[bytes, bytes]], method: str, version: str
 ) -> None:
-    head = RequestHead(method, b"/ws", "/ws", b"", version, headers, True, b"websocket",
-                       False, None, False, "h")
+    head = RequestHead(
+        method, b"/ws", "/ws", b"", version, headers, True, b"websocket", False, None, False, "h"
+    )
     try:
         offer = read_offer(head)
     except UpgradeRefused as exc:

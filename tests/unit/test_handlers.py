@@ -33,8 +33,18 @@ def make_request(
 ) -> Request:
     path, _, query = target.partition(b"?")
     head = RequestHead(
-        method, target, path.decode(), query, "1.1", [(b"host", b"t")], True, None, False,
-        len(body) or None, False, "t",
+        method,
+        target,
+        path.decode(),
+        query,
+        "1.1",
+        [(b"host", b"t")],
+        True,
+        None,
+        False,
+        len(body) or None,
+        False,
+        "t",
     )
     request = Request(head, ConnectionInfo("127.0.0.1", 5000, "t", 80, "http", None), app=None)
     request.match_info = dict(match_info or {})
@@ -152,8 +162,13 @@ def test_path_parameter_beats_query_parameter_of_the_same_name() -> None:
     ],
 )
 def test_query_parameters_converted_by_annotation(query: bytes, expected: tuple[Any, ...]) -> None:
-    async def h(request, page: int = 1, size: float = 10.0, flag: bool = False,  # type: ignore[no-untyped-def]
-                q: str = "default"):
+    async def h(
+        request,
+        page: int = 1,
+        size: float = 10.0,
+        flag: bool = False,  # type: ignore[no-untyped-def]
+        q: str = "default",
+    ):
         return page, size, flag, q
 
     result = call(h, make_request(b"/?" + query))

@@ -235,7 +235,7 @@ def test_a_websocket_upgrade_ends_http_input_and_the_rest_is_for_the_websocket()
     data = WEBSOCKET + b"\x81\x00"
     events = receive(conn, data, 0.0)
     assert isinstance(events[0], RequestHead) and events[0].upgrade == b"websocket"
-    assert data[conn.upgraded_at:] == b"\x81\x00"
+    assert data[conn.upgraded_at :] == b"\x81\x00"
     conn.upgrade_seen(websocket_pending=True)
     assert conn.input_closed and conn.keep_alive  # its handshake response decides
     conn.handler_started(0.0, websocket=True)

@@ -140,7 +140,12 @@ INVALID: dict[str, tuple[bytes, int]] = {
     ),
     "body over limit (chunked)": (
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-        + b"200\r\n" + b"x" * 512 + b"\r\n" + b"200\r\n" + b"x" * 512 + b"\r\n"
+        + b"200\r\n"
+        + b"x" * 512
+        + b"\r\n"
+        + b"200\r\n"
+        + b"x" * 512
+        + b"\r\n"
         + b"1\r\nx\r\n0\r\n\r\n",
         413,
     ),
@@ -254,8 +259,11 @@ def test_unknown_method_far_after_a_boundary_is_still_refused() -> None:
     # The 501 distinction replays at most 64 KiB since the last message
     # boundary; further back the request is still refused, with 400.
     body = b"x" * 70_000
-    raw = (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-           + b"BREW /pot HTTP/1.1\r\nHost: a\r\n\r\n")
+    raw = (
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(body)
+        + body
+        + b"BREW /pot HTTP/1.1\r\nHost: a\r\n\r\n"
+    )
     parser = RequestParser(MAX_HEAD, 100_000)
     with pytest.raises(ProtocolError) as info:
         parser.feed(raw)

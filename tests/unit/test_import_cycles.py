@@ -8,7 +8,6 @@ chain of modules, first module repeated at the end.
 
 from __future__ import annotations
 
-from tests.in_flight import is_in_flight
 from tests.unit.import_graph import internal_graph
 
 
@@ -73,10 +72,7 @@ def chain_through(graph: dict[str, set[str]], component: list[str]) -> list[str]
 def test_no_import_cycle() -> None:
     graph = internal_graph()
     cycles = [
-        " -> ".join(chain_through(graph, component))
-        for component in strongly_connected(graph)
-        # TEMPORARY: cycles wholly inside modules being rewritten (tests/in_flight.py).
-        if not all(is_in_flight(module) for module in component)
+        " -> ".join(chain_through(graph, component)) for component in strongly_connected(graph)
     ]
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
 

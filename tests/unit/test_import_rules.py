@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.in_flight import is_in_flight
 from tests.unit.import_graph import ROOT, Import, all_modules, imports_of, internal, module_name
 
 # Each rule: module prefix -> (the app_server prefixes it may import besides
@@ -348,7 +347,7 @@ def unlisted_lazy_imports(path: Path, found: tuple[Import, ...] | None = None) -
     return sorted(bad.values())
 
 
-ENFORCED = [p for p in all_modules() if not is_in_flight(str(p.relative_to(ROOT.parent)))]
+ENFORCED = list(all_modules())
 
 
 @pytest.mark.parametrize("path", ENFORCED, ids=module_name)

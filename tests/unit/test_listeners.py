@@ -192,8 +192,7 @@ def _queued_on(listeners: list[socket.socket], connections: int = 20) -> list[in
     from app_server.master.reuseport import accept_queue_length
 
     port = listeners[0].getsockname()[1]
-    clients = [socket.create_connection(("127.0.0.1", port), timeout=5)
-               for _ in range(connections)]
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(connections)]
     try:
         return [accept_queue_length(s) for s in listeners]
     finally:
@@ -218,8 +217,7 @@ def test_slot_i_listener_is_index_i_of_the_reuseport_group() -> None:
 
     first = bind_listener(tcp("127.0.0.1"), reuse_port=True)
     port = first.getsockname()[1]
-    slots = [first] + [bind_listener(tcp("127.0.0.1", port), reuse_port=True)
-                       for _ in range(3)]
+    slots = [first] + [bind_listener(tcp("127.0.0.1", port), reuse_port=True) for _ in range(3)]
     try:
         for index in range(4):
             assert steer(slots[0], [index])

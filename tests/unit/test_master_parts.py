@@ -71,8 +71,16 @@ def test_read_ready_skips_a_packet_that_breaks_the_protocol() -> None:
         assert [control.decode(p).kind for p in control.read_ready(recv, b"")] == [Kind.READY]
 
 
-@pytest.mark.parametrize("packet", [b"", b"\x01" * 15, b"\x01" * 17, b"\x09" + b"\x00" * 15,
-                                    b"\x06" + b"\x00" * 14 + b"\x05" + b"abc"])
+@pytest.mark.parametrize(
+    "packet",
+    [
+        b"",
+        b"\x01" * 15,
+        b"\x01" * 17,
+        b"\x09" + b"\x00" * 15,
+        b"\x06" + b"\x00" * 14 + b"\x05" + b"abc",
+    ],
+)
 def test_malformed_packets_are_refused(packet: bytes) -> None:
     with pytest.raises(control.ControlError):
         control.decode(packet)

@@ -56,7 +56,9 @@ def test_reload_replaces_each_slot_in_turn_and_ends_ok() -> None:
     old = [worker(s, 10 + s.index) for s in slots]
     reload = Reload()
     assert reload.handle(Started(), view(slots, now=100.0)) == [
-        NotifyReloading(), SpawnSuccessor(slots[0])]
+        NotifyReloading(),
+        SpawnSuccessor(slots[0]),
+    ]
     new0 = successor_of(slots[0], 20)
     # The old worker's own READY or heartbeat does not move the reload on.
     assert reload.handle(WorkerReady(old[1]), view(slots)) == []
@@ -67,15 +69,20 @@ def test_reload_replaces_each_slot_in_turn_and_ends_ok() -> None:
     new1 = successor_of(slots[1], 21)
     promote(new1)
     assert reload.handle(WorkerReady(new1), view(slots, now=103.5)) == [
-        ReloadEnded(replaced=2, took_s=3.5, failure=None, retired=(old[0], old[1])), FINISHED]
+        ReloadEnded(replaced=2, took_s=3.5, failure=None, retired=(old[0], old[1])),
+        FINISHED,
+    ]
 
 
-@pytest.mark.parametrize(("code", "cause"), [
-    (EXIT_BOOT_FAILED, "exit 3: the application failed to boot"),  # import or start hook
-    (-signal.SIGABRT, "signal SIGABRT"),  # hung while booting: aborted by the master
-    (-signal.SIGKILL, "signal SIGKILL"),  # killed (out of memory, an operator)
-    (1, "exit 1"),  # crashed
-])
+@pytest.mark.parametrize(
+    ("code", "cause"),
+    [
+        (EXIT_BOOT_FAILED, "exit 3: the application failed to boot"),  # import or start hook
+        (-signal.SIGABRT, "signal SIGABRT"),  # hung while booting: aborted by the master
+        (-signal.SIGKILL, "signal SIGKILL"),  # killed (out of memory, an operator)
+        (1, "exit 1"),  # crashed
+    ],
+)
 def test_reload_aborts_when_a_new_worker_dies_before_ready(code: int, cause: str) -> None:
     slots = make_slots(3)
     old0 = worker(slots[0], 10)
@@ -88,10 +95,16 @@ def test_reload_aborts_when_a_new_worker_dies_before_ready(code: int, cause: str
     assert reload.handle(WorkerReady(new0), view(slots)) == [SpawnSuccessor(slots[1])]
     new1 = successor_of(slots[1], 21)
     actions = reload.handle(WorkerExited(exited(new1, code)), view(slots, now=2.0))
-    assert actions == [ReloadEnded(3, 2.0, f"the new worker for slot 1 failed to start "
-                                           f"({cause}); the running workers keep serving",
-                                   (old0,)),
-                       FINISHED]
+    assert actions == [
+        ReloadEnded(
+            3,
+            2.0,
+            f"the new worker for slot 1 failed to start "
+            f"({cause}); the running workers keep serving",
+            (old0,),
+        ),
+        FINISHED,
+    ]
     assert slots[1].worker is not None and slots[1].worker.pid == 11  # the old one serves on
     assert slots[2].successor is None  # slot 2 was never touched
 
@@ -117,7 +130,9 @@ def test_reload_survives_the_old_worker_dying_while_its_successor_boots() -> Non
     assert reload.handle(WorkerExited(exited(old, -signal.SIGKILL)), view(slots)) == []
     promote(new)
     assert reload.handle(WorkerReady(new), view(slots)) == [
-        ReloadEnded(1, 0.0, None, (old,)), FINISHED]
+        ReloadEnded(1, 0.0, None, (old,)),
+        FINISHED,
+    ]
 
 
 def test_reload_skips_retiring_respawning_and_already_replaced_slots() -> None:
@@ -135,7 +150,10 @@ def test_reload_skips_retiring_respawning_and_already_replaced_slots() -> None:
 def test_reload_with_nothing_to_replace_ends_at_once() -> None:
     slots = make_slots(1)
     assert Reload().handle(Started(), view(slots)) == [
-        NotifyReloading(), ReloadEnded(1, 0.0, None), FINISHED]
+        NotifyReloading(),
+        ReloadEnded(1, 0.0, None),
+        FINISHED,
+    ]
 
 
 def test_reload_skips_a_slot_removed_while_it_waited() -> None:
@@ -146,7 +164,9 @@ def test_reload_skips_a_slot_removed_while_it_waited() -> None:
     new0 = successor_of(slots[0], 20)
     promote(new0)
     assert reload.handle(WorkerReady(new0), view(slots[:1])) == [
-        ReloadEnded(2, 0.0, None, (old[0],)), FINISHED]
+        ReloadEnded(2, 0.0, None, (old[0],)),
+        FINISHED,
+    ]
 
 
 # -- Recycle --------------------------------------------------------------------------
@@ -171,7 +191,9 @@ def test_recycle_keeps_the_worker_when_its_successor_fails(stopping: bool) -> No
     recycle.handle(Started(), view(slots))
     new = successor_of(slots[0], 20)
     assert recycle.handle(WorkerExited(exited(new, 1)), view(slots, stopping=stopping)) == [
-        RecycleFailed(old, quiet=stopping), FINISHED]
+        RecycleFailed(old, quiet=stopping),
+        FINISHED,
+    ]
 
 
 def test_recycle_of_a_worker_gone_or_replaced_meanwhile_does_nothing() -> None:
@@ -231,14 +253,19 @@ def test_scale_down_drains_the_queue_then_stops_and_removes_the_slot() -> None:
     assert scale.handle(Tick({2: 1}), view(slots, now=0.21)) == []  # one more came in flight
     assert scale.handle(Tick({2: 0}), view(slots, now=0.3)) == []
     stop = scale.handle(Tick({2: 0}), view(slots, now=0.3 + 2 * QUEUE_QUIET_S))
-    assert stop == [CountRestart("scale"), CloseListeners(last),
-                    StopWorker(last.worker, StopReason.SCALE_DOWN)]  # type: ignore[arg-type]
+    assert stop == [
+        CountRestart("scale"),
+        CloseListeners(last),
+        StopWorker(last.worker, StopReason.SCALE_DOWN),
+    ]  # type: ignore[arg-type]
     assert last.worker is not None
     last.worker.phase = Phase.STOPPING
     assert scale.handle(Tick({}), view(slots, now=1.0)) == []  # once only
     assert scale.handle(WorkerExited(exited(slots[0].worker, 1)), view(slots)) == []  # type: ignore[arg-type]
     assert scale.handle(WorkerExited(exited(last.worker, 0)), view(slots)) == [
-        RemoveSlot(last), FINISHED]
+        RemoveSlot(last),
+        FINISHED,
+    ]
 
 
 def test_scale_down_stops_waiting_for_a_queue_that_never_empties() -> None:
@@ -262,4 +289,8 @@ def test_scale_down_waits_for_a_booting_worker_and_removes_an_empty_slot_at_once
     slots[1].worker = None  # it died (or was aborted as hung): a retiring slot is not respawned
     exited(booting, 1)
     assert scale.handle(Tick({}), view(slots, now=1.1)) == [
-        CountRestart("scale"), CloseListeners(slots[1]), RemoveSlot(slots[1]), FINISHED]
+        CountRestart("scale"),
+        CloseListeners(slots[1]),
+        RemoveSlot(slots[1]),
+        FINISHED,
+    ]

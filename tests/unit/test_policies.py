@@ -88,8 +88,11 @@ def test_max_requests_jitter_is_bounded() -> None:
 
 def test_only_ready_workers_not_yet_recycling_may_be_recycled() -> None:
     slots = make_slots(3)
-    ready, booting, recycling = worker(slots[0], 10), worker(slots[1], 11, Phase.BOOTING), \
-        worker(slots[2], 12)
+    ready, booting, recycling = (
+        worker(slots[0], 10),
+        worker(slots[1], 11, Phase.BOOTING),
+        worker(slots[2], 12),
+    )
     recycling.recycling = True
     assert policies.memory_candidates(slots) == [ready]
     assert policies.may_recycle(ready, stopping=False)
@@ -141,8 +144,9 @@ def three_serving() -> list[Slot]:
 
 def test_no_cover_while_every_slot_accepts_or_before_the_first_ready() -> None:
     slots = three_serving()
-    assert plan_cover(slots, first_ready=True) == policies.CoverPlan({0: None, 1: None, 2: None},
-                                                                      None)
+    assert plan_cover(slots, first_ready=True) == policies.CoverPlan(
+        {0: None, 1: None, 2: None}, None
+    )
     slots[1].worker.late = True  # type: ignore[union-attr]
     assert plan_cover(slots, first_ready=False).steer is None
 

@@ -57,8 +57,11 @@ def test_both_spellings_normalise_to_one_template(template: str, normal: str, fm
         ("int", "-7", -7),
         ("float", "1.5", 1.5),
         ("float", "3", 3.0),
-        ("uuid", "12345678-1234-5678-1234-567812345678",
-         uuid.UUID("12345678-1234-5678-1234-567812345678")),
+        (
+            "uuid",
+            "12345678-1234-5678-1234-567812345678",
+            uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        ),
         ("path", "a/b/c.txt", "a/b/c.txt"),
         ("slug", "hello-world-2", "hello-world-2"),
         ("alpha", "Hello", "Hello"),
@@ -248,16 +251,22 @@ def test_route_rejects_a_misspelt_keyword_naming_it_and_the_nearest() -> None:
         app.get("/x", nmae="x")
     with pytest.raises(TypeError, match="unexpected keyword arguments 'colour', 'size'"):
         app.post("/x", size=1, colour="red")
-    with pytest.raises(TypeError, match=r"^App\.route\(\) got an unexpected keyword argument "
-                                        r"'zzzzzz'$"):
+    with pytest.raises(
+        TypeError,
+        match=r"^App\.route\(\) got an unexpected keyword argument "
+        r"'zzzzzz'$",
+    ):
         app.route("/x", zzzzzz=1)
     assert not app.router.routes
 
 
 def test_websocket_rejects_a_misspelt_keyword_naming_it_and_the_nearest() -> None:
     app = App("ws-typos")
-    with pytest.raises(TypeError, match=r"App\.websocket\(\) got an unexpected keyword "
-                                        r"argument 'auto_acept'; did you mean 'auto_accept'\?"):
+    with pytest.raises(
+        TypeError,
+        match=r"App\.websocket\(\) got an unexpected keyword "
+        r"argument 'auto_acept'; did you mean 'auto_accept'\?",
+    ):
         app.websocket("/ws", auto_acept=False)
     with pytest.raises(TypeError, match="'recieve_type'; did you mean 'receive_type'"):
         app.websocket_route("/ws", recieve_type="json")

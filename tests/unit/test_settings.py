@@ -26,15 +26,52 @@ from app_server.settings.sources import Layers, Sourced
 APP = "myapp:app"
 
 BRIEF_KEYS = {
-    "bind", "host", "port", "workers", "config", "app_dir", "graceful_timeout", "timeout",
-    "max_requests", "max_requests_jitter", "max_lifetime", "max_lifetime_jitter", "max_memory",
-    "metrics_bind", "preload", "reload", "reuse_port", "pid", "log_level", "log_format",
-    "access_log", "debug", "request_max_size", "request_max_header_size", "request_timeout",
-    "keep_alive_timeout", "response_timeout", "ws_timeout", "ws_ping_interval",
-    "ws_ping_timeout", "ws_max_size", "ws_max_queue", "ws_compression", "ssl_certfile",
-    "ssl_keyfile", "forwarded_allow_ips", "backlog", "response_write_timeout",
-    "limit_concurrency", "log_file", "access_log_file", "ws_max_send_buffer", "channels",
-    "control_socket", "interface", "root_path",
+    "bind",
+    "host",
+    "port",
+    "workers",
+    "config",
+    "app_dir",
+    "graceful_timeout",
+    "timeout",
+    "max_requests",
+    "max_requests_jitter",
+    "max_lifetime",
+    "max_lifetime_jitter",
+    "max_memory",
+    "metrics_bind",
+    "preload",
+    "reload",
+    "reuse_port",
+    "pid",
+    "log_level",
+    "log_format",
+    "access_log",
+    "debug",
+    "request_max_size",
+    "request_max_header_size",
+    "request_timeout",
+    "keep_alive_timeout",
+    "response_timeout",
+    "ws_timeout",
+    "ws_ping_interval",
+    "ws_ping_timeout",
+    "ws_max_size",
+    "ws_max_queue",
+    "ws_compression",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "forwarded_allow_ips",
+    "backlog",
+    "response_write_timeout",
+    "limit_concurrency",
+    "log_file",
+    "access_log_file",
+    "ws_max_send_buffer",
+    "channels",
+    "control_socket",
+    "interface",
+    "root_path",
 }
 
 
@@ -83,8 +120,15 @@ def test_naming_conventions() -> None:
 
 def test_app_config_keys_are_the_worker_scope_ones() -> None:
     keys = {s.app_config_key for s in SETTINGS if s.scope is Scope.WORKER}
-    assert {"REQUEST_MAX_SIZE", "KEEP_ALIVE_TIMEOUT", "GRACEFUL_TIMEOUT", "DEBUG",
-            "WEBSOCKET_PING_INTERVAL", "WEBSOCKET_MAX_SIZE", "WEBSOCKET_COMPRESSION"} <= keys
+    assert {
+        "REQUEST_MAX_SIZE",
+        "KEEP_ALIVE_TIMEOUT",
+        "GRACEFUL_TIMEOUT",
+        "DEBUG",
+        "WEBSOCKET_PING_INTERVAL",
+        "WEBSOCKET_MAX_SIZE",
+        "WEBSOCKET_COMPRESSION",
+    } <= keys
     assert all(s.app_config_key is None for s in SETTINGS if s.scope is Scope.MASTER)
     assert BY_NAME["ws_ping_interval"].flags == ("--ws-ping-interval",)
 
@@ -192,11 +236,16 @@ def test_effective_values_follow_precedence_and_do_not_count_as_set_in_code(
     tmp_path: Path,
 ) -> None:
     toml = write_toml(tmp_path, "ws_max_size = 2048\nrequest_timeout = 5\n")
-    code = {"REQUEST_MAX_SIZE": 1234, "REQUEST_TIMEOUT": 3, "KEEP_ALIVE_TIMEOUT": 1.5,
-            "WEBSOCKET_MAX_SIZE": 99}
+    code = {
+        "REQUEST_MAX_SIZE": 1234,
+        "REQUEST_TIMEOUT": 3,
+        "KEEP_ALIVE_TIMEOUT": 1.5,
+        "WEBSOCKET_MAX_SIZE": 99,
+    }
     settings = settings_from(
         ["--request-timeout", "7", "--config", str(toml)],
-        {"APP_SERVER_KEEP_ALIVE_TIMEOUT": "3"}, app_config=code,
+        {"APP_SERVER_KEEP_ALIVE_TIMEOUT": "3"},
+        app_config=code,
     )
     values = app_config_values(settings)
     assert set(values) == set(BY_APP_CONFIG_KEY)  # every app.config key, none by hand
@@ -218,18 +267,27 @@ def test_a_settings_built_by_hand_has_no_effective_values() -> None:
 @pytest.mark.parametrize(
     ("key", "expected"),
     [
-        ("REQUEST_TIMOUT", "app.config.REQUEST_TIMOUT is not an app-server setting and the "
-                           "server ignores it; did you mean REQUEST_TIMEOUT?"),
+        (
+            "REQUEST_TIMOUT",
+            "app.config.REQUEST_TIMOUT is not an app-server setting and the "
+            "server ignores it; did you mean REQUEST_TIMEOUT?",
+        ),
         ("REQEST_TIMEOUT", "did you mean REQUEST_TIMEOUT?"),
         ("WS_MAX_SIZE", "did you mean WEBSOCKET_MAX_SIZE?"),
         ("KEEP_ALIVE", "did you mean KEEP_ALIVE_TIMEOUT?"),  # Sanic's names
         ("GRACEFUL_SHUTDOWN_TIMEOUT", "did you mean GRACEFUL_TIMEOUT?"),
-        ("WORKERS", "app.config.WORKERS has no effect: the master decides workers before the "
-                    "application is imported; set it with --workers, APP_SERVER_WORKERS or "
-                    "'workers' in the config file"),
-        ("MAX_REQUEST", "did you mean MAX_REQUESTS? (the master's setting: set it with "
-                        "--max-requests, APP_SERVER_MAX_REQUESTS or 'max_requests' in the "
-                        "config file)"),
+        (
+            "WORKERS",
+            "app.config.WORKERS has no effect: the master decides workers before the "
+            "application is imported; set it with --workers, APP_SERVER_WORKERS or "
+            "'workers' in the config file",
+        ),
+        (
+            "MAX_REQUEST",
+            "did you mean MAX_REQUESTS? (the master's setting: set it with "
+            "--max-requests, APP_SERVER_MAX_REQUESTS or 'max_requests' in the "
+            "config file)",
+        ),
     ],
 )
 def test_app_config_key_that_looks_like_a_server_setting_warns(key: str, expected: str) -> None:
@@ -240,8 +298,17 @@ def test_app_config_key_that_looks_like_a_server_setting_warns(key: str, expecte
 
 @pytest.mark.parametrize(
     "key",
-    ["ACCESS_TOKEN", "API_TIMEOUT", "DEBUG_SQL", "CACHE_MAX_SIZE", "SECRET_KEY", "DATABASE_URL",
-     "SSL_VERIFY", "REDIS_PORT", *BY_APP_CONFIG_KEY],
+    [
+        "ACCESS_TOKEN",
+        "API_TIMEOUT",
+        "DEBUG_SQL",
+        "CACHE_MAX_SIZE",
+        "SECRET_KEY",
+        "DATABASE_URL",
+        "SSL_VERIFY",
+        "REDIS_PORT",
+        *BY_APP_CONFIG_KEY,
+    ],
 )
 def test_application_keys_and_valid_server_keys_do_not_warn(key: str) -> None:
     assert app_config_warnings({key: 1}) == []
@@ -287,24 +354,33 @@ def test_warnings_cover_keys_added_to_the_schema() -> None:
         (["--ws-compression"], lambda s: s.websocket.compression, "permessage-deflate"),
         (["--ws-max-size", "10"], lambda s: s.websocket.max_size, 10),
         (["--forwarded-allow-ips", "*"], lambda s: s.forwarded_allow_ips, ("*",)),
-        (["--forwarded-allow-ips", "10.0.0.0/8, ::1"], lambda s: s.forwarded_allow_ips,
-         ("10.0.0.0/8", "::1")),
+        (
+            ["--forwarded-allow-ips", "10.0.0.0/8, ::1"],
+            lambda s: s.forwarded_allow_ips,
+            ("10.0.0.0/8", "::1"),
+        ),
         (["--app-dir", "src"], lambda s: s.app_dir, "src"),
         (["--backlog", "128"], lambda s: s.supervisor.backlog, 128),
         (["--response-write-timeout", "2.5"], lambda s: s.http.response_write_timeout_s, 2.5),
         (["--limit-concurrency", "500"], lambda s: s.http.limit_concurrency, 500),
     ],
 )
-def test_command_line_values_are_coerced(
-    argv: list[str], view: object, expected: object
-) -> None:
+def test_command_line_values_are_coerced(argv: list[str], view: object, expected: object) -> None:
     assert view(settings_from(argv)) == expected  # type: ignore[operator]
 
 
 @pytest.mark.parametrize(
     ("word", "expected"),
-    [("true", True), ("1", True), ("yes", True), ("ON", True),
-     ("false", False), ("0", False), ("no", False), ("off", False)],
+    [
+        ("true", True),
+        ("1", True),
+        ("yes", True),
+        ("ON", True),
+        ("false", False),
+        ("0", False),
+        ("no", False),
+        ("off", False),
+    ],
 )
 def test_boolean_words(word: str, expected: bool) -> None:
     assert settings_from(environ={"APP_SERVER_PRELOAD": word}).supervisor.preload is expected
@@ -316,18 +392,25 @@ def test_workers_auto_is_the_cpu_count(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_toml_types_are_accepted(tmp_path: Path) -> None:
-    toml = write_toml(tmp_path, "\n".join([
-        'bind = ["127.0.0.1:9000", "unix:/tmp/a.sock"]',
-        "debug = true",
-        "request_timeout = 7",
-        'ws_compression = "permessage-deflate"',
-        'ws_ping_interval = "off"',
-        'forwarded_allow_ips = ["10.0.0.1", "*"]',
-        'workers = "auto"',
-    ]))
+    toml = write_toml(
+        tmp_path,
+        "\n".join(
+            [
+                'bind = ["127.0.0.1:9000", "unix:/tmp/a.sock"]',
+                "debug = true",
+                "request_timeout = 7",
+                'ws_compression = "permessage-deflate"',
+                'ws_ping_interval = "off"',
+                'forwarded_allow_ips = ["10.0.0.1", "*"]',
+                'workers = "auto"',
+            ]
+        ),
+    )
     settings = settings_from(["--config", str(toml)])
-    assert settings.binds == (BindSpec(BindKind.TCP, "127.0.0.1", 9000),
-                              BindSpec(BindKind.UNIX, path="/tmp/a.sock"))
+    assert settings.binds == (
+        BindSpec(BindKind.TCP, "127.0.0.1", 9000),
+        BindSpec(BindKind.UNIX, path="/tmp/a.sock"),
+    )
     assert settings.debug is True
     assert settings.http.request_timeout_s == 7.0
     assert settings.websocket.compression == "permessage-deflate"
@@ -407,63 +490,141 @@ def test_bind_wins_over_host_and_port() -> None:
 @pytest.mark.parametrize(
     ("argv", "environ", "code", "expected"),
     [
-        (["--request-max-size", "abc"], {}, {},
-         "app-server: invalid value 'abc' for request_max_size (from --request-max-size): "
-         "expected a non-negative integer"),
-        (["--request-max-size", "-1"], {}, {},
-         "app-server: invalid value '-1' for request_max_size (from --request-max-size): "
-         "expected a non-negative integer"),
-        ([], {"APP_SERVER_WORKERS": "0"}, {},
-         "app-server: invalid value '0' for workers (from APP_SERVER_WORKERS): "
-         "expected a positive integer or 'auto'"),
-        ([], {}, {"WEBSOCKET_MAX_SIZE": "big"},
-         "app-server: invalid value 'big' for ws_max_size (from app.config.WEBSOCKET_MAX_SIZE): "
-         "expected a positive integer"),
-        ([], {}, {"KEEP_ALIVE_TIMEOUT": True},
-         "app-server: invalid value True for keep_alive_timeout "
-         "(from app.config.KEEP_ALIVE_TIMEOUT): expected a non-negative number of seconds"),
-        (["--request-timeout", "nan"], {}, {},
-         "app-server: invalid value 'nan' for request_timeout (from --request-timeout): "
-         "expected a positive number of seconds"),
-        (["--port", "70000"], {}, {},
-         "app-server: invalid value '70000' for port (from --port): "
-         "expected a port number from 0 to 65535"),
-        (["--log-format", "jsn"], {}, {},
-         "app-server: invalid value 'jsn' for log_format (from --log-format): "
-         "expected one of text, json; did you mean 'json'?"),
-        ([], {"APP_SERVER_DEBUG": "maybe"}, {},
-         "app-server: invalid value 'maybe' for debug (from APP_SERVER_DEBUG): "
-         "expected true or false (also yes/no, on/off, 1/0)"),
-        (["--bind", "127.0.0.1:1", "--bind", "nowhere"], {}, {},
-         "app-server: invalid value 'nowhere' for bind (from --bind): "
-         "expected HOST:PORT, [::1]:PORT, unix:/path or fd://N"),
-        (["--forwarded-allow-ips", "10.0.0.1,proxy"], {}, {},
-         "app-server: invalid value 'proxy' for forwarded_allow_ips (from --forwarded-allow-ips): "
-         "expected a comma-separated list of IP addresses, CIDR networks, or *"),
-        (["--metrics-bind", "9100"], {}, {},
-         "app-server: invalid value '9100' for metrics_bind (from --metrics-bind): "
-         "expected HOST:PORT, [::1]:PORT, unix:/path or fd://N or 'off'"),
-        ([], {"APP_SERVER_WS_COMPRESSION": "gzip"}, {},
-         "app-server: invalid value 'gzip' for ws_compression (from APP_SERVER_WS_COMPRESSION): "
-         "expected 'permessage-deflate' or 'none'"),
-        (["--backlog", "0"], {}, {},
-         "app-server: invalid value '0' for backlog (from --backlog): "
-         "expected a positive integer"),
-        ([], {}, {"LIMIT_CONCURRENCY": -1},
-         "app-server: invalid value -1 for limit_concurrency (from app.config.LIMIT_CONCURRENCY): "
-         "expected a non-negative integer"),
-        ([], {}, {"RESPONSE_WRITE_TIMEOUT": 0},
-         "app-server: invalid value 0 for response_write_timeout "
-         "(from app.config.RESPONSE_WRITE_TIMEOUT): expected a positive number of seconds"),
-        (["--ws-ping-interval", "0"], {}, {},
-         "app-server: invalid value '0' for ws_ping_interval (from --ws-ping-interval): "
-         "expected a positive number of seconds, or 'off'"),
-        (["--ssl-certfile", "/no/cert.pem"], {}, {},
-         "app-server: missing ssl_keyfile (from --ssl-certfile): "
-         "expected a file to go with '/no/cert.pem'"),
-        (["--ssl-certfile", "/no/cert.pem", "--ssl-keyfile", "/no/key.pem"], {}, {},
-         "app-server: invalid value '/no/cert.pem' for ssl_certfile (from --ssl-certfile): "
-         "expected an existing file"),
+        (
+            ["--request-max-size", "abc"],
+            {},
+            {},
+            "app-server: invalid value 'abc' for request_max_size (from --request-max-size): "
+            "expected a non-negative integer",
+        ),
+        (
+            ["--request-max-size", "-1"],
+            {},
+            {},
+            "app-server: invalid value '-1' for request_max_size (from --request-max-size): "
+            "expected a non-negative integer",
+        ),
+        (
+            [],
+            {"APP_SERVER_WORKERS": "0"},
+            {},
+            "app-server: invalid value '0' for workers (from APP_SERVER_WORKERS): "
+            "expected a positive integer or 'auto'",
+        ),
+        (
+            [],
+            {},
+            {"WEBSOCKET_MAX_SIZE": "big"},
+            "app-server: invalid value 'big' for ws_max_size (from app.config.WEBSOCKET_MAX_SIZE): "
+            "expected a positive integer",
+        ),
+        (
+            [],
+            {},
+            {"KEEP_ALIVE_TIMEOUT": True},
+            "app-server: invalid value True for keep_alive_timeout "
+            "(from app.config.KEEP_ALIVE_TIMEOUT): expected a non-negative number of seconds",
+        ),
+        (
+            ["--request-timeout", "nan"],
+            {},
+            {},
+            "app-server: invalid value 'nan' for request_timeout (from --request-timeout): "
+            "expected a positive number of seconds",
+        ),
+        (
+            ["--port", "70000"],
+            {},
+            {},
+            "app-server: invalid value '70000' for port (from --port): "
+            "expected a port number from 0 to 65535",
+        ),
+        (
+            ["--log-format", "jsn"],
+            {},
+            {},
+            "app-server: invalid value 'jsn' for log_format (from --log-format): "
+            "expected one of text, json; did you mean 'json'?",
+        ),
+        (
+            [],
+            {"APP_SERVER_DEBUG": "maybe"},
+            {},
+            "app-server: invalid value 'maybe' for debug (from APP_SERVER_DEBUG): "
+            "expected true or false (also yes/no, on/off, 1/0)",
+        ),
+        (
+            ["--bind", "127.0.0.1:1", "--bind", "nowhere"],
+            {},
+            {},
+            "app-server: invalid value 'nowhere' for bind (from --bind): "
+            "expected HOST:PORT, [::1]:PORT, unix:/path or fd://N",
+        ),
+        (
+            ["--forwarded-allow-ips", "10.0.0.1,proxy"],
+            {},
+            {},
+            "app-server: invalid value 'proxy' for forwarded_allow_ips "
+            "(from --forwarded-allow-ips): "
+            "expected a comma-separated list of IP addresses, CIDR networks, or *",
+        ),
+        (
+            ["--metrics-bind", "9100"],
+            {},
+            {},
+            "app-server: invalid value '9100' for metrics_bind (from --metrics-bind): "
+            "expected HOST:PORT, [::1]:PORT, unix:/path or fd://N or 'off'",
+        ),
+        (
+            [],
+            {"APP_SERVER_WS_COMPRESSION": "gzip"},
+            {},
+            "app-server: invalid value 'gzip' for ws_compression (from APP_SERVER_WS_COMPRESSION): "
+            "expected 'permessage-deflate' or 'none'",
+        ),
+        (
+            ["--backlog", "0"],
+            {},
+            {},
+            "app-server: invalid value '0' for backlog (from --backlog): "
+            "expected a positive integer",
+        ),
+        (
+            [],
+            {},
+            {"LIMIT_CONCURRENCY": -1},
+            "app-server: invalid value -1 for limit_concurrency "
+            "(from app.config.LIMIT_CONCURRENCY): "
+            "expected a non-negative integer",
+        ),
+        (
+            [],
+            {},
+            {"RESPONSE_WRITE_TIMEOUT": 0},
+            "app-server: invalid value 0 for response_write_timeout "
+            "(from app.config.RESPONSE_WRITE_TIMEOUT): expected a positive number of seconds",
+        ),
+        (
+            ["--ws-ping-interval", "0"],
+            {},
+            {},
+            "app-server: invalid value '0' for ws_ping_interval (from --ws-ping-interval): "
+            "expected a positive number of seconds, or 'off'",
+        ),
+        (
+            ["--ssl-certfile", "/no/cert.pem"],
+            {},
+            {},
+            "app-server: missing ssl_keyfile (from --ssl-certfile): "
+            "expected a file to go with '/no/cert.pem'",
+        ),
+        (
+            ["--ssl-certfile", "/no/cert.pem", "--ssl-keyfile", "/no/key.pem"],
+            {},
+            {},
+            "app-server: invalid value '/no/cert.pem' for ssl_certfile (from --ssl-certfile): "
+            "expected an existing file",
+        ),
     ],
 )
 def test_bad_value_is_one_line(
@@ -515,8 +676,9 @@ def test_missing_config_file(tmp_path: Path) -> None:
 def test_invalid_toml(tmp_path: Path) -> None:
     toml = write_toml(tmp_path, "port = \n")
     text = error_from(["--config", str(toml)])
-    assert text.startswith(f"app-server: invalid value '{toml}' for config (from --config): "
-                           "expected valid TOML (")
+    assert text.startswith(
+        f"app-server: invalid value '{toml}' for config (from --config): expected valid TOML ("
+    )
     assert "line 1" in text
 
 
@@ -541,23 +703,35 @@ def test_other_environment_variables_are_ignored() -> None:
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        ([APP, "--request-max-sise", "5"],
-         "app-server: unknown setting '--request-max-sise' on the command line; "
-         "did you mean '--request-max-size'?"),
-        ([APP, "--ws-max-size=5", "--ws-max-sizes=5"],
-         "app-server: unknown setting '--ws-max-sizes' on the command line; "
-         "did you mean '--ws-max-size'?"),
-        ([APP, "--request-max"],  # prefixes are not abbreviations
-         "app-server: unknown setting '--request-max' on the command line; "
-         "did you mean '--request-max-size'?"),
-        ([APP, "--port"],
-         "app-server: argument --port: expected one argument (see app-server --help)"),
-        ([APP, "other:app"],
-         "app-server: unexpected argument 'other:app': expected one MODULE:ATTRIBUTE "
-         "(see app-server --help)"),
-        ([],
-         "app-server: missing MODULE:ATTRIBUTE, the application to serve, "
-         "e.g. app-server myproject.app:app (see app-server --help)"),
+        (
+            [APP, "--request-max-sise", "5"],
+            "app-server: unknown setting '--request-max-sise' on the command line; "
+            "did you mean '--request-max-size'?",
+        ),
+        (
+            [APP, "--ws-max-size=5", "--ws-max-sizes=5"],
+            "app-server: unknown setting '--ws-max-sizes' on the command line; "
+            "did you mean '--ws-max-size'?",
+        ),
+        (
+            [APP, "--request-max"],  # prefixes are not abbreviations
+            "app-server: unknown setting '--request-max' on the command line; "
+            "did you mean '--request-max-size'?",
+        ),
+        (
+            [APP, "--port"],
+            "app-server: argument --port: expected one argument (see app-server --help)",
+        ),
+        (
+            [APP, "other:app"],
+            "app-server: unexpected argument 'other:app': expected one MODULE:ATTRIBUTE "
+            "(see app-server --help)",
+        ),
+        (
+            [],
+            "app-server: missing MODULE:ATTRIBUTE, the application to serve, "
+            "e.g. app-server myproject.app:app (see app-server --help)",
+        ),
     ],
 )
 def test_command_line_errors_are_one_line(argv: list[str], expected: str) -> None:
@@ -574,8 +748,9 @@ def test_help_and_version_read_nothing_else() -> None:
 
 def test_layers_remember_their_sources(tmp_path: Path) -> None:
     toml = write_toml(tmp_path, "timeout = 3\n")
-    layers = read_layers([APP, "--bind", "a:1", "--bind", "b:2", "--config", str(toml)],
-                         {"APP_SERVER_PORT": "1"})
+    layers = read_layers(
+        [APP, "--bind", "a:1", "--bind", "b:2", "--config", str(toml)], {"APP_SERVER_PORT": "1"}
+    )
     assert layers.app == Sourced(APP, "the command line")
     assert layers.cli["bind"] == Sourced(["a:1", "b:2"], "--bind")
     assert layers.env["port"] == Sourced("1", "APP_SERVER_PORT")
@@ -586,8 +761,10 @@ def test_layers_remember_their_sources(tmp_path: Path) -> None:
 
 
 def test_run_options_act_as_the_command_line() -> None:
-    layers = read_option_layers({"port": 9001, "workers": 2, "access_log": False}, {
-        "APP_SERVER_PORT": "1", "APP_SERVER_MAX_REQUESTS": "5"})
+    layers = read_option_layers(
+        {"port": 9001, "workers": 2, "access_log": False},
+        {"APP_SERVER_PORT": "1", "APP_SERVER_MAX_REQUESTS": "5"},
+    )
     settings = resolve(layers, {})
     assert settings.binds == (BindSpec(BindKind.TCP, "127.0.0.1", 9001),)
     assert settings.supervisor.workers == 2
@@ -642,8 +819,9 @@ def test_channels_and_the_send_buffer_from_every_layer() -> None:
     assert settings_from(app_config=app_config).websocket.max_send_buffer == 1024
 
 
-@pytest.mark.parametrize("value", ["redis", "http://x:1/0", "redis://", "redis://h:99999/0",
-                                   "redis://h:1/db"])
+@pytest.mark.parametrize(
+    "value", ["redis", "http://x:1/0", "redis://", "redis://h:99999/0", "redis://h:1/db"]
+)
 def test_a_bad_channels_url_names_what_is_expected(value: str) -> None:
     text = error_from(["--channels", value])
     assert "channels" in text and "redis://HOST:PORT/DB" in text

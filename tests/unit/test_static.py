@@ -129,8 +129,9 @@ def test_app_supplied_validators_are_used_and_not_duplicated() -> None:
 
 
 def test_other_statuses_are_sent_whole_without_conditionals() -> None:
-    p = plan_file("GET", [(b"if-none-match", b"*"), (b"range", b"bytes=0-1")], SIZE, MTIME_NS,
-                  status=404)
+    p = plan_file(
+        "GET", [(b"if-none-match", b"*"), (b"range", b"bytes=0-1")], SIZE, MTIME_NS, status=404
+    )
     assert (p.status, p.offset, p.length, p.header_lines) == (404, 0, SIZE, b"")
 
 
@@ -159,8 +160,10 @@ def test_other_statuses_are_sent_whole_without_conditionals() -> None:
     ],
 )
 def test_parse_range(value: str, expected: object) -> None:
-    assert parse_range(value, SIZE) == expected if expected is not UNSATISFIABLE else (
-        parse_range(value, SIZE) is UNSATISFIABLE
+    assert (
+        parse_range(value, SIZE) == expected
+        if expected is not UNSATISFIABLE
+        else (parse_range(value, SIZE) is UNSATISFIABLE)
     )
 
 
@@ -182,7 +185,8 @@ def test_unsatisfiable_range_is_416_with_star_content_range() -> None:
 
 def test_several_ranges_get_the_whole_file() -> None:
     assert (plan(range="bytes=0-1, 10-20").status, plan(range="bytes=0-1, 10-20").length) == (
-        200, SIZE,
+        200,
+        SIZE,
     )
 
 
@@ -230,8 +234,18 @@ def test_files_inside_resolve(tree: Path) -> None:
 
 @pytest.mark.parametrize(
     "tail",
-    ["../secret.txt", "sub/../../secret.txt", "leak.txt", "up/secret.txt", "sub", "", "missing",
-     "pipe", "/" + "../" * 10 + "etc/passwd", "sub/a.txt/.."],
+    [
+        "../secret.txt",
+        "sub/../../secret.txt",
+        "leak.txt",
+        "up/secret.txt",
+        "sub",
+        "",
+        "missing",
+        "pipe",
+        "/" + "../" * 10 + "etc/passwd",
+        "sub/a.txt/..",
+    ],
 )
 def test_nothing_outside_and_no_directories_or_fifos(tree: Path, tail: str) -> None:
     assert StaticDirectory(tree).resolve(tail) is None

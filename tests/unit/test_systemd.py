@@ -136,7 +136,8 @@ def test_reloading_carries_the_monotonic_clock_in_the_same_datagram(
 def test_reloading_without_status(notifier: Notifier, receiver: tuple[socket.socket, str]) -> None:
     notifier.reloading()
     assert [line.split("=")[0] for line in received(receiver).decode().split("\n")] == [
-        "RELOADING", "MONOTONIC_USEC",
+        "RELOADING",
+        "MONOTONIC_USEC",
     ]
 
 
@@ -334,7 +335,10 @@ class Children:
         env["PYTHONPATH"] = str(ROOT)
         child = subprocess.Popen(
             [sys.executable, "-c", CHILD, ",".join(map(str, fds)), listen_pid],
-            pass_fds=fds, env=env, stdout=subprocess.PIPE, text=True,
+            pass_fds=fds,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         self._started.append(child)
         assert child.stdout is not None
@@ -408,10 +412,22 @@ def test_inherited_listeners_are_adopted_with_their_names(
     assert report == {
         "left": [],
         "sockets": [
-            {"fd": 3, "name": "http", "family": "AF_INET", "type": "SOCK_STREAM",
-             "blocking": False, "inheritable": False},
-            {"fd": 4, "name": "internal", "family": "AF_UNIX", "type": "SOCK_STREAM",
-             "blocking": False, "inheritable": False},
+            {
+                "fd": 3,
+                "name": "http",
+                "family": "AF_INET",
+                "type": "SOCK_STREAM",
+                "blocking": False,
+                "inheritable": False,
+            },
+            {
+                "fd": 4,
+                "name": "internal",
+                "family": "AF_UNIX",
+                "type": "SOCK_STREAM",
+                "blocking": False,
+                "inheritable": False,
+            },
         ],
     }
     for client, name in zip(clients, [b"http", b"internal"], strict=True):
@@ -451,7 +467,8 @@ def test_sockets_for_another_pid_are_left_alone(
     # LISTEN_PID names this test process, the child's parent: the variables
     # were inherited, not meant for the child.
     report = children.run(
-        [tcp_listener.fileno()], {"LISTEN_FDS": "1", "LISTEN_FDNAMES": "http"},
+        [tcp_listener.fileno()],
+        {"LISTEN_FDS": "1", "LISTEN_FDNAMES": "http"},
         listen_pid=str(os.getpid()),
     )
     assert report == {"left": [], "sockets": []}
@@ -498,9 +515,7 @@ def test_a_pipe_is_not_a_socket(children: Children) -> None:
     )
 
 
-def test_more_fds_counted_than_passed(
-    children: Children, tcp_listener: socket.socket
-) -> None:
+def test_more_fds_counted_than_passed(children: Children, tcp_listener: socket.socket) -> None:
     report = children.run([tcp_listener.fileno()], {"LISTEN_FDS": "2"})
     assert children.wait_all() == [0]
     assert "file descriptor 4 (name 'unknown') is not open" in report["error"]

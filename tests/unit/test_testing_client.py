@@ -31,14 +31,17 @@ def build_app() -> tuple[App, list[str]]:
 
     @app.route("/echo", methods=["POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
     async def echo(request):  # type: ignore[no-untyped-def]
-        return json({
-            "method": request.method,
-            "body": request.text,
-            "json": request.json if request.headers.get("content-type") == "application/json"
-            else None,
-            "args": {k: request.args.getlist(k) for k in request.args},
-            "x_token": request.headers.get("x-token"),
-        })
+        return json(
+            {
+                "method": request.method,
+                "body": request.text,
+                "json": request.json
+                if request.headers.get("content-type") == "application/json"
+                else None,
+                "args": {k: request.args.getlist(k) for k in request.args},
+                "x_token": request.headers.get("x-token"),
+            }
+        )
 
     @app.get("/who")
     async def who(request):  # type: ignore[no-untyped-def]
@@ -120,7 +123,9 @@ def test_json_params_and_headers() -> None:
     app, _ = build_app()
     with TestClient(app) as client:
         response = client.post(
-            "/echo", json={"k": [1, 2]}, params={"a": "1", "b": ["x", "y"]},
+            "/echo",
+            json={"k": [1, 2]},
+            params={"a": "1", "b": ["x", "y"]},
             headers={"X-Token": "t0k"},
         )
     body = response.json()
@@ -227,8 +232,7 @@ def test_client_timeout_raises() -> None:
 
 
 def test_encode_request() -> None:
-    raw = encode_request("POST", "/p", json={"a": 1}, params={"q": "1 2"},
-                         headers={"X-A": "b"})
+    raw = encode_request("POST", "/p", json={"a": 1}, params={"q": "1 2"}, headers={"X-A": "b"})
     head, _, body = raw.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     assert lines[0] == b"POST /p?q=1+2 HTTP/1.1"
@@ -275,9 +279,10 @@ def build_ws_app() -> App:
 
 
 def test_websocket_text_bytes_and_subprotocol() -> None:
-    with TestClient(build_ws_app()) as client, client.websocket_connect(
-        "/echo", subprotocols=["v0", "v1"]
-    ) as ws:
+    with (
+        TestClient(build_ws_app()) as client,
+        client.websocket_connect("/echo", subprotocols=["v0", "v1"]) as ws,
+    ):
         assert ws.subprotocol == "v1"
         ws.send_text("hi")
         assert ws.receive_text() == "hi"

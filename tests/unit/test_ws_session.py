@@ -44,7 +44,7 @@ def whole(data: bytes) -> list[bytes]:
 
 
 def bytewise(data: bytes) -> list[bytes]:
-    return [data[i:i + 1] for i in range(len(data))]
+    return [data[i : i + 1] for i in range(len(data))]
 
 
 def random_chunks(data: bytes, seed: int = 7) -> list[bytes]:
@@ -52,7 +52,7 @@ def random_chunks(data: bytes, seed: int = 7) -> list[bytes]:
     out, i = [], 0
     while i < len(data):
         n = rng.randint(1, 9)
-        out.append(data[i:i + n])
+        out.append(data[i : i + n])
         i += n
     return out
 
@@ -60,8 +60,12 @@ def random_chunks(data: bytes, seed: int = 7) -> list[bytes]:
 SPLITS: list[Callable[[bytes], list[bytes]]] = [whole, bytewise, random_chunks]
 
 
-def replay(data: bytes, split: Callable[[bytes], list[bytes]], max_size: int = 1000,
-           deflate: BoundedDeflate | None = None) -> list[tuple[int, object]]:
+def replay(
+    data: bytes,
+    split: Callable[[bytes], list[bytes]],
+    max_size: int = 1000,
+    deflate: BoundedDeflate | None = None,
+) -> list[tuple[int, object]]:
     session = Session(max_size, deflate)
     events: list[tuple[int, object]] = []
     for chunk in split(data):
@@ -73,24 +77,44 @@ CASES: list[tuple[str, bytes, list[tuple[int, object]]]] = [
     ("text", client_frame(OP_TEXT, b"hello"), [(TEXT, "hello")]),
     ("binary", client_frame(OP_BINARY, b"\x00\xff"), [(BYTES, b"\x00\xff")]),
     ("empty text", client_frame(OP_TEXT, b""), [(TEXT, "")]),
-    ("fragmented", client_frame(OP_TEXT, b"he", fin=False) + client_frame(0, b"l", fin=False)
-     + client_frame(0, b"lo"), [(TEXT, "hello")]),
-    ("utf8 split", client_frame(OP_TEXT, "é".encode()[:1], fin=False)
-     + client_frame(0, "é".encode()[1:]), [(TEXT, "é")]),
-    ("ping inside fragments", client_frame(OP_BINARY, b"a", fin=False) + client_frame(0x9, b"p")
-     + client_frame(0, b"b"), [(PING, b"p"), (BYTES, b"ab")]),
+    (
+        "fragmented",
+        client_frame(OP_TEXT, b"he", fin=False)
+        + client_frame(0, b"l", fin=False)
+        + client_frame(0, b"lo"),
+        [(TEXT, "hello")],
+    ),
+    (
+        "utf8 split",
+        client_frame(OP_TEXT, "é".encode()[:1], fin=False) + client_frame(0, "é".encode()[1:]),
+        [(TEXT, "é")],
+    ),
+    (
+        "ping inside fragments",
+        client_frame(OP_BINARY, b"a", fin=False) + client_frame(0x9, b"p") + client_frame(0, b"b"),
+        [(PING, b"p"), (BYTES, b"ab")],
+    ),
     ("pong", client_frame(0xA, b"x"), [(PONG, b"x")]),
     ("medium length", client_frame(OP_BINARY, b"m" * 300), [(BYTES, b"m" * 300)]),
     ("close", client_frame(0x8, close_payload(1001, "bye")), [(CLOSE, (1001, "bye"))]),
     ("close without code", client_frame(0x8, b""), [(CLOSE, (1005, ""))]),
-    ("nothing after close", client_frame(0x8, close_payload(1000)) + client_frame(OP_TEXT, b"x"),
-     [(CLOSE, (1000, ""))]),
+    (
+        "nothing after close",
+        client_frame(0x8, close_payload(1000)) + client_frame(OP_TEXT, b"x"),
+        [(CLOSE, (1000, ""))],
+    ),
     ("at the limit", client_frame(OP_TEXT, b"x" * 1000), [(TEXT, "x" * 1000)]),
     ("over the limit", client_frame(OP_TEXT, b"x" * 1001), [(FAIL, (1009, "message too big"))]),
-    ("over the limit in fragments", client_frame(OP_TEXT, b"x" * 600, fin=False)
-     + client_frame(0, b"x" * 401), [(FAIL, (1009, "message too big"))]),
-    ("limit is per message", client_frame(OP_TEXT, b"x" * 600) + client_frame(OP_TEXT, b"y" * 600),
-     [(TEXT, "x" * 600), (TEXT, "y" * 600)]),
+    (
+        "over the limit in fragments",
+        client_frame(OP_TEXT, b"x" * 600, fin=False) + client_frame(0, b"x" * 401),
+        [(FAIL, (1009, "message too big"))],
+    ),
+    (
+        "limit is per message",
+        client_frame(OP_TEXT, b"x" * 600) + client_frame(OP_TEXT, b"y" * 600),
+        [(TEXT, "x" * 600), (TEXT, "y" * 600)],
+    ),
     ("bad utf8", client_frame(OP_TEXT, b"\xff"), [(FAIL, (1007, "invalid frame payload data"))]),
     ("unmasked", client_frame(OP_TEXT, b"x", mask=False), [(FAIL, (1002, "protocol error"))]),
     ("rsv1", client_frame(OP_TEXT, b"x", rsv=0x40), [(FAIL, (1002, "protocol error"))]),
@@ -102,8 +126,12 @@ CASES: list[tuple[str, bytes, list[tuple[int, object]]]] = [
 
 @pytest.mark.parametrize("split", SPLITS, ids=lambda f: f.__name__)
 @pytest.mark.parametrize(("name", "data", "expected"), CASES, ids=[c[0] for c in CASES])
-def test_session_replays(name: str, data: bytes, expected: list[tuple[int, object]],
-                         split: Callable[[bytes], list[bytes]]) -> None:
+def test_session_replays(
+    name: str,
+    data: bytes,
+    expected: list[tuple[int, object]],
+    split: Callable[[bytes], list[bytes]],
+) -> None:
     events = replay(data, split)
     # wsproto may word a protocol error's reason differently; the code matters.
     if expected and expected[-1][0] == FAIL:
@@ -161,7 +189,7 @@ def test_server_compression_round_trips() -> None:
     assert frame[0] & 0x40  # RSV1: compressed
     assert len(frame) < 100
     length = frame[1] & 0x7F
-    payload = frame[2:2 + length]
+    payload = frame[2 : 2 + length]
     inflated = zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff")
     assert inflated == b"hello " * 100
 
@@ -191,14 +219,19 @@ def test_encode_close() -> None:
 # -- handshake -----------------------------------------------------------------
 
 
-def head(headers: list[tuple[bytes, bytes]], method: str = "GET",
-         version: str = "1.1") -> RequestHead:
-    return RequestHead(method, b"/ws", "/ws", b"", version, headers, True, b"websocket", False,
-                       None, False, "x")
+def head(
+    headers: list[tuple[bytes, bytes]], method: str = "GET", version: str = "1.1"
+) -> RequestHead:
+    return RequestHead(
+        method, b"/ws", "/ws", b"", version, headers, True, b"websocket", False, None, False, "x"
+    )
 
 
-GOOD = [(b"host", b"x"), (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="),
-        (b"sec-websocket-version", b"13")]
+GOOD = [
+    (b"host", b"x"),
+    (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="),
+    (b"sec-websocket-version", b"13"),
+]
 
 
 def test_rfc_example_accept_token() -> None:
@@ -206,9 +239,16 @@ def test_rfc_example_accept_token() -> None:
 
 
 def test_read_offer_collects_protocols_and_extensions() -> None:
-    offer = read_offer(head(GOOD + [(b"sec-websocket-protocol", b"a, b"),
-                                    (b"sec-websocket-protocol", b"c"),
-                                    (b"sec-websocket-extensions", b"permessage-deflate; x")]))
+    offer = read_offer(
+        head(
+            GOOD
+            + [
+                (b"sec-websocket-protocol", b"a, b"),
+                (b"sec-websocket-protocol", b"c"),
+                (b"sec-websocket-extensions", b"permessage-deflate; x"),
+            ]
+        )
+    )
     assert offer.subprotocols == ["a", "b", "c"]
     assert offer.extensions == ["permessage-deflate; x"]
 
@@ -225,8 +265,9 @@ def test_read_offer_collects_protocols_and_extensions() -> None:
         (GOOD, "GET", "1.0", 400),
     ],
 )
-def test_read_offer_refusals(headers: list[tuple[bytes, bytes]], method: str, version: str,
-                             status: int) -> None:
+def test_read_offer_refusals(
+    headers: list[tuple[bytes, bytes]], method: str, version: str, status: int
+) -> None:
     with pytest.raises(UpgradeRefused) as info:
         read_offer(head(headers, method, version))
     assert info.value.status_hint == status
@@ -243,12 +284,12 @@ def test_select_subprotocol_prefers_the_route_order() -> None:
 
 def test_negotiate_deflate() -> None:
     assert negotiate_deflate(["x-webkit-deflate-frame"], 100) is None
-    _, header = negotiate_deflate(
-        ["permessage-deflate; client_max_window_bits"], 100)  # type: ignore[misc]
+    _, header = negotiate_deflate(["permessage-deflate; client_max_window_bits"], 100)  # type: ignore[misc]
     assert header == "permessage-deflate; client_max_window_bits=15"
     # an unacceptable parameter value makes the server try the next offer
-    _, header = negotiate_deflate(["permessage-deflate; server_max_window_bits=7",
-                                   "permessage-deflate"], 100)  # type: ignore[misc]
+    _, header = negotiate_deflate(
+        ["permessage-deflate; server_max_window_bits=7", "permessage-deflate"], 100
+    )  # type: ignore[misc]
     assert header == "permessage-deflate"
 
 
@@ -275,8 +316,11 @@ def _random_stream(rng: random.Random) -> bytes:
             opcode = rng.choice([OP_TEXT, OP_BINARY])
             parts = rng.randint(2, 4)
             for i in range(parts):
-                frames.append(client_frame(opcode if i == 0 else 0, b"f" * rng.randint(0, 400),
-                                           fin=i == parts - 1))
+                frames.append(
+                    client_frame(
+                        opcode if i == 0 else 0, b"f" * rng.randint(0, 400), fin=i == parts - 1
+                    )
+                )
                 if rng.random() < 0.3:
                     frames.append(client_frame(0x9, b"in"))
         elif kind < 0.7:
@@ -296,8 +340,9 @@ def _random_stream(rng: random.Random) -> bytes:
     return b"".join(frames)
 
 
-def _collect(data: bytes, split: Callable[[bytes], list[bytes]], room: int,
-             direct: bool) -> list[tuple[int, object]]:
+def _collect(
+    data: bytes, split: Callable[[bytes], list[bytes]], room: int, direct: bool
+) -> list[tuple[int, object]]:
     session = Session(1000, direct=direct)
     events: list[tuple[int, object]] = []
     chunks = split(data)
@@ -372,12 +417,19 @@ def test_valid_text_arriving_in_pieces_is_not_failed_early(direct: bool) -> None
 
 @pytest.mark.parametrize("direct", [True, False], ids=["direct", "wsproto"])
 def test_messages_before_an_error_in_the_same_read_come_first(direct: bool) -> None:
-    data = (client_frame(OP_TEXT, b"one") + client_frame(OP_BINARY, b"two")
-            + client_frame(OP_TEXT, b"x", rsv=0x20) + client_frame(OP_TEXT, b"after"))
+    data = (
+        client_frame(OP_TEXT, b"one")
+        + client_frame(OP_BINARY, b"two")
+        + client_frame(OP_TEXT, b"x", rsv=0x20)
+        + client_frame(OP_TEXT, b"after")
+    )
     session = Session(1000, direct=direct)
     events = session.receive(data, BIG)
     assert [(k, v if k != FAIL else v[0]) for k, v in events] == [  # type: ignore[index]
-        (TEXT, "one"), (BYTES, b"two"), (FAIL, 1002)]
+        (TEXT, "one"),
+        (BYTES, b"two"),
+        (FAIL, 1002),
+    ]
 
 
 @pytest.mark.parametrize("direct", [True, False], ids=["direct", "wsproto"])
@@ -386,8 +438,11 @@ def test_a_frame_header_alone_does_not_end_a_fragmented_message(direct: bool) ->
     # frame, arriving without its mask key inside a fragmented message,
     # reset the "fragmented" flag before the frame was handed to wsproto, so
     # the fast path then decoded that frame as a message of its own.
-    data = (client_frame(OP_TEXT, b"", fin=False) + client_frame(0, b"", fin=False)
-            + client_frame(OP_TEXT, b""))
+    data = (
+        client_frame(OP_TEXT, b"", fin=False)
+        + client_frame(0, b"", fin=False)
+        + client_frame(OP_TEXT, b"")
+    )
     cut = len(data) - 4  # the last frame's mask key arrives in the next read
     session = Session(1000, direct=direct)
     events = session.receive(data[:cut], BIG) + session.receive(data[cut:], BIG)
@@ -403,4 +458,6 @@ def test_a_stray_continuation_is_a_protocol_error_whatever_came_before(direct: b
     session = Session(1000, direct=direct)
     events = session.receive(data, BIG)
     assert [(k, v if k != FAIL else v[0]) for k, v in events] == [  # type: ignore[index]
-        (TEXT, "x" * 600), (FAIL, 1002)]
+        (TEXT, "x" * 600),
+        (FAIL, 1002),
+    ]

@@ -198,14 +198,24 @@ class Router:
         pattern = compile_template(template, strict_slashes=strict_slashes)
         method_set = frozenset(methods)
         route = Route(
-            pattern, method_set, handler, name, host, websocket, strict_slashes,
-            dict(options or {}), blueprint,
+            pattern,
+            method_set,
+            handler,
+            name,
+            host,
+            websocket,
+            strict_slashes,
+            dict(options or {}),
+            blueprint,
         )
         if name in self.names:
             raise ValueError(f"a route named {name!r} already exists ({self.names[name]!r})")
         hosts: list[str | None] = (
-            [host.lower()] if isinstance(host, str)
-            else [h.lower() for h in host] if host else [None]
+            [host.lower()]
+            if isinstance(host, str)
+            else [h.lower() for h in host]
+            if host
+            else [None]
         )
         tables = self._ws if websocket else self._http
         for h in hosts:

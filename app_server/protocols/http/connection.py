@@ -379,5 +379,11 @@ class HttpConnection:
 
 # What a passed deadline means, by phase (an upgraded or closed connection has none).
 _EXPIRED: tuple[Expired | None, ...] = (
-    CLOSE_SOCKET, REQUEST_TIMEOUT, RESPONSE_TIMEOUT, CHECK_STALL, CLOSE_SOCKET, None, None
+    CLOSE_SOCKET,
+    REQUEST_TIMEOUT,
+    RESPONSE_TIMEOUT,
+    CHECK_STALL,
+    CLOSE_SOCKET,
+    None,
+    None,
 )

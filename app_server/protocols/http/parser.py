@@ -42,9 +42,7 @@ _VERSIONS: Final = frozenset({"1.0", "1.1"})
 # RFC 9112 §3 request-line with an RFC 9110 §5.6.2 token as the method, and
 # the set of its prefixes (a line that cannot become valid is refused early).
 _TCHAR: Final = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
-_REQUEST_LINE: Final = re.compile(
-    rb"(" + _TCHAR + rb"+) [\x21-\x7e]+ HTTP/[0-9]\.[0-9]\r\n"
-)
+_REQUEST_LINE: Final = re.compile(rb"(" + _TCHAR + rb"+) [\x21-\x7e]+ HTTP/[0-9]\.[0-9]\r\n")
 _REQUEST_LINE_PREFIX: Final = re.compile(
     _TCHAR
     + rb"+(?: (?:[\x21-\x7e]+(?: (?:H(?:T(?:T(?:P(?:/(?:[0-9](?:\.(?:[0-9]\r?)?)?)?)?)?)?)?)?)?)?)?"
@@ -151,10 +149,17 @@ class RequestParser:
             self._since = data
         elif (since := self._since) is not None:
             self._keep(since, data)
-        if self._space_tail or data[-1:] == b" " or (
-            not (self._length > 0 and self.in_message
-                 and self._body_size + len(data) <= self._length)  # all body: skip the scan
-            and _DOUBLE_SP(data)
+        if (
+            self._space_tail
+            or data[-1:] == b" "
+            or (
+                not (
+                    self._length > 0
+                    and self.in_message
+                    and self._body_size + len(data) <= self._length
+                )  # all body: skip the scan
+                and _DOUBLE_SP(data)
+            )
         ):
             self._feed_spaced(data)
         else:
@@ -233,7 +238,7 @@ class RequestParser:
                 if self.upgraded_at >= 0 or self._refused_method is not None:
                     return
             self._url_closed = False
-            self._feed(data[at:at + 1], at)
+            self._feed(data[at : at + 1], at)
             if self.upgraded_at >= 0 or self._refused_method is not None:
                 return
             start = at + 1
@@ -262,16 +267,12 @@ class RequestParser:
         boundary to find where the refused request starts.
         """
         since = self._since
-        received = (
-            b"" if since is None
-            else since if isinstance(since, bytes)
-            else b"".join(since)
-        )
+        received = b"" if since is None else since if isinstance(since, bytes) else b"".join(since)
         if not received or len(received) > _REPLAY_LIMIT:
             # Too far back to replay cheaply (the probe parses cost
             # O(n log n)): the refusal stays, without the 501 distinction.
             raise ProtocolError(400, "Invalid method") from exc
-        self._judge_method(received[_request_start(received):])
+        self._judge_method(received[_request_start(received) :])
 
     def _judge_method(self, line: bytes) -> None:
         """501 for a well-formed request line, 400 for any other; wait while undecided.
@@ -431,7 +432,7 @@ class RequestParser:
         q = url.find(b"?")
         if q < 0:
             return url, _decode_path(url), b""
-        return url, _decode_path(url[:q]), url[q + 1:]
+        return url, _decode_path(url[:q]), url[q + 1 :]
 
     def _check_version(self, version: str) -> str:
         """RFC 9112 §2.3: an unknown 1.x minor version is served as 1.1."""

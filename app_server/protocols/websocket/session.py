@@ -88,8 +88,20 @@ class Session:
     """
 
     __slots__ = (
-        "_conn", "_parts", "deflate", "failed", "close_sent", "close_received", "pending",
-        "max_size", "_buf", "_pass", "_fragmented", "_wsp_pending", "_direct", "_partial",
+        "_conn",
+        "_parts",
+        "deflate",
+        "failed",
+        "close_sent",
+        "close_received",
+        "pending",
+        "max_size",
+        "_buf",
+        "_pass",
+        "_fragmented",
+        "_wsp_pending",
+        "_direct",
+        "_partial",
     )
 
     def __init__(
@@ -145,7 +157,7 @@ class Session:
                 k = min(self._pass, n - pos)
                 self._pass -= k
                 pos += k
-                room = self._wsproto_events(buf[pos - k:pos], out, room)
+                room = self._wsproto_events(buf[pos - k : pos], out, room)
                 if self._stopped():
                     return out
                 continue
@@ -158,12 +170,12 @@ class Session:
             if length == 126:
                 if n - pos < 4:
                     break
-                length = int.from_bytes(buf[pos + 2:pos + 4], "big")
+                length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
                 head = 4
             elif length == 127:
                 if n - pos < 10:
                     break
-                length = int.from_bytes(buf[pos + 2:pos + 10], "big")
+                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
                 head = 10
             if b1 & 0x80:
                 head += 4
@@ -181,8 +193,10 @@ class Session:
                     if total <= _SMALL_FRAME:
                         # Wait for the rest of this frame; text that is
                         # already invalid fails now (RFC 6455 §8.1).
-                        if opcode == 1 and n - pos > head and not self._check_partial_text(
-                            buf, pos + head, n
+                        if (
+                            opcode == 1
+                            and n - pos > head
+                            and not self._check_partial_text(buf, pos + head, n)
                         ):
                             out.append((FAIL, _INVALID_TEXT))
                             return out
@@ -192,7 +206,7 @@ class Session:
                         self._partial = None
                     start = pos + head
                     pos += total
-                    payload = _unmask(buf[start - 4:start], buf[start:pos])
+                    payload = _unmask(buf[start - 4 : start], buf[start:pos])
                     if opcode == 1:
                         try:
                             out.append((TEXT, payload.decode()))
@@ -212,7 +226,7 @@ class Session:
                     out.append(event)
                     return out
             if n - pos >= total:
-                chunk = buf[pos:pos + total]
+                chunk = buf[pos : pos + total]
                 pos += total
             elif n - pos < head or (opcode & 0x8 and length <= 125):
                 break  # wait for the header, or for a whole control frame
@@ -259,9 +273,9 @@ class Session:
         if have <= checked:
             return True
         k = checked % 4
-        mask = buf[start - 4:start]
+        mask = buf[start - 4 : start]
         try:
-            decoder.decode(_unmask(mask[k:] + mask[:k], buf[start + checked:end]))
+            decoder.decode(_unmask(mask[k:] + mask[:k], buf[start + checked : end]))
         except UnicodeDecodeError:
             self.failed = True
             self._partial = None
@@ -275,7 +289,7 @@ class Session:
         """A Close with code 1012-1014 (wsproto would refuse it), else None."""
         if not b1 & 0x80:
             return None  # unmasked: wsproto fails it
-        payload = _unmask(buf[start - 4:start], buf[start:end])
+        payload = _unmask(buf[start - 4 : start], buf[start:end])
         code = int.from_bytes(payload[:2], "big")
         if code not in _REGISTERED_CLOSE:
             return None
