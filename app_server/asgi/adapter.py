@@ -21,9 +21,8 @@ from typing import Any
 from app_server.asgi.http import HttpExchange, Message, connection_scope
 from app_server.asgi.lifespan import Lifespan
 from app_server.asgi.websocket import AsgiWebSocket
-from app_server.framework.datastructures import Headers
-from app_server.framework.request import ConnectionInfo
 from app_server.protocols.http.events import RequestHead, RouteMatch
+from app_server.workers.app_contract import ConnectionInfo, Headers
 
 # Label of every request whose app reports no route (plain Starlette, Django).
 SHARED_LABEL = "<asgi>"

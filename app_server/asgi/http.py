@@ -31,10 +31,15 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from app_server.framework.request import BodyReader, ConnectionInfo
-from app_server.framework.responses import FileResponse, HTTPResponse, StreamingResponse
 from app_server.protocols.http.events import RequestHead, RouteMatch
-from app_server.workers.app_contract import ResponseAborted
+from app_server.workers.app_contract import (
+    BodyReader,
+    ConnectionInfo,
+    FileResponse,
+    HTTPResponse,
+    ResponseAborted,
+    StreamingResponse,
+)
 
 error_log = logging.getLogger("app_server.error")
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from app_server.asgi.http import AsgiResponse, ClientDisconnected, header_lines
 from app_server.exceptions import WebSocketClosed
-from app_server.framework.responses import HTTPResponse
+from app_server.workers.app_contract import HTTPResponse
 
 error_log = logging.getLogger("app_server.error")
 

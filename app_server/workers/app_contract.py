@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, TypeVar
 
+from app_server.framework.datastructures import Headers
 from app_server.framework.proxy import ForwardedPolicy
 from app_server.framework.request import BodyReader, ConnectionInfo
 from app_server.framework.responses import (
@@ -36,6 +37,7 @@ __all__ = [
     "FileResponse",
     "ForwardedPolicy",
     "HTTPResponse",
+    "Headers",
     "PreparedRequest",
     "ResponseAborted",
     "RouteMatch",

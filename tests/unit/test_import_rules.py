@@ -243,6 +243,11 @@ NEVER: dict[str, tuple[tuple[str, ...], str]] = {
 # prefix) -> reason. Any other import inside a function fails the test.
 LAZY_BY_DESIGN: dict[tuple[str, str], str] = {
     (
+        "app_server.asgi",
+        "app_server.asgi.adapter",
+    ): "the probe only judges an app's interface; the adapter (and the worker types it "
+    "brings) loads only where an ASGI app is served",
+    (
         "app_server.cli",
         "app_server.asgi",
     ): "the forked probe and the workers judge the imported app's interface; the "
