@@ -90,3 +90,15 @@ def read_ready(recv: Callable[[], _T], eof: _T) -> Iterator[_T]:
         yield item
         if item == eof:
             return
+
+
+def write_ready(sock: socket.socket, data: bytes) -> bytes | None:
+    """Send what a non-blocking ``sock`` takes now: the rest of ``data``, or
+    None when the peer is gone (a write error), so the caller closes it."""
+    try:
+        sent = sock.send(data)
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    except OSError:
+        return None
+    return data[sent:]

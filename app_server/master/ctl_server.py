@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from app_server.control.channel import write_ready
 from app_server.master.model import Phase, Worker
 
 log = logging.getLogger("app_server.error")
@@ -301,15 +302,12 @@ class ControlServer:
         self._flush(conn)
 
     def _flush(self, conn: Conn) -> None:
-        try:
-            sent = conn.sock.send(conn.outbox)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
+        rest = write_ready(conn.sock, conn.outbox)
+        if rest is None:
             self._close(conn)
             return
-        conn.outbox = conn.outbox[sent:]
-        if not conn.outbox:
+        conn.outbox = rest
+        if not rest:
             # Half-close and wait for the client's EOF (bounded by the deadline):
             # closing a unix socket with unread input resets it, and the client
             # would lose the answer it has not read yet (a refused peer's).

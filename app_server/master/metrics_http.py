@@ -21,7 +21,7 @@ import socket
 import time
 from typing import Protocol
 
-from app_server.control.channel import read_ready
+from app_server.control.channel import read_ready, write_ready
 
 MAX_HEAD = 8192
 READ_TIMEOUT_S = 5.0
@@ -173,15 +173,12 @@ class MetricsServer:
         self._flush(conn)
 
     def _flush(self, conn: _Conn) -> None:
-        try:
-            sent = conn.sock.send(conn.outbox)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
+        rest = write_ready(conn.sock, conn.outbox)
+        if rest is None:
             self._close(conn)
             return
-        conn.outbox = conn.outbox[sent:]
-        if not conn.outbox:
+        conn.outbox = rest
+        if not rest:
             self._close(conn)
             return
         with contextlib.suppress(KeyError, ValueError):
