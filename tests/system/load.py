@@ -205,11 +205,7 @@ class Load:
         self.stop()
 
     def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=self.timeout + 5)
-        alive = [t.name for t in self._threads if t.is_alive()]
-        assert not alive, f"load threads did not stop: {alive}"
+        stop_threads(self._stop, self._threads, self.timeout + 5, "load")
 
     # -- results -------------------------------------------------------------------
 
@@ -325,3 +321,14 @@ class Load:
     def _fail(self, t: float, kind: str, detail: str, reused: bool) -> None:
         with self._lock:
             self.failures.append(Failure(t, kind, detail, reused))
+
+
+def stop_threads(
+    stop: threading.Event, threads: list[threading.Thread], timeout: float, what: str
+) -> None:
+    """Tell client threads to stop and wait for each (bounded); fail naming any left."""
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=timeout)
+    alive = [t.name for t in threads if t.is_alive()]
+    assert not alive, f"{what} threads did not stop: {alive}"

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from tests.system.load import DEFAULT_BODY, Connection, RequestError
+from tests.system.load import DEFAULT_BODY, Connection, RequestError, stop_threads
 
 STUCK_S = 1.0
 _CONNECTION_IDS = itertools.count(1)
@@ -83,11 +83,7 @@ class Clients:
         self.stop()
 
     def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=self.timeout + 5)
-        alive = [t.name for t in self._threads if t.is_alive()]
-        assert not alive, f"client threads did not stop: {alive}"
+        stop_threads(self._stop, self._threads, self.timeout + 5, "client")
 
     def snapshot(self) -> list[Sample]:
         with self._lock:
